@@ -1,0 +1,242 @@
+"""Normalized squared-distortion (NSD), paper section 3.
+
+For an encoder E, images (P_j), j = 1..k, and masks (M_i), i = 1..n, with D-dimensional codes E(P_j, M_i):
+
+* Definition 3.1 (estimator): dist2(P_j) = 1/n^2 sum_{i,i'} ||E(P_j, M_i) - E(P_j, M_i')||^2 ("pairwise form"),
+  which by the variance identity equals 2/n sum_i ||E(P_j, M_i) - Zbar_j||^2, Zbar_j = 1/n sum_i E(P_j, M_i).
+* Definition 3.2: NSD = dist2 / (2D), since E||X - Y||^2 = 2D for independent X, Y ~ N(0, I_D).
+* Final estimator: NSD = 1/(D n k) sum_j sum_i ||E(P_j, M_i) - Zbar_j||^2 = mean_j NSD_j with
+  NSD_j = 1/(D n) sum_i ||E(P_j, M_i) - Zbar_j||^2.
+
+The paper reports NSD as "mean +- std" over the k images; :class:`NSDResult` holds both and the per-image values.
+
+Under the null model of the paper (codes i.i.d. N(0, I) whatever the mask), E[NSD_j] = (n - 1)/n, not 1: the
+estimator divides by n, not n - 1 (0.99 for n = 100). ``unbiased=True`` multiplies by n/(n - 1).
+
+**Standardisation.** The paper assumes E maps into N(0, I). A real encoder does not: the bottleneck
+convolution's output has an arbitrary scale per dimension (it is followed by BatchNorm, so scaling the
+convolution's weights changes the raw NSD but not the network's function). ``standardize=True`` divides each
+dimension by its standard deviation over all k*n codes (pooled; or by ``scale`` if given). Then NSD_j is the
+share of each dimension's total variance that is due to the mask (within-image variance), averaged over
+dimensions; the null value stays (n - 1)/n when codes ignore both image and mask, and it is smaller when
+codes depend on the image.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class NSDResult:
+    """NSD over k images: ``mean`` +- ``std`` (sample std over images, ddof=1) and the ``per_image`` values."""
+
+    per_image: np.ndarray
+    n: int
+    dims: int
+    standardized: bool = False
+    unbiased: bool = False
+
+    @property
+    def k(self) -> int:
+        return len(self.per_image)
+
+    @property
+    def mean(self) -> float:
+        return float(self.per_image.mean())
+
+    @property
+    def std(self) -> float:
+        return float(self.per_image.std(ddof=1)) if self.k > 1 else 0.0
+
+    def __str__(self) -> str:
+        return f"NSD = {self.mean:.3f} ± {self.std:.3f} (k={self.k} images, n={self.n} masks, D={self.dims})"
+
+
+def _as_codes(codes: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Validate a (k, n, D) code array and return it as a float64 CPU tensor."""
+    codes = torch.as_tensor(codes).detach().to("cpu", torch.float64)
+    if codes.ndim != 3:
+        raise ValueError(f"codes must have shape (k images, n masks, D dims), got shape {tuple(codes.shape)}")
+    k, n, d = codes.shape
+    if k == 0 or d == 0:
+        raise ValueError(f"codes are empty: shape {tuple(codes.shape)}")
+    if n < 2:
+        raise ValueError(f"NSD needs at least n=2 masks per image, got n={n}")
+    if not torch.isfinite(codes).all():
+        bad = (~torch.isfinite(codes)).any(-1).any(-1).nonzero().flatten().tolist()
+        raise ValueError(f"codes contain NaN or infinite values (images {bad[:10]})")
+    return codes
+
+
+def null_expectation(n: int) -> float:
+    """E[NSD] when codes are i.i.d. N(0, I) whatever the mask: (n - 1)/n (the estimator divides by n)."""
+    if n < 2:
+        raise ValueError(f"n must be at least 2, got {n}")
+    return (n - 1) / n
+
+
+def _finish(n: int, within: torch.Tensor, total_var: torch.Tensor | None, unbiased: bool, standardized: bool) -> NSDResult:
+    """NSD_j from per-image, per-dimension within-mask variances ``within`` (k, D), divided by n (not n - 1)."""
+    d = within.shape[1]
+    if total_var is not None:
+        keep = total_var > 0
+        if not keep.all():
+            warnings.warn(f"{int((~keep).sum())} of {d} code dimensions are constant over all codes; "
+                          "they are left out of the standardised NSD")
+        if not keep.any():
+            raise ValueError("every code dimension is constant: the standardised NSD is undefined")
+        within, d = within[:, keep] / total_var[keep], int(keep.sum())
+    per_image = within.sum(1) / d
+    if unbiased:
+        per_image = per_image * n / (n - 1)
+    return NSDResult(per_image.numpy(), n=n, dims=d, standardized=standardized, unbiased=unbiased)
+
+
+def nsd(codes: torch.Tensor | np.ndarray, standardize: bool = False, scale: torch.Tensor | None = None,
+        unbiased: bool = False) -> NSDResult:
+    """The NSD estimator of section 3: NSD_j = 1/(D n) sum_i ||E(P_j, M_i) - Zbar_j||^2, for codes (k, n, D).
+
+    ``standardize`` divides every dimension by its pooled standard deviation over the k*n codes, or by
+    ``scale`` (shape (D,)) if given; see the module docstring for what this does to the null value.
+    ``unbiased`` multiplies by n/(n-1), so that the null value is 1 instead of (n-1)/n.
+    """
+    codes = _as_codes(codes)
+    k, n, d = codes.shape
+    within = codes.var(dim=1, unbiased=False)  # (k, D): 1/n sum_i (z_i - zbar)^2 per dimension
+    total_var = None
+    if scale is not None:
+        total_var = torch.as_tensor(scale, dtype=torch.float64).flatten() ** 2
+        if total_var.numel() != d:
+            raise ValueError(f"scale must have D={d} entries, got {total_var.numel()}")
+    elif standardize:
+        total_var = codes.reshape(k * n, d).var(dim=0, unbiased=False)
+    return _finish(n, within, total_var, unbiased, standardized=total_var is not None)
+
+
+def pairwise_distortion(codes: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Definition 3.1's estimator per image: 1/n^2 sum_{i,i'} ||E(P, M_i) - E(P, M_i')||^2, shape (k,).
+
+    Quadratic in n; it exists to check the variance identity: ``pairwise_distortion(c) / (2 D)`` equals
+    ``nsd(c).per_image``.
+    """
+    codes = _as_codes(codes)
+    n = codes.shape[1]
+    return (torch.cdist(codes, codes) ** 2).sum((1, 2)).numpy() / n ** 2
+
+
+class StreamingNSD:
+    """NSD accumulated batch by batch over masks, in O(k D) memory instead of O(k n D).
+
+    Call :meth:`update` with codes of shape (b images, m masks, D) for the images ``index`` (default: all k);
+    every image must receive the same total number of masks. Per image and dimension it keeps the running mean
+    and sum of squared deviations in float64, merged with Chan et al.'s pairwise update, so the result equals
+    :func:`nsd` on the concatenated codes up to float64 rounding.
+    """
+
+    def __init__(self, k: int, dims: int) -> None:
+        if k < 1 or dims < 1:
+            raise ValueError(f"need k >= 1 images and dims >= 1, got k={k}, dims={dims}")
+        self.k, self.dims = k, dims
+        self.count = torch.zeros(k, dtype=torch.float64)
+        self.mean = torch.zeros(k, dims, dtype=torch.float64)
+        self.m2 = torch.zeros(k, dims, dtype=torch.float64)
+
+    def update(self, codes: torch.Tensor | np.ndarray, index: slice | list[int] | torch.Tensor = slice(None)) -> None:
+        """Add codes (b, m, D) of m more masks for the b images selected by ``index``."""
+        codes = torch.as_tensor(codes).detach().to("cpu", torch.float64)
+        if codes.ndim != 3 or codes.shape[2] != self.dims or codes.shape[1] == 0:
+            raise ValueError(f"codes must have shape (b, m, {self.dims}) with m >= 1, got {tuple(codes.shape)}")
+        if not torch.isfinite(codes).all():
+            raise ValueError("codes contain NaN or infinite values")
+        idx = torch.arange(self.k)[index]
+        if idx.numel() != codes.shape[0]:
+            raise ValueError(f"index selects {idx.numel()} images but codes hold {codes.shape[0]}")
+        m = codes.shape[1]
+        b_mean = codes.mean(1)
+        b_m2 = ((codes - b_mean[:, None]) ** 2).sum(1)
+        na = self.count[idx][:, None]
+        tot = na + m
+        delta = b_mean - self.mean[idx]
+        self.mean[idx] = self.mean[idx] + delta * m / tot
+        self.m2[idx] = self.m2[idx] + b_m2 + delta ** 2 * na * m / tot
+        self.count[idx] += m
+
+    def result(self, standardize: bool = False, unbiased: bool = False) -> NSDResult:
+        """The NSD of everything added so far (same meaning of the options as :func:`nsd`)."""
+        n = int(self.count[0])
+        if not (self.count == n).all():
+            raise ValueError(f"images received different numbers of masks: {sorted(set(self.count.int().tolist()))}")
+        if n < 2:
+            raise ValueError(f"NSD needs at least n=2 masks per image, got n={n}")
+        within = self.m2 / n
+        total_var = None
+        if standardize:  # pooled variance over all k*n codes = mean within-variance + variance of image means
+            grand = self.mean.mean(0)
+            total_var = within.mean(0) + ((self.mean - grand) ** 2).mean(0)
+        return _finish(n, within, total_var, unbiased, standardized=standardize)
+
+
+def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values`` (resampling images with replacement)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size < 2:
+        raise ValueError(f"need at least 2 values for a bootstrap interval, got {values.size}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """NSD of encoder b minus encoder a on the same images and masks."""
+
+    diff: np.ndarray  # per-image NSD_b - NSD_a
+    ci: tuple[float, float]
+    p_value: float  # two-sided sign-flip permutation test of mean(diff) = 0
+    level: float
+    fraction_lower: float = field(default=float("nan"))  # share of images where b has the lower NSD
+
+    @property
+    def mean(self) -> float:
+        return float(self.diff.mean())
+
+    def __str__(self) -> str:
+        lo, hi = self.ci
+        return (f"mean difference {self.mean:+.3f}, {100 * self.level:.0f}% CI [{lo:+.3f}, {hi:+.3f}], "
+                f"p = {self.p_value:.2g}, lower on {100 * self.fraction_lower:.0f}% of images")
+
+
+def paired_comparison(a: NSDResult, b: NSDResult, level: float = 0.95, n_boot: int = 10000,
+                      seed: int = 0) -> PairedComparison:
+    """Compare two encoders evaluated on the same k images with the same n masks: per-image b - a.
+
+    Gives the bootstrap confidence interval of the mean difference and a two-sided paired sign-flip
+    permutation p-value (``n_boot`` random sign flips, add-one smoothed).
+    """
+    if a.k != b.k or a.n != b.n:
+        raise ValueError(f"paired comparison needs the same images and masks: got k={a.k}, n={a.n} vs k={b.k}, n={b.n}")
+    if a.standardized != b.standardized or a.unbiased != b.unbiased:
+        raise ValueError("both results must use the same standardize/unbiased options")
+    diff = b.per_image - a.per_image
+    ci = bootstrap_ci(diff, level=level, n_boot=n_boot, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    signs = rng.choice([-1.0, 1.0], size=(n_boot, diff.size))
+    observed = abs(diff.mean())
+    p = (1 + np.sum(np.abs((signs * diff).mean(1)) >= observed - 1e-15)) / (n_boot + 1)
+    return PairedComparison(diff, ci, float(p), level, float(np.mean(diff < 0)))
+
+
+def nsd_standard_error(per_image: np.ndarray) -> float:
+    """Standard error of the mean NSD over images: std/sqrt(k)."""
+    per_image = np.asarray(per_image, dtype=np.float64)
+    return float(per_image.std(ddof=1) / math.sqrt(per_image.size))

@@ -1,0 +1,136 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The paper's figures, regenerated
+#
+# Every figure of the paper drawn again from our trained models and real held-out photographs:
+#
+# * **Fig. 1**: the cascade pipeline (section 4.2, steps (i) to (iv)) with the real image at every stage;
+# * **Fig. 2**: made real: the latent codes $E(P, M_i)$ of a few images under many masks, projected to 2-D, for
+#   the CE beside the cascade (the paper's figure is a hypothetical sketch);
+# * **Fig. 3**: one image under several masks, each with its normalised distance $\lVert E(P, M_i) - \bar Z\rVert^2/D$;
+# * **Fig. 4**: original, input, CE and cascade, for the central mask and for random blocks: the images on which
+#   each model does best (lowest squared error over the hole, our rule: the paper does not say how it picked
+#   them), and random picks.
+
+# %% tags=["parameters"]
+preset = "smoke"
+data = ["embedded"]
+eval_data = ["embedded"]
+k = 16  # images to pick Fig. 4's examples from
+n = 24  # masks for Fig. 2 and 3
+seed = 0
+device = "auto"
+runs_dir = "../_build/nbval/runs"
+fig_dir = "../_build/nbval/figures"
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from cce_core.data import load_images, to_float
+from cce_core.evaluate import cascade_stages, codes, eval_masks, hole_mse, inpaint, project_2d
+from cce_core.masks import central_mask, fill_hole
+from cce_core.plots import show_grid
+from cce_core.provenance import resolve_device
+from cce_core.reproduce import ensure_run
+from cce_core.train import load_model
+
+Path(fig_dir).mkdir(parents=True, exist_ok=True)
+dev = resolve_device(device)
+
+
+def save(fig, name):
+    """Save a figure for the book's numbered figures."""
+    fig.savefig(Path(fig_dir) / f"{name}.png", dpi=110, bbox_inches="tight")
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+models = {(m, mk): load_model(ensure_run(runs_dir, m, mk, preset, data, seed=seed, device=device), dev)
+          for mk in ("random_blocks", "central") for m in ("ce128", "cce128")}
+images = load_images(eval_data, limit=k, embedded_count=k, seed=seed + 1000, progress=False).images
+masks = eval_masks("random_blocks", max(n, len(images)), seed=seed)
+print(f"{len(images)} evaluation images, {len(masks)} random-block masks")
+
+# %% [markdown]
+# ## Fig. 1: the cascade, stage by stage
+
+# %%
+fig, axes = plt.subplots(2, 6, figsize=(14, 5.2))
+for row, mk in enumerate(("central", "random_blocks")):
+    mask = central_mask(1)[0] if mk == "central" else masks[0]
+    stages = cascade_stages(models[("cce128", mk)], images[0], mask)
+    show_grid(list(stages.values()), list(stages.keys()), axes=axes[row], fontsize=8)
+    axes[row, 0].set_ylabel(mk)
+fig.suptitle("Fig. 1: the 64x64 CE's upscaled inpainting fills the 128x128 CE's input (eq. (1))")
+save(fig, "fig1_pipeline")
+
+# %% [markdown]
+# ## Fig. 2: latent codes of the same image under different masks
+#
+# For four images, the codes under $n$ random-block masks, projected on the first two principal components of
+# all the codes of that model (each dimension standardised). The tighter each image's cloud relative to the
+# spread between images, the smaller the NSD.
+
+# %%
+picked = images[:4]
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+for ax, (m, title) in zip(axes, [("ce128", "CE"), ("cce128", "cascade CE")]):
+    z = torch.cat([codes(models[(m, "random_blocks")], img, masks[:n]) for img in picked])
+    xy = project_2d(z).view(len(picked), n, 2)
+    for j in range(len(picked)):
+        ax.scatter(xy[j, :, 0], xy[j, :, 1], s=12, label=f"image {j}")
+    ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
+axes[0].legend(fontsize=8)
+fig.suptitle("Fig. 2: E(P, M_i) for 4 images x n masks")
+save(fig, "fig2_latent")
+
+# %% [markdown]
+# ## Fig. 3: one image, several masks, and each mask's distance to the mean code
+
+# %%
+fig, axes = plt.subplots(2, 6, figsize=(14, 5.2))
+img = images[1]
+for row, (m, title) in enumerate([("ce128", "CE"), ("cce128", "cascade")]):
+    z = codes(models[(m, "random_blocks")], img, masks[:n])
+    dist = ((z - z.mean(0)) ** 2).sum(1) / z.shape[1]
+    shown = fill_hole(to_float(img[None]).expand(6, -1, -1, -1), masks[:6])
+    show_grid(list(shown), [f"{title}: {float(d):.3f}" for d in dist[:6]], axes=axes[row], fontsize=9)
+fig.suptitle("Fig. 3: ||E(P, M_i) - Z||^2 / D for the first six of the n masks (Z: mean over all n)")
+save(fig, "fig3_distances")
+
+# %% [markdown]
+# ## Fig. 4: inpaintings of the CE and of the cascade
+#
+# For each mask strategy: two images where the CE has its lowest hole error, two where the cascade has, two random
+# ones. Columns: original, input, CE, cascade.
+
+# %%
+for mk in ("central", "random_blocks"):
+    m = central_mask(len(images)) if mk == "central" else masks[: len(images)]
+    out = {name: inpaint(models[(name, mk)], images, m) for name in ("ce128", "cce128")}
+    err = {name: hole_mse(out[name], images, m) for name in out}
+    rand = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    picks = [("best CE", int(i)) for i in err["ce128"].argsort()[:2]] + \
+            [("best cascade", int(i)) for i in err["cce128"].argsort()[:2]] + [("random", int(i)) for i in rand[:2]]
+    fig, axes = plt.subplots(len(picks), 4, figsize=(8, 2.1 * len(picks)))
+    for row, (why, i) in enumerate(picks):
+        x = to_float(images[i:i + 1])
+        show_grid([x[0], fill_hole(x, m[i:i + 1])[0], out["ce128"][i], out["cce128"][i]],
+                  ["original", "input", f"CE ({err['ce128'][i]:.3f})", f"cascade ({err['cce128'][i]:.3f})"],
+                  axes=axes[row], fontsize=8)
+        axes[row, 0].set_ylabel(why, fontsize=8)
+    fig.suptitle(f"Fig. 4 ({mk}): hole MSE in brackets")
+    save(fig, f"fig4_{mk}")
+    print(f"{mk}: mean hole MSE CE {err['ce128'].mean():.4f}, cascade {err['cce128'].mean():.4f} over {len(images)} images")

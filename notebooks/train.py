@@ -1,0 +1,121 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Training a context encoder
+#
+# This notebook trains one of the paper's three networks (section 4) with Pathak et al.'s recipe and shows
+# how it learnt:
+#
+# * `ce64`: the 64×64 context encoder, trained "in a standard way" on the 128×128 photographs downscaled ×½;
+# * `ce128`: the plain 128×128 context encoder, the paper's baseline "CE";
+# * `cce128`: the 128×128 context encoder of the cascade, whose input hole is filled by the frozen, upscaled
+#   64×64 CE (eq. (1) and (2)).
+#
+# The reproduction (`python -m cce_core reproduce`) runs it six times with papermill: the three models, for the
+# central mask (Fig. 4) and for random blocks (the NSD comparison). The cell below holds the parameters; a
+# papermill run adds an `injected-parameters` cell after it with the values it used.
+
+# %% tags=["parameters"]
+model = "ce128"  # ce64 | ce128 | cce128
+mask = "random_blocks"  # central | random_blocks | random_region
+preset = "smoke"  # smoke: seconds on a CPU; cpu: minutes on train-mini; paper: GPU, D = 4000
+data = ["embedded"]  # training images: "embedded", folders, or zips such as ../../shared/data/photos128/train-00.zip
+eval_data = ["embedded"]  # images for the sample inpaintings (held out from training)
+runs_dir = "../_build/nbval/runs"  # where the training runs live
+seed = 0
+device = "auto"
+
+# %%
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from myst_nb import glue
+
+from cce_core.data import load_images, to_float
+from cce_core.evaluate import inpaint
+from cce_core.masks import central_mask, fill_hole, random_blocks
+from cce_core.plots import show_grid
+from cce_core.reproduce import ensure_run
+from cce_core.train import load_model, read_log
+
+# %% [markdown]
+# ## Train
+#
+# The 64 CE must exist before the cascade can be trained, so for `cce128` the 64 CE of the same mask strategy is
+# trained first if its run is missing. A run that is already complete is reused, an interrupted one resumed.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+checkpoint = ensure_run(runs_dir, model, mask, preset, data, seed=seed, device=device)
+run = checkpoint.parent
+meta = json.loads((run / "config.json").read_text())
+cfg = meta["config"]
+print(f"run: {run}")
+
+# %% [markdown]
+# ## Configuration and provenance
+#
+# Everything that defines the run, as written next to its checkpoint (`config.json`).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+keys = ["model", "mask", "preset", "steps", "batch_size", "bottleneck", "width", "variant", "lr_g", "lr_d",
+        "beta1", "wtl2", "overlap_weight", "full_known_weight", "upscale", "seed"]
+table = pd.DataFrame({"value": [str(cfg[k]) for k in keys]}, index=keys)
+samples = cfg["steps"] * cfg["batch_size"]
+print(f"data: {meta['data']['description']} ({meta['data']['images']} images, skipped {meta['data']['skipped']})")
+print(f"image samples seen: {samples:,} (Pathak's recipe: about 7.5 M)")
+print("provenance:", meta["provenance"])
+table
+
+# %% [markdown]
+# ## Loss curves
+#
+# The discriminator's BCE (`d`), the generator's adversarial BCE (`g_adv`) and its weighted reconstruction loss
+# (`g_rec`, the L2 term with the overlap ring weighted 10×; for full-image models, the L2 over the image), each
+# averaged over `log_every` steps.
+
+# %%
+log = pd.DataFrame(read_log(run))
+fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+for ax, key in zip(axes, ["d", "g_adv", "g_rec"]):
+    ax.plot(log["step"], log[key])
+    ax.set_title(key)
+    ax.set_xlabel("step")
+axes[2].set_yscale("log")
+fig.tight_layout()
+first, last = float(log["g_rec"].iloc[:3].mean()), float(log["g_rec"].iloc[-3:].mean())
+glue("rec_first", first, display=False)
+glue("rec_last", last, display=False)
+print(f"reconstruction loss: {first:.4f} over the first 3 records -> {last:.4f} over the last 3")
+assert log[["d", "g_adv", "g_rec"]].notna().all().all()
+
+# %% [markdown]
+# ## Sample inpaintings
+#
+# The first eight images of `eval_data`: held-out photographs in a real run (`eval-imagenet250`); with the
+# embedded default they are other random crops of the same few photographs, so only a sanity check.
+
+# %%
+g = load_model(run)
+images = load_images(eval_data, limit=8, embedded_count=8, seed=seed + 1000, progress=False).images[:8]
+masks = central_mask(len(images)) if mask == "central" else random_blocks(len(images), generator=torch.Generator().manual_seed(seed))
+out = inpaint(g, images, masks)
+if model == "ce64":  # show the 64 CE's result at its own resolution, upscaled for display
+    out = torch.nn.functional.interpolate(out, scale_factor=2, mode="nearest")
+shown = torch.cat([to_float(images), fill_hole(to_float(images), masks), out])
+axes = show_grid(list(shown), ncols=len(images), size=1.6)
+for ax, label in zip(axes[:: len(images)], ["original", "input", model]):
+    ax.set_ylabel(label)
+plt.show()

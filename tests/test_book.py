@@ -1,0 +1,270 @@
+"""The Jupyter Book builds with warnings as errors, and its pages work offline in a real browser.
+
+The book is built once per session into a temporary directory outside the repository (a build folder inside
+the source tree would be read back as pages, tooling doc pitfall P2). Set ``CCE_BOOK_HTML`` to an already built
+``_build/html`` directory to skip the build. Every page of ``_toc.yml`` is then opened in headless Debian
+Chromium (``apt-get install chromium``). Without Chromium the browser tests are skipped, or fail when
+``CI=true``.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=10000"]
+#: Pages whose math must have been typeset by the local MathJax (any other page with math is checked too).
+MATH_PAGES = ("book/paper", "notebooks/nsd_theory")
+REMOTE = re.compile(r"^(https?:)?//", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def toc_files(toc_path: Path = REPO / "_toc.yml") -> list[str]:
+    """Every ``file:`` of the table of contents (root first), without extension, e.g. ``book/intro``."""
+    toc = yaml.safe_load(toc_path.read_text())
+    files = [toc["root"]]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return [str(Path(f).with_suffix("")) if Path(f).suffix in (".md", ".ipynb", ".py") else f for f in files]
+
+
+class _Tags(HTMLParser):
+    """Collect the attributes of <img>, <script> and <link> tags and the text of <span class="pasted-text">."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.pasted: list[str] = []
+        self._in_pasted = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {k: v or "" for k, v in attrs}
+        if tag in ("img", "script", "link"):
+            self.tags.append((tag, attributes))
+        if tag == "span" and "pasted-text" in attributes.get("class", "").split():
+            self._in_pasted += 1
+            self.pasted.append("")
+        elif self._in_pasted and tag == "span":
+            self._in_pasted += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "span" and self._in_pasted:
+            self._in_pasted -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in_pasted:
+            self.pasted[-1] += data
+
+
+def parse(markup: str) -> _Tags:
+    parser = _Tags()
+    parser.feed(markup)
+    return parser
+
+
+def resolve_local(page: Path, url: str, html_dir: Path) -> Path | None:
+    """The file a relative URL of ``page`` points to, or None for a remote URL."""
+    if REMOTE.match(url):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    return (page.parent / unquote(parts.path)).resolve()
+
+
+def page_title(markup: str) -> str:
+    match = re.search(r"<title>(.*?)</title>", markup, re.DOTALL)
+    return html.unescape(match.group(1)).strip() if match else ""
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def run_chromium(chromium: str, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="cce-chromium-") as profile:
+        return subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def html_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built HTML: ``$CCE_BOOK_HTML`` if set, else a fresh ``jupyter-book build -W --keep-going``."""
+    prebuilt = os.environ.get("CCE_BOOK_HTML")
+    if prebuilt:
+        path = Path(prebuilt).resolve()
+        assert (path / "index.html").is_file(), f"CCE_BOOK_HTML={prebuilt} holds no index.html"
+        return path
+    out = tmp_path_factory.mktemp("book")
+    if out.resolve().is_relative_to(REPO):  # e.g. --basetemp inside the repo: the build would read itself
+        out = Path(tempfile.mkdtemp(prefix="cce-book-"))
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jupyter_book) if jupyter_book.is_file() else "jupyter-book", "build", str(REPO),
+           "--path-output", str(out), "-W", "--keep-going"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+    return out / "_build" / "html"
+
+
+@pytest.fixture(scope="module")
+def pages(html_dir: Path) -> dict[str, Path]:
+    """The HTML file of every page in _toc.yml, e.g. {"book/intro": .../book/intro.html}."""
+    found = {doc: html_dir / f"{doc}.html" for doc in toc_files()}
+    missing = [str(p) for p in found.values() if not p.is_file()]
+    assert not missing, f"pages of _toc.yml missing from the build: {missing}"
+    return found
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = chromium_path()
+    if path is None:
+        message = "headless Chromium not found (apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="module")
+def doms(chromium: str, pages: dict[str, Path]) -> dict[str, str]:
+    """Each page's DOM after Chromium ran its scripts (MathJax included), two browsers at a time."""
+    def dump(item: tuple[str, Path]) -> tuple[str, str]:
+        doc, path = item
+        result = run_chromium(chromium, "--dump-dom", path.as_uri())
+        assert result.returncode == 0, f"chromium failed on {doc}: {result.stderr[-3000:]}"
+        return doc, result.stdout
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(dump, pages.items()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tests
+
+
+def test_toc_lists_pages() -> None:
+    files = toc_files()
+    assert files[0] == "book/intro"
+    assert {"book/paper", "notebooks/nsd_theory", "notebooks/masks", "book/references"} <= set(files)
+
+
+def test_pages_load(pages: dict[str, Path], doms: dict[str, str]) -> None:
+    for doc, path in pages.items():
+        dom = doms[doc]
+        title = page_title(path.read_text())
+        assert dom.strip(), f"{doc}: Chromium returned an empty DOM"
+        assert title, f"{doc}: the built page has no <title>"
+        assert page_title(dom) == title, f"{doc}: Chromium shows title {page_title(dom)!r}, expected {title!r}"
+        assert "<main" in dom and "bd-article" in dom, f"{doc}: no article content in the DOM"
+
+
+def test_no_broken_images(html_dir: Path, pages: dict[str, Path], doms: dict[str, str]) -> None:
+    broken = []
+    for doc, path in pages.items():
+        for tag, attrs in parse(path.read_text()).tags + parse(doms[doc]).tags:
+            src = attrs.get("src", "")
+            if tag != "img" or not src or src.startswith("data:"):
+                continue
+            target = resolve_local(path, src, html_dir)
+            if target is None or not target.is_file():
+                broken.append(f"{doc}: <img src={src!r}>")
+    assert not broken, "broken or remote images:\n" + "\n".join(sorted(set(broken)))
+
+
+def test_no_remote_scripts_or_styles(html_dir: Path, pages: dict[str, Path], doms: dict[str, str]) -> None:
+    remote, missing = [], []
+    for doc, path in pages.items():
+        for tag, attrs in parse(path.read_text()).tags + parse(doms[doc]).tags:
+            url = attrs.get("src", "") if tag == "script" else attrs.get("href", "")
+            if not url or (tag == "link" and "stylesheet" not in attrs.get("rel", "") and attrs.get("as") != "script"):
+                continue
+            target = resolve_local(path, url, html_dir)
+            if target is None:
+                remote.append(f"{doc}: <{tag} {url}>")
+            elif not target.is_file():
+                missing.append(f"{doc}: <{tag} {url}>")
+    assert not remote, "pages load scripts or styles from the network:\n" + "\n".join(remote)
+    assert not missing, "scripts or styles missing from the build:\n" + "\n".join(missing)
+
+
+def test_mathjax_is_local(html_dir: Path, pages: dict[str, Path]) -> None:
+    scripts = [attrs.get("src", "") for tag, attrs in parse(pages["book/paper"].read_text()).tags if tag == "script"]
+    mathjax = [s for s in scripts if "mathjax" in s.lower()]
+    assert mathjax, "paper.html loads no MathJax"
+    for src in mathjax:
+        target = resolve_local(pages["book/paper"], src, html_dir)
+        assert target is not None and target.is_file(), f"MathJax is not served from the book: {src}"
+
+
+def test_math_is_typeset(pages: dict[str, Path], doms: dict[str, str]) -> None:
+    for doc in MATH_PAGES:
+        assert "<mjx-container" in doms[doc], f"{doc}: no math typeset by MathJax"
+    for doc, path in pages.items():
+        has_math = re.search(r'class="math[ "]', path.read_text()) is not None
+        if has_math:
+            assert "<mjx-container" in doms[doc], f"{doc}: has math but MathJax typeset none"
+        assert "<mjx-merror" not in doms[doc], f"{doc}: MathJax reports a TeX error"
+
+
+def test_report_page(request: pytest.FixtureRequest) -> None:
+    if "book/report" not in toc_files():
+        pytest.skip("book/report.md is not in _toc.yml yet")
+    pages = request.getfixturevalue("pages")
+    pasted = [t.strip() for t in parse(pages["book/report"].read_text()).pasted]
+
+    def is_float(text: str) -> bool:
+        try:
+            float(text.replace(",", "").rstrip("%"))
+        except ValueError:
+            return False
+        return True
+
+    numbers = [t for t in pasted if is_float(t)]
+    assert numbers, f"report.html has no glued numbers (pasted-text spans: {pasted[:10]})"
+
+
+def test_screenshot(chromium: str, pages: dict[str, Path]) -> None:
+    doc = "book/report" if "book/report" in pages else "book/intro"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"{doc.replace('/', '-')}.png"
+    shot.unlink(missing_ok=True)
+    result = run_chromium(chromium, f"--screenshot={shot}", "--window-size=1280,2000", pages[doc].as_uri())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert shot.is_file() and shot.stat().st_size > 10_000, f"no screenshot written to {shot}"
