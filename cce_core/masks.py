@@ -37,6 +37,13 @@ def _check_batch(batch: int) -> None:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
 
 
+def _fresh_generator() -> torch.Generator:
+    """A generator seeded from the OS, for callers that pass none (the global torch RNG is left alone)."""
+    g = torch.Generator()
+    g.seed()
+    return g
+
+
 def center_box(size: int) -> tuple[int, int]:
     """The central block [size/4, 3 size/4) that a ``output="center"`` CE predicts and its D judges."""
     _check_size(size)
@@ -91,7 +98,7 @@ def random_blocks(batch: int, size: int = 128, generator: torch.Generator | None
         raise ValueError(f"bad block_range {block_range} or align {align} for size {size}")
     if lo_side * lo_side > max_coverage * size * size:
         raise ValueError(f"blocks of side >= {lo_side} cannot fit under max_coverage={max_coverage}")
-    g = generator if generator is not None else torch.Generator().manual_seed(torch.seed())
+    g = generator if generator is not None else _fresh_generator()
     area, limit = size * size, max_coverage * size * size
 
     def randint(lo: int, hi: int) -> int:  # uniform on {lo, lo + align, ..., <= hi}
@@ -138,7 +145,7 @@ def random_region(batch: int, size: int = 128, generator: torch.Generator | None
     if pattern_size <= size or res * pattern_size < 2:
         raise ValueError(f"pattern_size={pattern_size} is too small for size {size} and res {res}")
     pattern = _noise_pattern(pattern_seed, res, density, pattern_size)
-    g = generator if generator is not None else torch.Generator().manual_seed(torch.seed())
+    g = generator if generator is not None else _fresh_generator()
     out = torch.zeros(batch, 1, size, size)
     for b in range(1 if per_batch else batch):
         for _ in range(10000):

@@ -127,7 +127,7 @@ def pairwise_distortion(codes: torch.Tensor | np.ndarray) -> np.ndarray:
     """
     codes = _as_codes(codes)
     n = codes.shape[1]
-    return (torch.cdist(codes, codes) ** 2).sum((1, 2)).numpy() / n ** 2
+    return (torch.cdist(codes, codes, compute_mode="donot_use_mm_for_euclid_dist") ** 2).sum((1, 2)).numpy() / n ** 2
 
 
 class StreamingNSD:
@@ -155,6 +155,8 @@ class StreamingNSD:
         if not torch.isfinite(codes).all():
             raise ValueError("codes contain NaN or infinite values")
         idx = torch.arange(self.k)[index]
+        if idx.unique().numel() != idx.numel():
+            raise ValueError("index selects an image more than once; add its masks in separate updates")
         if idx.numel() != codes.shape[0]:
             raise ValueError(f"index selects {idx.numel()} images but codes hold {codes.shape[0]}")
         m = codes.shape[1]

@@ -48,7 +48,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from IPython.display import Markdown
 from myst_nb import glue
 
 from cce_core.data import load_images
@@ -157,7 +156,7 @@ verdicts = {
     "cce_value": verdict_value(results["cce128"].raw, PAPER["cce"][0], preset, samples, seed),
 }
 for key, text in verdicts.items():
-    glue(f"verdict_{key}", Markdown(text), display=False)
+    glue(f"verdict_{key}", text, display=False)
     print(f"{key}: {text}")
 
 metrics = {"preset": preset, "samples_per_model": samples, "k": len(images), "n": n, "mask": mask, "seed": seed,
@@ -187,13 +186,13 @@ if ood:
                    f"{ood_cmp.mean:+.3f}, 95% CI [{ood_cmp.ci[0]:+.3f}, {ood_cmp.ci[1]:+.3f}].")
 else:
     ood_summary = "This run measured no out-of-distribution set."
-glue("ood_summary", Markdown(ood_summary), display=False)
-glue("eval_description", Markdown(images.description), display=False)
-glue("train_description", Markdown(run_cfg["data"]["description"]), display=False)
+glue("ood_summary", ood_summary, display=False)
+glue("eval_description", images.description, display=False)
+glue("train_description", run_cfg["data"]["description"], display=False)
 glue("eval_k", int(len(images)), display=False)
 glue("eval_n", int(n), display=False)
 glue("samples_per_model", int(samples), display=False)
-glue("run_preset", Markdown(preset), display=False)
+glue("run_preset", preset, display=False)
 Path(metrics_path).write_text(json.dumps(metrics, indent=1))
 
 # %% [markdown]
@@ -203,6 +202,6 @@ Path(metrics_path).write_text(json.dumps(metrics, indent=1))
 # NBVAL_IGNORE_OUTPUT
 prov = metrics["provenance"]
 for key in ("device", "commit", "date", "torch"):
-    glue(f"prov_{key}", Markdown(str(prov[key])), display=False)
+    glue(f"prov_{key}", str(prov[key]), display=False)
 print(json.dumps({"preset": preset, "seed": seed, "train": run_cfg["data"]["description"],
                   "eval": images.description, **prov}, indent=1))

@@ -300,7 +300,9 @@ assert sim_over_formula.between(*band).all(), (band, sim_over_formula)
 precision.round(4)
 
 # %% [markdown]
-# Beyond a few tens of masks, $n$ barely matters. The spread over images dominates, and the standard error
+# Each simulated value is itself an estimate from `repeats` experiments, with a relative noise of about
+# $1/\sqrt{2(R-1)}$ (13% for $R = 30$), so a single cell can stray from the formula; the cell above asserts
+# that all of them lie within a 99.99% band. Beyond a few tens of masks, $n$ barely matters. The spread over images dominates, and the standard error
 # is close to $0.17/\sqrt k$: about 0.011 for $k = 250$.
 #
 # **Is $n = 100$, $k = 250$ enough to tell 0.56 from 0.79?** We simulate both encoders on the same 250 images

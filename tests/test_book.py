@@ -2,9 +2,10 @@
 
 The book is built once per session into a temporary directory outside the repository (a build folder inside
 the source tree would be read back as pages, tooling doc pitfall P2). Set ``CCE_BOOK_HTML`` to an already built
-``_build/html`` directory to skip the build. Every page of ``_toc.yml`` is then opened in headless Debian
-Chromium (``apt-get install chromium``). Without Chromium the browser tests are skipped, or fail when
-``CI=true``.
+``_build/html`` directory to skip the build, and ``CCE_BOOK_TOC`` to build and check another table of contents
+than ``_toc.yml`` (e.g. a subset while pages are being written). Every page of the table of contents is then opened
+in headless Debian Chromium (``apt-get install chromium``). Without Chromium the browser tests are skipped, or fail
+when ``CI=true``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+TOC = Path(os.environ.get("CCE_BOOK_TOC", REPO / "_toc.yml")).resolve()
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -38,7 +40,7 @@ REMOTE = re.compile(r"^(https?:)?//", re.IGNORECASE)
 # helpers
 
 
-def toc_files(toc_path: Path = REPO / "_toc.yml") -> list[str]:
+def toc_files(toc_path: Path = TOC) -> list[str]:
     """Every ``file:`` of the table of contents (root first), without extension, e.g. ``book/intro``."""
     toc = yaml.safe_load(toc_path.read_text())
     files = [toc["root"]]
@@ -136,7 +138,7 @@ def html_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         out = Path(tempfile.mkdtemp(prefix="cce-book-"))
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jupyter_book) if jupyter_book.is_file() else "jupyter-book", "build", str(REPO),
-           "--path-output", str(out), "-W", "--keep-going"]
+           "--path-output", str(out), "--toc", str(TOC), "-W", "--keep-going"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
     return out / "_build" / "html"
