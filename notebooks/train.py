@@ -26,7 +26,7 @@
 # %% tags=["parameters"]
 model = "ce128"  # ce64 | ce128 | cce128
 mask = "random_blocks"  # central | random_blocks | random_region
-preset = "smoke"  # smoke: seconds on a CPU; cpu: minutes on train-mini; paper: GPU, D = 4000
+preset = "smoke"  # smoke, cpu or paper: see cce_core.train.PRESETS
 data = ["embedded"]  # training images: "embedded", folders, or zips such as ../../shared/data/photos128/train-00.zip
 eval_data = ["embedded"]  # images for the sample inpaintings (held out from training)
 runs_dir = "../_build/nbval/runs"  # where the training runs live
