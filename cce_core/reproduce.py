@@ -101,7 +101,8 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
                                                 fig_dir="figures", metrics_path="metrics.json", **sizes), generated)
     print("[reproduce] figures", flush=True)
     timings["figures"] = execute_notebook("figures", generated / "figures.ipynb",
-                                          dict(common, data=data, eval_data=eval_data, fig_dir="figures"), generated)
+                                          dict(common, data=data, eval_data=eval_data, fig_dir="figures", k=sizes["k"]),
+                                          generated)
     record = {"preset": preset, "data": data, "eval_data": eval_data, "ood_data": ood_data, "seed": seed,
               "eval_sizes": sizes, "provenance": provenance(resolve_device(device)),
               "wall_seconds": {k: round(v, 1) for k, v in timings.items()},
