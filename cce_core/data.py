@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 #: The special source name for the built-in data set (:func:`embedded_photos`).
 EMBEDDED = "embedded"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask
 from .data import to_float

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask
 from .data import load_images, sample_batch
