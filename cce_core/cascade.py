@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .masks import check_mask, fill_hole
+from .masks import check_mask, paste
 from .models import ContextEncoder, check_images
 
 Upscale = Literal["bilinear", "bicubic", "nearest"]
@@ -102,10 +102,5 @@ class CascadeContextEncoder(nn.Module):
 
     def inpaint(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The cascade's inpainting: every known pixel kept, the hole filled by the 128 CE's prediction."""
-        from .masks import paste
         return paste(images, self(images, mask), mask)
 
-
-def plain_input(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The plain CE's input: the hole filled with Pathak's constants (the counterpart of ``prepare_input``)."""
-    return fill_hole(images, mask)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask
 from .data import to_float
-from .masks import MaskKind, make_masks
+from .masks import MaskKind, fill_hole, make_masks
 from .models import ContextEncoder
 from .nsd import NSDResult, StreamingNSD
 
@@ -30,9 +30,20 @@ def eval_masks(kind: MaskKind, n: int, seed: int = 0, size: int = 128) -> torch.
     return make_masks(kind, n, size, torch.Generator().manual_seed(seed), **({"per_batch": False} if kind == "random_region" else {}))
 
 
+def at_model_scale(model: Encoder, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8 or [-1, 1] float) and masks on the model's device, at its resolution: a 64 CE gets both
+    downscaled by the cascade's ``down``, i.e. what it sees inside the cascade."""
+    device = next(model.parameters()).device
+    x, m = images.to(device), masks.to(device)
+    x = to_float(x) if x.dtype == torch.uint8 else x
+    if isinstance(model, ContextEncoder) and model.size == 64:
+        x, m = downscale(x), downscale_mask(m)
+    return x, m
+
+
 @torch.no_grad()
 def encode_all(model: Encoder, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 100,
-               progress: bool = True, device: torch.device | str | None = None) -> StreamingNSD:
+               progress: bool = True) -> StreamingNSD:
     """Stream E(P_j, M_i) for every image j (uint8 or [-1, 1] float, (k, 3, 128, 128)) and mask i into NSD moments.
 
     Memory is O(k D): codes are folded into a :class:`StreamingNSD` batch by batch, never stored all at once.
@@ -42,23 +53,12 @@ def encode_all(model: Encoder, images: torch.Tensor, masks: torch.Tensor, batch_
     if masks.ndim != 4 or masks.shape[0] < 2:
         raise ValueError(f"need at least 2 masks of shape (n, 1, 128, 128), got {tuple(masks.shape)}")
     model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    small = isinstance(model, ContextEncoder) and model.size == 64
     dims = (model.ce128 if isinstance(model, CascadeContextEncoder) else model).bottleneck
-    k, n = images.shape[0], masks.shape[0]
-    acc = StreamingNSD(k, dims)
-    masks = masks.to(device)
-    if small:
-        masks = downscale_mask(masks)
-    for j in tqdm(range(k), disable=not progress, desc="NSD codes", unit="image"):
-        img = images[j:j + 1].to(device)
-        img = to_float(img) if img.dtype == torch.uint8 else img
-        if small:
-            img = downscale(img)
-        for i in range(0, n, batch_size):
-            mb = masks[i:i + batch_size]
-            codes = model.encode(img.expand(len(mb), -1, -1, -1), mb)
-            acc.update(codes[None].float().cpu(), index=[j])
+    acc = StreamingNSD(images.shape[0], dims)
+    for j in tqdm(range(images.shape[0]), disable=not progress, desc="NSD codes", unit="image"):
+        for i in range(0, masks.shape[0], batch_size):
+            x, m = at_model_scale(model, images[j:j + 1], masks[i:i + batch_size])
+            acc.update(model.encode(x.expand(len(m), -1, -1, -1), m)[None].float().cpu(), index=[j])
     return acc
 
 
@@ -79,31 +79,18 @@ def model_nsd(model: Encoder, images: torch.Tensor, masks: torch.Tensor, batch_s
 
 @torch.no_grad()
 def inpaint(model: Encoder, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Inpaintings (B, 3, 128, 128) in [-1, 1] of uint8 or float images with one mask per image."""
+    """Inpaintings in [-1, 1] of uint8 or float images (B, 3, 128, 128) with one mask per image (a 64 CE's at 64)."""
     model.eval()
-    device = next(model.parameters()).device
-    outs = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
-        x = to_float(x) if x.dtype == torch.uint8 else x
-        m = masks[i:i + batch_size].to(device)
-        if isinstance(model, ContextEncoder) and model.size == 64:
-            x, m = downscale(x), downscale_mask(m)
-        outs.append(model.inpaint(x, m).cpu())
+    outs = [model.inpaint(*at_model_scale(model, images[i:i + batch_size], masks[i:i + batch_size])).cpu()
+            for i in range(0, len(images), batch_size)]
     return torch.cat(outs)
-
 
 
 @torch.no_grad()
 def codes(model: Encoder, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """E(P, M_i) of one image (3, 128, 128) under each of the n masks, shape (n, D) (for Fig. 2 and 3)."""
     model.eval()
-    device = next(model.parameters()).device
-    x = image[None].to(device)
-    x = to_float(x) if x.dtype == torch.uint8 else x
-    m = masks.to(device)
-    if isinstance(model, ContextEncoder) and model.size == 64:
-        x, m = downscale(x), downscale_mask(m)
+    x, m = at_model_scale(model, image[None], masks)
     return model.encode(x.expand(len(m), -1, -1, -1), m).cpu()
 
 
@@ -117,12 +104,8 @@ def hole_mse(inpainted: torch.Tensor, images: torch.Tensor, masks: torch.Tensor)
 @torch.no_grad()
 def cascade_stages(cce: CascadeContextEncoder, image: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every stage of the cascade (section 4.2, steps (i)-(iv)) for one image and mask, as [-1, 1] images (Fig. 1)."""
-    from .masks import fill_hole
     cce.eval()
-    device = next(cce.parameters()).device
-    x = image[None].to(device)
-    x = to_float(x) if x.dtype == torch.uint8 else x
-    m = mask[None].to(device) if mask.ndim == 3 else mask.to(device)
+    x, m = at_model_scale(cce, image[None], mask[None] if mask.ndim == 3 else mask)
     small, small_mask = downscale(x * (1 - m)), downscale_mask(m)
     stages = {
         "image P": x,

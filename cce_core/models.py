@@ -28,6 +28,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .masks import fill_hole, paste
+
 Size = Literal[64, 128]
 Output = Literal["center", "full"]
 Variant = Literal["R", "W"]
@@ -142,7 +144,6 @@ class ContextEncoder(nn.Module):
         the hole (mask == 1) is filled with Pathak's constants first (:func:`cce_core.masks.fill_hole`).
         """
         if mask is not None:
-            from .masks import fill_hole
             x = fill_hole(x, mask)
         check_images(x, self.size)
         return self.bottleneck_conv(self.encoder(x)).flatten(1)
@@ -155,7 +156,6 @@ class ContextEncoder(nn.Module):
 
     def inpaint(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Fill the hole of ``images`` (mask == 1) with the prediction and keep every known pixel (spec 7.3)."""
-        from .masks import fill_hole, paste
         return paste(images, self(fill_hole(images, mask)), mask)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -391,7 +390,3 @@ def read_log(run: str | os.PathLike) -> list[dict]:
         raise FileNotFoundError(f"no training log in {run}")
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln]
 
-
-def clear_run(out: str | os.PathLike) -> None:
-    """Delete a run directory (used by ``--force`` workflows and tests)."""
-    shutil.rmtree(out, ignore_errors=True)
