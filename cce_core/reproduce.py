@@ -103,8 +103,14 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     timings["figures"] = execute_notebook("figures", generated / "figures.ipynb",
                                           dict(common, data=data, eval_data=eval_data, fig_dir="figures", k=sizes["k"]),
                                           generated)
+    trained = {}  # a run reused from an earlier call was trained at another commit and time: record both
+    for mask, model in TRAIN_ORDER:
+        meta = json.loads((runs / run_name(model, mask) / "config.json").read_text())
+        trained[run_name(model, mask)] = {"samples": meta["config"]["steps"] * meta["config"]["batch_size"],
+                                          "commit": meta["provenance"]["commit"], "date": meta["provenance"]["date"],
+                                          "device": meta["provenance"]["device"]}
     record = {"preset": preset, "data": data, "eval_data": eval_data, "ood_data": ood_data, "seed": seed,
-              "eval_sizes": sizes, "provenance": provenance(resolve_device(device)),
+              "eval_sizes": sizes, "provenance": provenance(resolve_device(device)), "training": trained,
               "wall_seconds": {k: round(v, 1) for k, v in timings.items()},
               "total_wall_seconds": round(time.perf_counter() - started, 1)}
     (generated / "run.json").write_text(json.dumps(record, indent=2))
