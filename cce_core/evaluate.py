@@ -30,15 +30,25 @@ def eval_masks(kind: MaskKind, n: int, seed: int = 0, size: int = 128) -> torch.
     return make_masks(kind, n, size, torch.Generator().manual_seed(seed), **({"per_batch": False} if kind == "random_region" else {}))
 
 
+def _is_small(model: Encoder) -> bool:
+    return isinstance(model, ContextEncoder) and model.size == 64
+
+
 def at_model_scale(model: Encoder, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (uint8 or [-1, 1] float) and masks on the model's device, at its resolution: a 64 CE gets both
     downscaled by the cascade's ``down``, i.e. what it sees inside the cascade."""
-    device = next(model.parameters()).device
-    x, m = images.to(device), masks.to(device)
+    return _images_at_scale(model, images), _masks_at_scale(model, masks)
+
+
+def _images_at_scale(model: Encoder, images: torch.Tensor) -> torch.Tensor:
+    x = images.to(next(model.parameters()).device)
     x = to_float(x) if x.dtype == torch.uint8 else x
-    if isinstance(model, ContextEncoder) and model.size == 64:
-        x, m = downscale(x), downscale_mask(m)
-    return x, m
+    return downscale(x) if _is_small(model) else x
+
+
+def _masks_at_scale(model: Encoder, masks: torch.Tensor) -> torch.Tensor:
+    m = masks.to(next(model.parameters()).device)
+    return downscale_mask(m) if _is_small(model) else m
 
 
 @torch.no_grad()
@@ -55,9 +65,11 @@ def encode_all(model: Encoder, images: torch.Tensor, masks: torch.Tensor, batch_
     model.eval()
     dims = (model.ce128 if isinstance(model, CascadeContextEncoder) else model).bottleneck
     acc = StreamingNSD(images.shape[0], dims)
+    masks = _masks_at_scale(model, masks)  # once: the same n masks for every image
     for j in tqdm(range(images.shape[0]), disable=not progress, desc="NSD codes", unit="image"):
+        x = _images_at_scale(model, images[j:j + 1])
         for i in range(0, masks.shape[0], batch_size):
-            x, m = at_model_scale(model, images[j:j + 1], masks[i:i + batch_size])
+            m = masks[i:i + batch_size]
             acc.update(model.encode(x.expand(len(m), -1, -1, -1), m)[None].float().cpu(), index=[j])
     return acc
 
