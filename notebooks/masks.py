@@ -38,7 +38,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
-from myst_nb import glue
+from cce_core.glue import glue
 
 from cce_core.cascade import downscale, downscale_mask
 from cce_core.data import load_images, to_float

@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from myst_nb import glue
+from cce_core.glue import glue
 
 from cce_core.data import load_images
 from cce_core.evaluate import eval_masks, model_nsd

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from myst_nb import glue
+from cce_core.glue import glue
 from scipy import stats
 
 from cce_core import nsd as N

@@ -40,7 +40,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from myst_nb import glue
+from cce_core.glue import glue
 
 from cce_core.data import load_images, to_float
 from cce_core.evaluate import inpaint
