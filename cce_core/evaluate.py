@@ -83,6 +83,8 @@ def code_scale(model: Encoder) -> torch.Tensor:
 
 #: The three NSD readings, the headline one first.
 READINGS = ("normalized", "raw", "standardized")
+#: How the book names them.
+READING_LABELS = {"normalized": "BN-normalised", "raw": "raw", "standardized": "eval-standardised"}
 
 
 @dataclass

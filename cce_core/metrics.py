@@ -27,7 +27,7 @@ from skimage.metrics import structural_similarity
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask, upscale
 from .data import to_float
-from .evaluate import READINGS, Encoder, ModelNSD, code_scale, encode_all
+from .evaluate import READING_LABELS, READINGS, Encoder, ModelNSD, code_scale, encode_all
 from .masks import paste
 from .models import ContextEncoder
 from .nsd import NSDResult, PairedComparison, bootstrap_ci, paired_comparison
@@ -225,7 +225,7 @@ def build_metrics(*, preset: str, seed: int, mask: str, eval_data: str, k: int, 
     compared = {name: r for name, r in runs.items() if r["mask"] == mask}
     scale = scale_of(compared)
     comparisons = compare_readings(results, seed)
-    verdicts = {f"lower_{'std' if r == 'standardized' else r}": verdict_lower(comparisons[r], scale, reading=r)
+    verdicts = {f"lower_{'std' if r == 'standardized' else r}": verdict_lower(comparisons[r], scale, reading=READING_LABELS[r])
                 for r in READINGS}
     verdicts["ce_value"] = verdict_value(results["ce128"].normalized, PAPER["ce"][0], scale, seed)
     verdicts["cce_value"] = verdict_value(results["cce128"].normalized, PAPER["cce"][0], scale, seed)

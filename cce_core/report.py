@@ -35,11 +35,11 @@ class RunScale:
         """Each way the run falls short of paper scale (empty at paper scale)."""
         out = []
         if self.samples_per_model < MIN_SAMPLES:
-            out.append(f"{self.samples_per_model:,} image samples per model (paper scale: ≥ {MIN_SAMPLES:,})")
+            out.append(f"{self.samples_per_model:,} image samples per model (paper scale ≥ {MIN_SAMPLES:,})")
         if self.bottleneck != PAPER_BOTTLENECK:
-            out.append(f"D = {self.bottleneck} (paper: {PAPER_BOTTLENECK})")
+            out.append(f"D = {self.bottleneck} (paper {PAPER_BOTTLENECK})")
         if self.width != PAPER_WIDTH:
-            out.append(f"width {self.width} (paper: {PAPER_WIDTH})")
+            out.append(f"width {self.width} (paper {PAPER_WIDTH})")
         return out
 
     @property
@@ -51,7 +51,7 @@ def scale_note(scale: RunScale) -> str | None:
     """Why a run cannot test the paper's claims, or None for a paper-scale run."""
     if scale.is_paper_scale:
         return None
-    return "not testable at this scale (" + "; ".join(scale.shortfalls) + ")"
+    return "not testable at this scale: " + ", ".join(scale.shortfalls)
 
 
 def observed_order(cmp: PairedComparison) -> str:
@@ -65,10 +65,12 @@ def observed_order(cmp: PairedComparison) -> str:
 
 
 def verdict_lower(cmp: PairedComparison, scale: RunScale, reading: str | None = None) -> str:
-    """Claim: the cascade has a lower NSD than the plain CE (paired difference cascade - CE < 0, 95% CI below 0)."""
+    """Claim: the cascade has a lower NSD than the plain CE (paired difference cascade - CE < 0, 95% CI below 0).
+
+    ``reading`` (e.g. "BN-normalised") is named in the text."""
     lo, hi = cmp.ci
-    observed = (f"{observed_order(cmp)} (cascade − CE {cmp.mean:+.3g}, 95% CI [{lo:+.3g}, {hi:+.3g}]"
-                f"{', ' + reading if reading else ''})")
+    observed = (f"{observed_order(cmp)} ({reading + ' ' if reading else ''}cascade − CE {cmp.mean:+.3g}, "
+                f"95% CI [{lo:+.3g}, {hi:+.3g}])")
     note = scale_note(scale)
     if note:
         return f"{note}; observed here: {observed}"
