@@ -71,6 +71,7 @@ from cce_core.train import load_checkpoint, load_model
 
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
 LABELS = {"ce128": "CE (128)", "cce128": "cascade CE", "ce64": "64 CE alone"}
+QUALITY_LABELS = {"l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}
 
 # %% [markdown]
 # ## The models, the images and the masks
@@ -162,7 +163,7 @@ quality = {name: model_quality(models[name], images.images, quality_masks[runs[n
 
 # %%
 quality_table = pd.DataFrame([{"model": LABELS[r["model"]], "mask": r["mask"],
-                               **{m: f"{quality[name][m].mean():.3f}" for m in QUALITY},
+                               **{QUALITY_LABELS[m]: f"{quality[name][m].mean():.3f}" for m in QUALITY},
                                "NSD BN-normalised": f"{results[r['model']].normalized.mean:.3f}" if r["mask"] == mask else "—"}
                               for name, r in runs.items()]).set_index(["mask", "model"])
 quality_table = quality_table.style.set_table_styles([{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}])
