@@ -129,3 +129,21 @@ def test_build_metrics_and_glue_keys():
     for key in ("qdiff_rb_psnr_mean", "qdiff_c_ssim_lo", "q_ce64_rb_l1_mean", "quality_agreement",
                 "verdict_lower_raw", "verdict_lower_std", "verdict_ce_value", "verdict_cce_value"):
         assert key in g, key
+
+
+def test_checkpoint_curve(tmp_path):
+    import shutil
+
+    from cce_core.metrics import checkpoint_curve
+    from cce_core.train import make_config, train
+
+    cfg = make_config("smoke", model="ce128", mask="random_blocks", steps=4, batch_size=4, width=8, bottleneck=16,
+                      log_every=1, checkpoint_every=2, device="cpu", embedded_count=8)
+    ckpt = train(cfg, tmp_path / "run", stop_after=2, progress=False)
+    shutil.copy(ckpt, tmp_path / "step2.pt")
+    train(cfg, tmp_path / "run", resume=True, progress=False)
+    images = (torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    g = torch.Generator().manual_seed(2)
+    rows = checkpoint_curve([tmp_path / "step2.pt", ckpt], images, random_blocks(3, 128, g), random_blocks(1, 128, g))
+    assert [r["step"] for r in rows] == [2, 4]
+    assert rows[0]["nsd_normalized"] != rows[1]["nsd_normalized"] and all(np.isfinite(r["psnr"]) for r in rows)
