@@ -274,10 +274,16 @@ def _agreement_text(metrics: dict) -> str:
     names = {"l1": "in-hole L1", "psnr": "PSNR", "ssim": "SSIM"}
     pair = "; ".join(f"{names[q]}: {a[q]['pair']} ({'agrees' if a[q]['pair_agrees'] else 'disagrees'})"
                      for q in QUALITY)
-    order = ", ".join(f"{names[q]} {'same' if a[q]['same_order'] else 'different'}" for q in QUALITY)
-    return (f"CE vs cascade ({metrics['mask']}): BN-normalised NSD says {a['pair_nsd']}; {pair}. "
-            f"Order of the three {metrics['mask']} models, best first, by NSD: {', '.join(a['order_nsd'])}; "
-            f"by each measure: {order}.")
+    model = {"ce64": "64 CE", "ce128": "CE", "cce128": "cascade"}
+
+    def ranking(runs: list[str]) -> str:
+        return ", ".join(model.get(r.split("-")[0], r) for r in runs)
+
+    order = "; ".join(f"{names[q]}: {ranking(a[q]['order'])} ({'same' if a[q]['same_order'] else 'different'})"
+                      for q in QUALITY)
+    kind = metrics["mask"].replace("_", " ")
+    return (f"CE vs cascade ({kind}): BN-normalised NSD says {a['pair_nsd']}; {pair}. "
+            f"The three {kind} models ranked best first, by NSD: {ranking(a['order_nsd'])}; by {order}.")
 
 
 def glue_values(metrics: dict) -> dict[str, float | int | str]:
