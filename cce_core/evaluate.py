@@ -74,19 +74,38 @@ def encode_all(model: Encoder, images: torch.Tensor, masks: torch.Tensor, batch_
     return acc
 
 
+def code_scale(model: Encoder) -> torch.Tensor:
+    """The fixed per-dimension scale of the BN-normalised NSD: sqrt(running_var + eps) of the bottleneck
+    BatchNorm of the model, for the cascade of its 128 CE (whose bottleneck gives the cascade's code)."""
+    ce = model.ce128 if isinstance(model, CascadeContextEncoder) else model
+    return ce.code_scale().cpu()
+
+
+#: The three NSD readings, the headline one first.
+READINGS = ("normalized", "raw", "standardized")
+#: How the book names them.
+READING_LABELS = {"normalized": "BN-normalised", "raw": "raw", "standardized": "eval-standardised"}
+
+
 @dataclass
 class ModelNSD:
-    """NSD of one model, raw and standardised (see :mod:`cce_core.nsd`)."""
+    """NSD of one model in three readings (see :mod:`cce_core.nsd`).
+
+    ``normalized``: codes divided by the bottleneck BatchNorm's sqrt(running_var + eps), the network's own map to
+    N(0, I) (the headline); ``raw``: the formula on the convolution's output as is; ``standardized``: each
+    dimension divided by its spread over the evaluation codes (depends on the evaluation set).
+    """
 
     raw: NSDResult
     standardized: NSDResult
+    normalized: NSDResult
 
 
 def model_nsd(model: Encoder, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 100,
               progress: bool = True) -> ModelNSD:
-    """NSD (section 3's estimator) of a model's codes over all images and masks, raw and standardised."""
+    """NSD (section 3's estimator) of a model's codes over all images and masks, in the three readings."""
     acc = encode_all(model, images, masks, batch_size, progress)
-    return ModelNSD(acc.result(standardize=False), acc.result(standardize=True))
+    return ModelNSD(acc.result(), acc.result(standardize=True), acc.result(scale=code_scale(model)))
 
 
 @torch.no_grad()

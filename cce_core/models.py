@@ -148,6 +148,22 @@ class ContextEncoder(nn.Module):
         check_images(x, self.size)
         return self.bottleneck_conv(self.encoder(x)).flatten(1)
 
+    @property
+    def bottleneck_bn(self) -> nn.BatchNorm2d:
+        """The BatchNorm that follows the bottleneck convolution (its running statistics normalise the code)."""
+        return self.bottleneck_act[0]
+
+    def code_scale(self) -> torch.Tensor:
+        """sqrt(running_var + eps) of the bottleneck BatchNorm, shape (D,): the fixed per-dimension scale of the
+        BN-normalised NSD (section 3 assumes codes in N(0, I); this is the network's own map there)."""
+        bn = self.bottleneck_bn
+        return torch.sqrt(bn.running_var.detach().double() + bn.eps)  # float64: no rounding of var + eps
+
+    def normalize_code(self, z: torch.Tensor) -> torch.Tensor:
+        """(z - running_mean) / sqrt(running_var + eps): codes (B, D) as the bottleneck BatchNorm standardises them
+        in eval mode, before its affine weight and bias."""
+        return ((z.double() - self.bottleneck_bn.running_mean.double()) / self.code_scale()).to(z.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """F(x): the prediction for the central block (B, 3, size/2, size/2) or the whole image (B, 3, size, size)."""
         check_images(x, self.size)

@@ -19,7 +19,15 @@ convolution's weights changes the raw NSD but not the network's function). ``sta
 dimension by its standard deviation over all k*n codes (pooled; or by ``scale`` if given). Then NSD_j is the
 share of each dimension's total variance that is due to the mask (within-image variance), averaged over
 dimensions; the null value stays (n - 1)/n when codes ignore both image and mask, and it is smaller when
-codes depend on the image.
+codes depend on the image. That share depends on how different the evaluation images are from each other, so
+the same codes of one image score differently in two evaluation sets.
+
+**BN-normalisation (the headline reading).** The bottleneck convolution is followed by BatchNorm, whose running
+statistics map the code to ``(z - running_mean) / sqrt(running_var + eps)``: the network's own map to
+N(0, I), fitted on the training data and fixed before evaluation. ``scale=sqrt(running_var + eps)`` (see
+:meth:`cce_core.models.ContextEncoder.code_scale`) gives the NSD of those normalised codes (the mean shift
+cancels in z - Zbar), which is the quantity section 3 defines for an encoder into N(0, I); it does not depend
+on the evaluation set.
 """
 
 from __future__ import annotations
@@ -39,8 +47,14 @@ class NSDResult:
     per_image: np.ndarray
     n: int
     dims: int
-    standardized: bool = False
+    standardized: bool = False  # divided by the spread of the evaluation codes
     unbiased: bool = False
+    normalized: bool = False  # divided by a fixed scale (the bottleneck BatchNorm's sqrt(running_var + eps))
+
+    @property
+    def reading(self) -> str:
+        """Which NSD this is: ``"raw"``, ``"standardized"`` (eval-set spread) or ``"normalized"`` (fixed scale)."""
+        return "normalized" if self.normalized else "standardized" if self.standardized else "raw"
 
     @property
     def k(self) -> int:
@@ -81,7 +95,8 @@ def null_expectation(n: int) -> float:
     return (n - 1) / n
 
 
-def _finish(n: int, within: torch.Tensor, total_var: torch.Tensor | None, unbiased: bool, standardized: bool) -> NSDResult:
+def _finish(n: int, within: torch.Tensor, total_var: torch.Tensor | None, unbiased: bool, standardized: bool,
+            normalized: bool = False) -> NSDResult:
     """NSD_j from per-image, per-dimension within-mask variances ``within`` (k, D), divided by n (not n - 1)."""
     d = within.shape[1]
     if total_var is not None:
@@ -95,28 +110,38 @@ def _finish(n: int, within: torch.Tensor, total_var: torch.Tensor | None, unbias
     per_image = within.sum(1) / d
     if unbiased:
         per_image = per_image * n / (n - 1)
-    return NSDResult(per_image.numpy(), n=n, dims=d, standardized=standardized, unbiased=unbiased)
+    return NSDResult(per_image.numpy(), n=n, dims=d, standardized=standardized, unbiased=unbiased,
+                     normalized=normalized)
 
 
 def nsd(codes: torch.Tensor | np.ndarray, standardize: bool = False, scale: torch.Tensor | None = None,
         unbiased: bool = False) -> NSDResult:
     """The NSD estimator of section 3: NSD_j = 1/(D n) sum_i ||E(P_j, M_i) - Zbar_j||^2, for codes (k, n, D).
 
-    ``standardize`` divides every dimension by its pooled standard deviation over the k*n codes, or by
-    ``scale`` (shape (D,)) if given; see the module docstring for what this does to the null value.
+    ``standardize`` divides every dimension by its pooled standard deviation over the k*n codes; ``scale``
+    (shape (D,)) divides it by a fixed scale instead, e.g. the bottleneck BatchNorm's sqrt(running_var + eps)
+    (the BN-normalised reading); see the module docstring for what each does to the null value.
     ``unbiased`` multiplies by n/(n-1), so that the null value is 1 instead of (n-1)/n.
     """
     codes = _as_codes(codes)
     k, n, d = codes.shape
     within = codes.var(dim=1, unbiased=False)  # (k, D): 1/n sum_i (z_i - zbar)^2 per dimension
-    total_var = None
     if scale is not None:
-        total_var = torch.as_tensor(scale, dtype=torch.float64).flatten() ** 2
-        if total_var.numel() != d:
-            raise ValueError(f"scale must have D={d} entries, got {total_var.numel()}")
-    elif standardize:
-        total_var = codes.reshape(k * n, d).var(dim=0, unbiased=False)
-    return _finish(n, within, total_var, unbiased, standardized=total_var is not None)
+        if standardize:
+            raise ValueError("give either standardize=True or a fixed scale, not both")
+        return _finish(n, within, _scale_var(scale, d), unbiased, standardized=False, normalized=True)
+    total_var = codes.reshape(k * n, d).var(dim=0, unbiased=False) if standardize else None
+    return _finish(n, within, total_var, unbiased, standardized=standardize)
+
+
+def _scale_var(scale: torch.Tensor | np.ndarray, d: int) -> torch.Tensor:
+    """The squared fixed scale (D,), checked: D entries, finite and positive."""
+    var = torch.as_tensor(scale, dtype=torch.float64).detach().cpu().flatten() ** 2
+    if var.numel() != d:
+        raise ValueError(f"scale must have D={d} entries, got {var.numel()}")
+    if not (torch.isfinite(var).all() and (var > 0).all()):
+        raise ValueError("scale must be finite and positive in every dimension")
+    return var
 
 
 def pairwise_distortion(codes: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -169,7 +194,8 @@ class StreamingNSD:
         self.m2[idx] = self.m2[idx] + b_m2 + delta ** 2 * na * m / tot
         self.count[idx] += m
 
-    def result(self, standardize: bool = False, unbiased: bool = False) -> NSDResult:
+    def result(self, standardize: bool = False, unbiased: bool = False,
+               scale: torch.Tensor | np.ndarray | None = None) -> NSDResult:
         """The NSD of everything added so far (same meaning of the options as :func:`nsd`)."""
         n = int(self.count[0])
         if not (self.count == n).all():
@@ -177,6 +203,10 @@ class StreamingNSD:
         if n < 2:
             raise ValueError(f"NSD needs at least n=2 masks per image, got n={n}")
         within = self.m2 / n
+        if scale is not None:
+            if standardize:
+                raise ValueError("give either standardize=True or a fixed scale, not both")
+            return _finish(n, within, _scale_var(scale, self.dims), unbiased, standardized=False, normalized=True)
         total_var = None
         if standardize:  # pooled variance over all k*n codes = mean within-variance + variance of image means
             grand = self.mean.mean(0)
@@ -227,8 +257,9 @@ def paired_comparison(a: NSDResult, b: NSDResult, level: float = 0.95, n_boot: i
     """
     if a.k != b.k or a.n != b.n:
         raise ValueError(f"paired comparison needs the same images and masks: got k={a.k}, n={a.n} vs k={b.k}, n={b.n}")
-    if a.standardized != b.standardized or a.unbiased != b.unbiased:
-        raise ValueError("both results must use the same standardize/unbiased options")
+    if a.reading != b.reading or a.unbiased != b.unbiased:
+        raise ValueError(f"both results must be the same reading: got {a.reading} and {b.reading}"
+                         f"{' (unbiased differs)' if a.unbiased != b.unbiased else ''}")
     diff = b.per_image - a.per_image
     ci = bootstrap_ci(diff, level=level, n_boot=n_boot, seed=seed)
     rng = np.random.default_rng(seed + 1)

@@ -1,6 +1,15 @@
-"""Verdicts of the reproduction report: each claim of the paper against our numbers, decided by rule, not by hand."""
+"""Verdicts of the reproduction report: each claim of the paper against our numbers, decided by rule, not by hand.
+
+Whether a run can test the paper's claims depends on what it did, not on the preset's name: a run is at
+**paper scale** when every model saw at least :data:`MIN_SAMPLES` image samples with the paper's architecture
+(D = 4000, width 64). Below that every verdict says "not testable at this scale" and what was observed.
+The value claims (0.79, 0.56) are judged on the BN-normalised NSD only, the reading whose null model is the
+paper's N(0, I) (section 3); the ordering claim (cascade lower) is judged for each reading.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from .nsd import NSDResult, PairedComparison, bootstrap_ci
 
@@ -8,38 +17,79 @@ from .nsd import NSDResult, PairedComparison, bootstrap_ci
 PAPER = {"ce": (0.79, 0.17), "cce": (0.56, 0.17), "k": 250, "n": 100, "train_images": 100_000}
 #: Image samples per model in Pathak's recipe (500 epochs of Paris StreetView, spec 7.2); the paper is silent.
 PATHAK_SAMPLES = 7_500_000
+#: The paper-scale rule: at least this many image samples per model, with D and width as in the paper.
+MIN_SAMPLES = 1_000_000
+PAPER_BOTTLENECK, PAPER_WIDTH = 4000, 64
 
 
-def scale_note(preset: str, samples: int) -> str | None:
+@dataclass(frozen=True)
+class RunScale:
+    """What a training run did: the fewest image samples any compared model saw, its bottleneck D and width."""
+
+    samples_per_model: int
+    bottleneck: int
+    width: int
+
+    @property
+    def shortfalls(self) -> list[str]:
+        """Each way the run falls short of paper scale (empty at paper scale)."""
+        out = []
+        if self.samples_per_model < MIN_SAMPLES:
+            out.append(f"{self.samples_per_model:,} image samples per model (paper scale ≥ {MIN_SAMPLES:,})")
+        if self.bottleneck != PAPER_BOTTLENECK:
+            out.append(f"D = {self.bottleneck} (paper {PAPER_BOTTLENECK})")
+        if self.width != PAPER_WIDTH:
+            out.append(f"width {self.width} (paper {PAPER_WIDTH})")
+        return out
+
+    @property
+    def is_paper_scale(self) -> bool:
+        return not self.shortfalls
+
+
+def scale_note(scale: RunScale) -> str | None:
     """Why a run cannot test the paper's claims, or None for a paper-scale run."""
-    if preset == "paper":
+    if scale.is_paper_scale:
         return None
-    return (f"not testable at this scale: preset '{preset}' trains each model on {samples:,} image samples "
-            f"with a reduced architecture (the paper's recipe: about {PATHAK_SAMPLES / 1e6:.1f} M samples, D = 4000)")
+    return "not testable at this scale: " + ", ".join(scale.shortfalls)
 
 
-def verdict_lower(cmp: PairedComparison, preset: str, samples: int) -> str:
-    """Claim: the cascade has a lower NSD than the plain CE (paired difference cce - ce < 0)."""
+def observed_order(cmp: PairedComparison) -> str:
+    """The sign of the paired difference cascade - CE, from its 95% CI."""
     lo, hi = cmp.ci
     if hi < 0:
-        observed = "cascade lower, significantly"
-    elif lo > 0:
-        observed = "cascade higher, significantly"
-    else:
-        observed = "no significant difference"
-    note = scale_note(preset, samples)
+        return "cascade lower, significantly"
+    if lo > 0:
+        return "cascade higher, significantly"
+    return "no significant difference"
+
+
+def verdict_lower(cmp: PairedComparison, scale: RunScale, reading: str | None = None) -> str:
+    """Claim: the cascade has a lower NSD than the plain CE (paired difference cascade - CE < 0, 95% CI below 0).
+
+    ``reading`` (e.g. "BN-normalised") is named in the text."""
+    lo, hi = cmp.ci
+    observed = (f"{observed_order(cmp)} ({reading + ' ' if reading else ''}cascade − CE {cmp.mean:+.3g}, "
+                f"95% CI [{lo:+.3g}, {hi:+.3g}])")
+    note = scale_note(scale)
     if note:
         return f"{note}; observed here: {observed}"
-    return "reproduced" if hi < 0 else f"not reproduced ({observed})"
+    return f"reproduced: {observed}" if hi < 0 else f"not reproduced: {observed}"
 
 
-def verdict_value(result: NSDResult, paper_mean: float, preset: str, samples: int, seed: int = 0) -> str:
-    """Claim: NSD equals the paper's value; consistent if the paper's mean lies in our 95% bootstrap interval."""
+def verdict_value(result: NSDResult, paper_mean: float, scale: RunScale, seed: int = 0) -> str:
+    """Claim: NSD equals the paper's value; consistent if the paper's mean lies in our 95% bootstrap interval.
+
+    Only the BN-normalised reading is comparable with the paper's number (raw depends on an arbitrary scale,
+    eval-standardised on the evaluation set), so any other reading is refused.
+    """
+    if not result.normalized:
+        raise ValueError(f"value verdicts use the BN-normalised NSD only, got the {result.reading} reading")
     lo, hi = bootstrap_ci(result.per_image, seed=seed)
     inside = lo <= paper_mean <= hi
-    observed = (f"ours {result.mean:.2f} ± {result.std:.2f}, 95% CI of the mean [{lo:.2f}, {hi:.2f}] "
-                f"{'contains' if inside else 'excludes'} {paper_mean}")
-    note = scale_note(preset, samples)
+    observed = (f"ours {result.mean:.2f} ± {result.std:.2f} (BN-normalised), 95% CI of the mean "
+                f"[{lo:.2f}, {hi:.2f}] {'contains' if inside else 'excludes'} {paper_mean}")
+    note = scale_note(scale)
     if note:
         return f"{note}; {observed}"
-    return ("reproduced" if inside else "not reproduced") + f" ({observed})"
+    return ("reproduced" if inside else "not reproduced") + f": {observed}"

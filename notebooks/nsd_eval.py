@@ -22,9 +22,18 @@
 # of its 128×128 CE, fed the cascade input of eq. (1)). The same $n$ random-block masks are used for every image
 # and both models, so the comparison is paired.
 #
-# Two versions are reported: **raw**, the formula as written, and **standardised**, each code dimension divided
-# by its standard deviation over all $kn$ codes (see the NSD theory chapter for why: the raw value depends on the
-# arbitrary scale of a convolution that BatchNorm follows).
+# Section 3 assumes that $E$ maps into $N(0, I)$. Three readings of the formula differ in how the codes are put
+# there (the NSD theory chapter argues the choice):
+#
+# * **BN-normalised** (the headline): codes $(z - \mu_{\mathrm{run}})/\sqrt{\sigma^2_{\mathrm{run}} + \epsilon}$ with the
+#   running statistics of the BatchNorm that follows the bottleneck: the network's own map to $N(0, I)$, fitted on
+#   its training data and independent of the evaluation set. Only this reading is set beside the paper's values.
+# * **raw**: the convolution's output as it is; its scale is arbitrary (BatchNorm divides it out).
+# * **eval-standardised**: each dimension divided by its spread over the $kn$ evaluation codes; it is the share of
+#   variance due to the mask, and moves with how different the evaluation images are from each other.
+#
+# Beside NSD, the paper's "visibly more plausible" is measured with in-hole L1, PSNR and SSIM of the inpaintings
+# (`cce_core.metrics`).
 
 # %% tags=["parameters"]
 preset = "smoke"
@@ -33,6 +42,7 @@ eval_data = ["embedded"]  # the k NSD images: ../../shared/data/photos128/eval-i
 ood_data = None  # out-of-distribution NSD images (e.g. eval-bsds100.zip), or None
 k = 8  # images (the paper: 250)
 n = 10  # masks (the paper: 100)
+q = 4  # masks per image for the quality measures (the first q of the n NSD masks)
 mask = "random_blocks"
 seed = 0
 device = "auto"
@@ -48,28 +58,34 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from cce_core.glue import glue
+from IPython.display import Markdown, display
 
 from cce_core.data import load_images
-from cce_core.evaluate import eval_masks, model_nsd
-from cce_core.nsd import bootstrap_ci, paired_comparison
+from cce_core.evaluate import READING_LABELS, READINGS, eval_masks, model_nsd
+from cce_core.glue import glue
+from cce_core.masks import central_mask
+from cce_core.metrics import DIRECTION, QUALITY, build_metrics, compare_readings, glue_values, model_quality, run_info
 from cce_core.provenance import provenance, resolve_device
-from cce_core.report import PAPER, verdict_lower, verdict_value
 from cce_core.reproduce import ensure_run, run_name
-from cce_core.train import load_model
+from cce_core.train import load_checkpoint, load_model
 
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
+LABELS = {"ce128": "CE (128)", "cce128": "cascade CE", "ce64": "64 CE alone"}
+QUALITY_LABELS = {"l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}
 
 # %% [markdown]
 # ## The models, the images and the masks
+#
+# Six models: the 64 CE, the 128 CE and the cascade, each trained with random blocks and with the central mask.
+# NSD needs varying masks, so it is measured on the random-block models; the quality measures on all six.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 dev = resolve_device(device)
-checkpoints = {m: ensure_run(runs_dir, m, mask, preset, data, seed=seed, device=device) for m in ("ce64", "ce128", "cce128")}
-models = {m: load_model(c, dev) for m, c in checkpoints.items()}
-run_cfg = json.loads((checkpoints["ce128"].parent / "config.json").read_text())
-samples = run_cfg["config"]["steps"] * run_cfg["config"]["batch_size"]
+names = [run_name(m, mk) for mk in (mask, "central") for m in ("ce64", "ce128", "cce128")]
+checkpoints = {name: ensure_run(runs_dir, *name.split("-", 1), preset, data, seed=seed, device=device) for name in names}
+models = {name: load_model(c, dev) for name, c in checkpoints.items()}
+runs = {name: run_info(c.parent / "config.json", step=load_checkpoint(c)["step"]) for name, c in checkpoints.items()}
 
 
 def eval_set(source):
@@ -80,24 +96,26 @@ def eval_set(source):
 images = eval_set(eval_data)
 masks = eval_masks(mask, n, seed=seed)
 print(f"{len(images)} images from {images.description}; {n} masks ({mask}, seed {seed}); device {dev}")
-print(f"training: preset {preset}, {samples:,} image samples per model, data {run_cfg['data']['description']}")
+for name, r in runs.items():
+    print(f"{name}: {r['samples']:,} image samples, D = {r['bottleneck']}, width {r['width']}, data {r['train_data']}")
 
 # %% [markdown]
-# ## NSD of each model
+# ## NSD of each model, in the three readings
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-results = {m: model_nsd(models[m], images.images, masks, progress=False) for m in ("ce128", "cce128", "ce64")}
+results = {m: model_nsd(models[run_name(m, mask)], images.images, masks, progress=False) for m in ("ce128", "cce128", "ce64")}
+assert all(np.isfinite(getattr(r, reading).per_image).all() for r in results.values() for reading in READINGS)
 
 # %%
 rows = []
-for m, label in [("ce128", "CE (128)"), ("cce128", "cascade CE"), ("ce64", "64 CE alone")]:
-    r = results[m]
-    rows.append({"model": label, "NSD raw": f"{r.raw.mean:.3f} ± {r.raw.std:.3f}",
-                 "NSD standardised": f"{r.standardized.mean:.3f} ± {r.standardized.std:.3f}",
+for m, r in results.items():
+    rows.append({"model": LABELS[m],
+                 **{f"NSD {READING_LABELS[x]}": f"{getattr(r, x).mean:.3f} ± {getattr(r, x).std:.3f}" for x in READINGS},
                  "paper": {"ce128": "0.79 ± 0.17", "cce128": "0.56 ± 0.17"}.get(m, "—"),
                  "D": r.raw.dims, "k": r.raw.k, "n": r.raw.n})
-nsd_table = pd.DataFrame(rows).set_index("model")
+nsd_table = (pd.DataFrame(rows).set_index("model").style
+             .set_table_styles([{"selector": "th, td", "props": [("padding", "0.3em 0.9em"), ("text-align", "right")]}]))
 glue("nsd_table", nsd_table, display=False)
 nsd_table
 
@@ -105,103 +123,93 @@ nsd_table
 # ## Paired comparison
 #
 # Per image, NSD of the cascade minus NSD of the CE, with a 95% bootstrap interval of the mean (images resampled)
-# and a paired sign-flip permutation test.
+# and a paired sign-flip permutation test, in each reading.
 
 # %%
-comparisons = {}
-for kind in ("raw", "standardized"):
-    a, b = getattr(results["ce128"], kind), getattr(results["cce128"], kind)
-    comparisons[kind] = paired_comparison(a, b, seed=seed)
-    print(f"{kind:>12}: {comparisons[kind]}")
+comparisons = compare_readings(results, seed=seed)
+for reading, c in comparisons.items():
+    print(f"{READING_LABELS[reading]:>17}: {c}")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-for ax, kind in zip(axes[:2], ("raw", "standardized")):
-    frame = pd.DataFrame({"CE": getattr(results["ce128"], kind).per_image,
-                          "cascade": getattr(results["cce128"], kind).per_image}).melt(var_name="model", value_name="NSD")
-    sns.histplot(frame, x="NSD", hue="model", kde=True, ax=ax, element="step")
-    ax.set_title(f"per-image NSD, {kind}")
-ce_s, cce_s = results["ce128"].standardized.per_image, results["cce128"].standardized.per_image
-axes[2].scatter(ce_s, cce_s, s=8)
+fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+for ax, reading in zip(axes[:3], READINGS):
+    frame = pd.DataFrame({"CE": getattr(results["ce128"], reading).per_image,
+                          "cascade": getattr(results["cce128"], reading).per_image}).melt(var_name="model", value_name="NSD")
+    sns.histplot(frame, x="NSD", hue="model", kde=len(frame) > 20, ax=ax, element="step")
+    ax.set_title(f"per-image NSD, {READING_LABELS[reading]}")
+ce_s, cce_s = results["ce128"].normalized.per_image, results["cce128"].normalized.per_image
+axes[3].scatter(ce_s, cce_s, s=8)
 lim = [min(ce_s.min(), cce_s.min()), max(ce_s.max(), cce_s.max())]
-axes[2].plot(lim, lim, "k--", lw=1)
-axes[2].set(xlabel="CE (standardised)", ylabel="cascade (standardised)", title="paired, per image")
+axes[3].plot(lim, lim, "k--", lw=1)
+axes[3].set(xlabel="CE (BN-normalised)", ylabel="cascade (BN-normalised)", title="paired, per image")
 fig.tight_layout()
 fig.savefig(Path(fig_dir) / "nsd_distributions.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## "Visibly more plausible", measured
+#
+# For every model, the same $k$ images, each with the first $q$ NSD masks (random-block models) or the central mask
+# (central models): in-hole L1, PSNR and SSIM (SSIM map of the whole 128×128 inpainting averaged over the missing
+# pixels; a 64 CE is measured on its inpainting upscaled into the 128 hole, as the cascade uses it). Which way each
+# number points:
+
+# %%
+display(Markdown("\n".join(f"* **{name}**: {text}" for name, text in DIRECTION.items())))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+quality_masks = {mask: masks[:q], "central": central_mask(1, 128)}
+quality = {name: model_quality(models[name], images.images, quality_masks[runs[name]["mask"]]) for name in names}
+
+# %%
+quality_table = pd.DataFrame([{"model": LABELS[r["model"]], "mask": r["mask"],
+                               **{QUALITY_LABELS[m]: f"{quality[name][m].mean():.3f}" for m in QUALITY},
+                               "NSD BN-normalised": f"{results[r['model']].normalized.mean:.3f}" if r["mask"] == mask else "—"}
+                              for name, r in runs.items()]).set_index(["mask", "model"])
+quality_table = quality_table.style.set_table_styles([{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}])
+glue("quality_table", quality_table, display=False)
+quality_table
 
 # %% [markdown]
 # ## Out-of-distribution images
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-ood = None
+ood, ood_images = None, None
 if ood_data:
     ood_images = eval_set(ood_data)
-    ood = {m: model_nsd(models[m], ood_images.images, masks, progress=False) for m in ("ce128", "cce128")}
+    ood = {m: model_nsd(models[run_name(m, mask)], ood_images.images, masks, progress=False) for m in ("ce128", "cce128")}
     for m in ood:
-        print(f"{m}: raw {ood[m].raw}; standardised {ood[m].standardized}")
-    ood_cmp = paired_comparison(ood["ce128"].standardized, ood["cce128"].standardized, seed=seed)
-    print(f"standardised, cascade - CE: {ood_cmp}")
+        print(f"{m}: BN-normalised {ood[m].normalized}; raw {ood[m].raw}; eval-standardised {ood[m].standardized}")
 else:
     print("no out-of-distribution set given (ood_data=None)")
 
 # %% [markdown]
 # ## Verdicts and the numbers the report quotes
+#
+# `cce_core.metrics.build_metrics` gathers everything (verdicts by the rules of `cce_core.report`), writes
+# `metrics.json`, and `glue_values` turns it into the values the report pastes.
 
 # %%
-verdicts = {
-    "lower_raw": verdict_lower(comparisons["raw"], preset, samples),
-    "lower_std": verdict_lower(comparisons["standardized"], preset, samples),
-    "ce_value": verdict_value(results["ce128"].raw, PAPER["ce"][0], preset, samples, seed),
-    "cce_value": verdict_value(results["cce128"].raw, PAPER["cce"][0], preset, samples, seed),
-}
-for key, text in verdicts.items():
-    glue(f"verdict_{key}", text, display=False)
-    print(f"{key}: {text}")
+metrics = build_metrics(preset=preset, seed=seed, mask=mask, eval_data=images.description, k=len(images), n=n, q=q,
+                        runs=runs, results=results, quality=quality, provenance=provenance(dev), ood=ood,
+                        ood_data=ood_images.description if ood_images is not None else None)
+_ = Path(metrics_path).write_text(json.dumps(metrics, indent=1))
+values = glue_values(metrics)
+for key, value in values.items():
+    glue(key, value, display=False)
+assert values["verdict_lower_normalized"] and np.isfinite(values["diff_normalized_mean"])
 
-metrics = {"preset": preset, "samples_per_model": samples, "k": len(images), "n": n, "mask": mask, "seed": seed,
-           "eval_data": images.description, "train_data": run_cfg["data"]["description"],
-           "provenance": provenance(dev), "verdicts": verdicts, "models": {}, "paired": {}}
-for m, r in results.items():
-    for kind in ("raw", "standardized"):
-        res = getattr(r, kind)
-        lo, hi = bootstrap_ci(res.per_image, seed=seed)
-        key = f"{m}_{kind}"
-        metrics["models"][key] = {"mean": res.mean, "std": res.std, "ci95": [lo, hi], "dims": res.dims,
-                                  "per_image": np.round(res.per_image, 6).tolist()}
-        for stat, value in (("mean", res.mean), ("std", res.std), ("lo", lo), ("hi", hi)):
-            glue(f"nsd_{key}_{stat}", float(value), display=False)
-for kind, c in comparisons.items():
-    metrics["paired"][kind] = {"mean": c.mean, "ci95": list(c.ci), "p_value": c.p_value, "fraction_lower": c.fraction_lower}
-    for stat, value in (("mean", c.mean), ("lo", c.ci[0]), ("hi", c.ci[1]), ("p", c.p_value),
-                        ("frac", 100 * c.fraction_lower)):
-        glue(f"diff_{kind}_{stat}", float(value), display=False)
-if ood:
-    metrics["ood"] = {"data": ood_images.description, "paired_standardized": {"mean": ood_cmp.mean, "ci95": list(ood_cmp.ci)},
-                      **{f"{m}_{kind}": {"mean": getattr(r, kind).mean, "std": getattr(r, kind).std}
-                         for m, r in ood.items() for kind in ("raw", "standardized")}}
-    ood_summary = (f"On {ood_images.description}: standardised NSD {ood['ce128'].standardized.mean:.3f} (CE) vs "
-                   f"{ood['cce128'].standardized.mean:.3f} (cascade), raw {ood['ce128'].raw.mean:.3f} vs "
-                   f"{ood['cce128'].raw.mean:.3f}; standardised paired difference (cascade − CE) "
-                   f"{ood_cmp.mean:+.3f}, 95% CI [{ood_cmp.ci[0]:+.3f}, {ood_cmp.ci[1]:+.3f}].")
-else:
-    ood_summary = "This run measured no out-of-distribution set."
-glue("ood_summary", ood_summary, display=False)
-glue("eval_description", images.description, display=False)
-glue("train_description", run_cfg["data"]["description"], display=False)
-glue("eval_k", int(len(images)), display=False)
-glue("eval_n", int(n), display=False)
-glue("samples_per_model", int(samples), display=False)
-glue("run_preset", preset, display=False)
-Path(metrics_path).write_text(json.dumps(metrics, indent=1))
+# %%
+# NBVAL_IGNORE_OUTPUT
+display(Markdown(f"**Run**: {values['run_scale']}\n\n"
+                 + "\n".join(f"* **{key}**: {text}" for key, text in metrics["verdicts"].items())
+                 + f"\n\n**NSD and quality**: {values['quality_agreement']}"))
 
 # %% [markdown]
 # ## Provenance
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-prov = metrics["provenance"]
-for key in ("device", "commit", "date", "torch"):
-    glue(f"prov_{key}", str(prov[key]), display=False)
-print(json.dumps({"preset": preset, "seed": seed, "train": run_cfg["data"]["description"],
-                  "eval": images.description, **prov}, indent=1))
+print(json.dumps({"preset": preset, "seed": seed, "train": metrics["train_data"], "eval": images.description,
+                  **metrics["provenance"]}, indent=1))

@@ -34,6 +34,7 @@ k_images = 250    # k, images (paper: 250)
 mc_pairs = 2000   # Monte Carlo pairs (X, Y) per dimension D
 repeats = 30      # repeated experiments per cell of the sampling-error grid
 grid_dims = 8     # D in that grid (a small D adds mask noise: conservative)
+fit_images = 4096 # images and masks that give the BatchNorm its running statistics (section 5)
 
 # %%
 import math
@@ -257,7 +258,112 @@ scaled_table = pd.DataFrame(rows).set_index("s")
 scaled_table.round(4)
 
 # %% [markdown]
-# ## 5. How precise is NSD with $n$ masks and $k$ images?
+# ## 5. The headline reading: codes normalised by the network's own BatchNorm
+#
+# Standardising by the spread of the *evaluation* codes fixes the scale, but it changes what NSD is: the
+# within-image share of the total variance of the evaluation set. That share depends on the other images in the
+# set, not only on the encoder and the image (shown below). The paper's $1/(2D)$ asks for something else: that
+# two codes $X, Y$ drawn independently from the encoder's code distribution satisfy $\mathbb E\|X - Y\|^2 = 2D$.
+# For that only the per-dimension means and variances matter:
+#
+# $$ \mathbb E\|X - Y\|^2 = \sum_{d=1}^D \big(\operatorname{Var} X_d + \operatorname{Var} Y_d\big) = 2D
+#    \quad\text{whenever every dimension has variance 1,} $$
+#
+# whatever the correlations and the shape of the distribution (the $\chi^2$ argument of section 2 adds the
+# distribution of $\|X-Y\|^2$, not its mean). The network itself carries such a map. The bottleneck convolution is
+# followed by BatchNorm, which during training normalises each dimension with the batch's mean and variance and
+# keeps running averages of both, $\mu_{\mathrm{run}}$ and $\sigma^2_{\mathrm{run}}$: estimates of the mean and
+# variance of each code dimension over the training images and masks. So
+#
+# $$ \tilde z = (z - \mu_{\mathrm{run}}) \,/\, \sqrt{\sigma^2_{\mathrm{run}} + \epsilon} $$
+#
+# has mean 0 and variance about 1 in every dimension over the training distribution: the network's own map to
+# the paper's $N(0, I)$ (to first and second moments). It is fixed when training ends, so a given image's NSD no
+# longer depends on which other images are evaluated with it, and it is invariant to the arbitrary scale of the
+# convolution (scaling the weights scales $\sigma_{\mathrm{run}}$ with them). This *BN-normalised* NSD is the
+# project's headline reading: `nsd(codes, scale=model.code_scale())`, with `code_scale()` =
+# $\sqrt{\sigma^2_{\mathrm{run}} + \epsilon}$ (the mean cancels in $z - \bar Z$).
+#
+# **A check of the null value.** A small context encoder (random weights) gets its BatchNorm statistics from
+# `fit_images` random images and masks, as training would give them. Then an "encoder that ignores image and
+# mask" is simulated: every code $E(P_j, M_i)$ is the code of another, independent image and mask. Its
+# BN-normalised NSD should be close to $(n-1)/n$; the raw one is far from it.
+
+# %%
+def smooth_images(count, size, gen):
+    """Random smooth colour images in [-1, 1]: 8x8 noise upsampled bilinearly."""
+    low = torch.rand(count, 3, 8, 8, generator=gen) * 2 - 1
+    return torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)
+
+
+def block_masks(count, size, gen):
+    """Masks of 1 to 4 random rectangles of side size/8 to size/4 (1 = missing)."""
+    m = torch.zeros(count, 1, size, size)
+    for i in range(count):
+        for _ in range(int(torch.randint(1, 5, (1,), generator=gen))):
+            h, w = torch.randint(size // 8, size // 4 + 1, (2,), generator=gen).tolist()
+            y, x = torch.randint(0, size - h + 1, (1,), generator=gen).item(), torch.randint(0, size - w + 1, (1,), generator=gen).item()
+            m[i, :, y:y + h, x:x + w] = 1
+    return m
+
+
+g = torch.Generator().manual_seed(seed)
+bn_net = ContextEncoder(size=64, bottleneck=dims, width=8)
+with torch.no_grad():  # BatchNorm statistics as training leaves them: cumulative averages over many batches
+    for module in bn_net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    bn_net.train()
+    for _ in range(fit_images // 256):  # first the encoder's BatchNorms
+        bn_net(fill_hole(smooth_images(256, 64, g), block_masks(256, 64, g)))
+    bn_net.eval()
+    bn_net.bottleneck_bn.train()  # then the bottleneck's, on the codes the evaluated encoder produces
+    for _ in range(fit_images // 256):
+        bn_net(fill_hole(smooth_images(256, 64, g), block_masks(256, 64, g)))
+    bn_net.eval()
+    k_null, n_null = 50, 20
+    null_codes = bn_net.encode(smooth_images(k_null * n_null, 64, g), block_masks(k_null * n_null, 64, g))
+null_codes = null_codes.view(k_null, n_null, dims)
+null_bn = N.nsd(null_codes, scale=bn_net.code_scale())
+null_raw = N.nsd(null_codes)
+null_se = null_bn.std / math.sqrt(null_bn.k)
+print(f"BN-normalised NSD of codes that ignore image and mask: {null_bn.mean:.3f} ± {null_se:.3f} (s.e.); "
+      f"(n-1)/n = {N.null_expectation(n_null):.3f}")
+print(f"raw NSD of the same codes: {null_raw.mean:.2g}")
+assert abs(null_bn.mean - N.null_expectation(n_null)) < 4 * null_se + 0.03  # + finite fitting sample
+assert abs(null_raw.mean - N.null_expectation(n_null)) > 0.3
+
+# %% [markdown]
+# **The evaluation set moves the standardised reading, not the BN-normalised one.** One image under $n$ masks,
+# evaluated twice: in set A the other images are small variations of it, in set B they are unrelated images.
+# Its codes are the same in both sets.
+
+# %%
+with torch.no_grad():
+    target = smooth_images(1, 64, g)
+    set_a = torch.cat([target, (target + 0.05 * smooth_images(19, 64, g)).clamp(-1, 1)])
+    set_b = torch.cat([target, smooth_images(19, 64, g)])
+    eval_masks_ = block_masks(n_null, 64, g)
+    codes_a = torch.stack([bn_net.encode(p[None].expand(n_null, -1, -1, -1), eval_masks_) for p in set_a])
+    codes_b = torch.stack([bn_net.encode(p[None].expand(n_null, -1, -1, -1), eval_masks_) for p in set_b])
+assert torch.equal(codes_a[0], codes_b[0])  # the same codes of the same image
+evalset = pd.DataFrame({
+    "set A (similar images)": [N.nsd(codes_a, standardize=True).per_image[0], N.nsd(codes_a, scale=bn_net.code_scale()).per_image[0]],
+    "set B (unrelated images)": [N.nsd(codes_b, standardize=True).per_image[0], N.nsd(codes_b, scale=bn_net.code_scale()).per_image[0]],
+}, index=["eval-standardised NSD of the image", "BN-normalised NSD of the image"])
+std_ratio = evalset.iloc[0, 0] / evalset.iloc[0, 1]
+assert std_ratio > 2 and evalset.iloc[1, 0] == evalset.iloc[1, 1]
+evalset.round(4)
+
+# %% [markdown]
+# The same codes score several times higher in set A than in set B when standardised by the evaluation set,
+# because the other images' spread is the denominator. The BN-normalised value is identical, because its scale
+# was fixed by training. This is why the report compares only the BN-normalised NSD with the paper's values and
+# gives the other two readings beside it.
+#
+# %% [markdown]
+# ## 6. How precise is NSD with $n$ masks and $k$ images?
 #
 # The paper reports NSD $0.56 \pm 0.17$ for the cascade and $0.79 \pm 0.17$ for the plain context encoder,
 # with $k = 250$ and $n = 100$. The $\pm 0.17$ is the spread *over images*, not the uncertainty of the
@@ -336,9 +442,10 @@ assert ci_cce[1] < ci_ce[0] and comparison.ci[1] < 0
 # Yes, by a wide margin, *if* the spread over images is 0.17. The two bootstrap intervals are far apart, and
 # the gap is many standard errors. The open question for the reproduction is therefore not sampling error.
 # It is whether NSD itself is comparable across two networks. Section 4 showed that raw NSD depends on the
-# scale of the code, so this project reports the standardised NSD next to the raw one.
+# scale of the code, so this project's headline is the BN-normalised NSD of section 5, with raw and
+# standardised beside it.
 #
-# ## 6. Streaming NSD
+# ## 7. Streaming NSD
 #
 # The paper's $k n = 25{,}000$ codes of dimension 4000 take 800 MB in float64. `StreamingNSD` accumulates
 # the per-image means and squared deviations batch by batch, using Chan et al.'s pairwise update
@@ -378,6 +485,11 @@ glue("theory_null_mean_n100", float(null_table.loc[100, "mean NSD"]), display=Fa
 glue("theory_null_unbiased_n100", float(null_table.loc[100, "mean NSD, unbiased=True"]),
      display=False)
 glue("theory_scaled_raw_ratio", float(raw_ratio), display=False)
+glue("theory_bn_null_mean", float(null_bn.mean), display=False)
+glue("theory_bn_null_expected", float(N.null_expectation(n_null)), display=False)
+glue("theory_evalset_std_a", float(evalset.iloc[0, 0]), display=False)
+glue("theory_evalset_std_b", float(evalset.iloc[0, 1]), display=False)
+glue("theory_evalset_bn", float(evalset.iloc[1, 0]), display=False)
 sim_se = precision["simulated std of the mean"]
 glue("theory_se_n100_k250", float(sim_se.loc[(250, 100)]), display=False)
 glue("theory_se_n100_k50", float(sim_se.loc[(50, 100)]), display=False)

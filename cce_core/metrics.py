@@ -1,0 +1,336 @@
+"""What the evaluation notebook computes that is not story: inpainting quality (section 5's "visibly more
+plausible", measured), NSD against quality across models and checkpoints, ``metrics.json`` and the report's glue.
+
+**Quality measures** (per image, over the missing pixels only, on images scaled to [0, 1]):
+
+* ``l1``: mean absolute error in the hole (lower is better);
+* ``psnr``: 10 log10(1 / MSE) in the hole, in dB (higher is better; it rewards blur, as the paper warns in
+  section 3: a blurred mean prediction minimises the squared error);
+* ``ssim``: scikit-image's ``structural_similarity`` (7x7 uniform window, ``data_range=1``) computed on the whole
+  inpainted 128x128 image, its SSIM map then averaged over the missing pixels: the similarity of the local
+  structure around every missing pixel (each window reaches 3 pixels into the known border). Averaging the whole
+  map instead would mostly count known pixels, which are identical by construction.
+
+Every model is measured at 128x128: a 64 CE's inpainting is upscaled x2 into the 128 hole, exactly what the
+cascade feeds its 128 CE (section 4.2, step (iii)), so the six models are measured on the same pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+
+from .cascade import CascadeContextEncoder, downscale, downscale_mask, upscale
+from .data import to_float
+from .evaluate import READING_LABELS, READINGS, Encoder, ModelNSD, code_scale, encode_all
+from .masks import paste
+from .models import ContextEncoder
+from .nsd import NSDResult, PairedComparison, bootstrap_ci, paired_comparison
+from .report import PAPER, RunScale, verdict_lower, verdict_value
+
+#: The quality measures and whether a higher value is better.
+QUALITY = {"l1": False, "psnr": True, "ssim": True}
+#: Which way each number points, for the report page.
+DIRECTION = {"nsd": "lower is better (the paper: codes of one image under different masks stay close)",
+             "l1": "lower is better (mean absolute error in the hole)",
+             "psnr": "higher is better, but it favours blur (a blurred mean prediction has a low squared error)",
+             "ssim": "higher is better (local structure: mean, contrast and correlation in 7×7 windows)"}
+
+
+# --- quality of inpaintings ----------------------------------------------------------------------------------
+
+@torch.no_grad()
+def inpaint_128(model: Encoder, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Inpaintings at 128x128 in [-1, 1] of images (B, 3, 128, 128) with masks (B, 1, 128, 128).
+
+    A 64 CE inpaints the leak-free downscaled image and its result is upscaled (bilinear) into the 128 hole,
+    as the cascade's steps (i)-(iii) do; the other models inpaint at 128 directly.
+    """
+    model.eval()
+    dev = next(model.parameters()).device
+    x = images.to(dev)
+    x = to_float(x) if x.dtype == torch.uint8 else x
+    m = masks.to(dev, x.dtype)
+    if isinstance(model, ContextEncoder) and model.size == 64:
+        small = model.inpaint(downscale(x * (1 - m)), downscale_mask(m))
+        return paste(x, upscale(small), m).cpu()
+    return model.inpaint(x, m).cpu()
+
+
+def hole_quality(inpainted: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> dict[str, np.ndarray]:
+    """In-hole L1, PSNR (dB) and SSIM per image of inpaintings against the originals (both [-1, 1] or uint8 for
+    ``images``), on [0, 1]-scaled pixels; see the module docstring for the SSIM window."""
+    images = to_float(images) if images.dtype == torch.uint8 else images
+    if inpainted.shape != images.shape or masks.shape[0] != images.shape[0]:
+        raise ValueError(f"need inpaintings, images and masks of one batch: got {tuple(inpainted.shape)}, "
+                         f"{tuple(images.shape)}, {tuple(masks.shape)}")
+    x = ((inpainted.double().cpu() + 1) / 2).clamp(0, 1)
+    y = ((images.double().cpu() + 1) / 2).clamp(0, 1)
+    m = masks.double().cpu().expand_as(x)
+    count = m.flatten(1).sum(1)
+    if (count == 0).any():
+        raise ValueError("a mask has no missing pixel: in-hole quality is undefined")
+    l1 = ((x - y).abs() * m).flatten(1).sum(1) / count
+    mse = ((x - y) ** 2 * m).flatten(1).sum(1) / count
+    psnr = 10 * torch.log10(1 / mse.clamp(min=1e-10))
+    ssim = []
+    for xi, yi, mi in zip(x.numpy(), y.numpy(), m.numpy()):
+        _, smap = structural_similarity(yi, xi, channel_axis=0, data_range=1.0, full=True)
+        ssim.append(float((smap * mi).sum() / mi.sum()))
+    return {"l1": l1.numpy(), "psnr": psnr.numpy(), "ssim": np.array(ssim)}
+
+
+def model_quality(model: Encoder, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 50) -> dict[str, np.ndarray]:
+    """Per-image quality (k,) of a model, averaged over the masks: every image gets each of the q masks
+    (q, 1, 128, 128); the same images and masks for every model make the comparison paired."""
+    if masks.ndim != 4 or masks.shape[0] < 1:
+        raise ValueError(f"masks must have shape (q, 1, 128, 128), got {tuple(masks.shape)}")
+    k = images.shape[0]
+    sums = {name: np.zeros(k) for name in QUALITY}
+    for mask in masks:
+        for i in range(0, k, batch_size):
+            x = images[i:i + batch_size]
+            mm = mask[None].expand(len(x), -1, -1, -1)
+            q = hole_quality(inpaint_128(model, x, mm), x, mm)
+            for name in QUALITY:
+                sums[name][i:i + len(x)] += q[name]
+    return {name: s / masks.shape[0] for name, s in sums.items()}
+
+
+def summary(values: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """Mean, std over images and the 95% bootstrap CI of the mean."""
+    lo, hi = bootstrap_ci(values, seed=seed)
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "ci95": [lo, hi]}
+
+
+def direction(ci: tuple[float, float] | list[float], higher_is_better: bool) -> str:
+    """How the cascade compares with the CE from the 95% CI of the paired difference (cascade - CE)."""
+    lo, hi = ci
+    if lo > 0 or hi < 0:
+        better = (lo > 0) == higher_is_better
+        return f"cascade {'better' if better else 'worse'}, significantly"
+    return "no significant difference"
+
+
+def paired_quality(a: dict[str, np.ndarray], b: dict[str, np.ndarray], seed: int = 0) -> dict[str, dict]:
+    """Per measure, b - a per image (b: the cascade, a: the CE): mean, 95% bootstrap CI, share of images where b
+    is better, and the direction in words."""
+    out = {}
+    for name, higher in QUALITY.items():
+        diff = b[name] - a[name]
+        lo, hi = bootstrap_ci(diff, seed=seed)
+        better = diff > 0 if higher else diff < 0
+        out[name] = {"mean": float(diff.mean()), "ci95": [lo, hi], "fraction_better": float(better.mean()),
+                     "direction": direction((lo, hi), higher)}
+    return out
+
+
+# --- NSD of several checkpoints -------------------------------------------------------------------------------
+
+def checkpoint_curve(checkpoints: list[str | Path], images: torch.Tensor, nsd_masks: torch.Tensor,
+                     quality_masks: torch.Tensor, device: str | torch.device = "cpu") -> list[dict]:
+    """BN-normalised NSD and in-hole PSNR/L1/SSIM of a list of checkpoints of one run (e.g. saved at several steps):
+    does NSD fall as the inpainting improves? One dict per checkpoint, with its training step."""
+    from .train import load_checkpoint, load_model  # train imports evaluate; keep this module importable alone
+
+    rows = []
+    for path in checkpoints:
+        step = int(load_checkpoint(path)["step"])
+        model = load_model(path, device)
+        res = encode_all(model, images, nsd_masks, progress=False).result(scale=code_scale(model))
+        q = model_quality(model, images, quality_masks)
+        rows.append({"checkpoint": str(path), "step": step, "nsd_normalized": res.mean,
+                     **{name: float(v.mean()) for name, v in q.items()}})
+    return rows
+
+
+# --- comparisons, verdicts, metrics.json and glue --------------------------------------------------------------
+
+def compare_readings(results: dict[str, ModelNSD], seed: int = 0) -> dict[str, PairedComparison]:
+    """Paired NSD(cascade) - NSD(CE) on the same images and masks, for each of the three readings."""
+    return {r: paired_comparison(getattr(results["ce128"], r), getattr(results["cce128"], r), seed=seed)
+            for r in READINGS}
+
+
+def run_info(config_json: str | Path, step: int | None = None) -> dict[str, Any]:
+    """What a training run did, from its ``config.json`` (and the checkpoint's step, if given): samples seen,
+    width, D, data and seed."""
+    meta = json.loads(Path(config_json).read_text())
+    cfg = meta["config"]
+    steps = cfg["steps"] if step is None else step
+    return {"model": cfg["model"], "mask": cfg["mask"], "steps": steps, "batch_size": cfg["batch_size"],
+            "samples": steps * cfg["batch_size"], "bottleneck": cfg["bottleneck"], "width": cfg["width"],
+            "seed": cfg["seed"], "full_known_weight": cfg.get("full_known_weight", 1.0),
+            "train_data": meta["data"]["description"], "train_images": meta["data"]["images"]}
+
+
+def scale_of(runs: dict[str, dict]) -> RunScale:
+    """The run's scale for the verdicts: the fewest samples any model saw, and the compared models' D and width."""
+    dims = {(r["bottleneck"], r["width"]) for r in runs.values()}
+    if len(dims) != 1:
+        raise ValueError(f"the runs differ in bottleneck/width: {sorted(dims)}")
+    (d, w), = dims
+    return RunScale(samples_per_model=min(r["samples"] for r in runs.values()), bottleneck=d, width=w)
+
+
+def run_scale_line(runs: dict[str, dict], eval_data: str, k: int, n: int, device: str) -> str:
+    """One line saying the run's scale: samples per model, width, D, training data, evaluation data, k, n, device."""
+    r = min(runs.values(), key=lambda r: r["samples"])
+    return (f"{r['samples']:,} image samples per model ({r['steps']:,} steps × batch {r['batch_size']}), "
+            f"width {r['width']}, D = {r['bottleneck']}, trained on {r['train_data']}; NSD on k = {k} images of "
+            f"{eval_data} × n = {n} masks; device {device}")
+
+
+def _nsd_entry(res: NSDResult, seed: int) -> dict[str, Any]:
+    lo, hi = bootstrap_ci(res.per_image, seed=seed)
+    return {"mean": res.mean, "std": res.std, "ci95": [lo, hi], "dims": res.dims, "reading": res.reading,
+            "per_image": np.round(res.per_image, 6).tolist()}
+
+
+def agreement(nsd_means: dict[str, float], quality: dict[str, dict], pair: dict[str, dict],
+              nsd_direction: str) -> dict[str, Any]:
+    """Does NSD agree with each quality measure? For the CE/cascade pair: the same direction; across the models
+    NSD is defined for (the random-block ones): the same order, best first."""
+    by_nsd = sorted(nsd_means, key=nsd_means.get)
+    out: dict[str, Any] = {"order_nsd": by_nsd, "pair_nsd": nsd_direction}
+    for name, higher in QUALITY.items():
+        means = {m: quality[m][name]["mean"] for m in nsd_means}
+        order = sorted(means, key=means.get, reverse=higher)
+        out[name] = {"order": order, "same_order": order == by_nsd, "pair": pair[name]["direction"],
+                     "pair_agrees": _same_way(nsd_direction, pair[name]["direction"])}
+    return out
+
+
+def _same_way(nsd_direction: str, quality_direction: str) -> bool:
+    """NSD 'cascade lower' means better; agreement when both point the same way (or both show no difference)."""
+    nsd_says = "better" if "lower" in nsd_direction else "worse" if "higher" in nsd_direction else "none"
+    q_says = "better" if "better" in quality_direction else "worse" if "worse" in quality_direction else "none"
+    return nsd_says == q_says
+
+
+def build_metrics(*, preset: str, seed: int, mask: str, eval_data: str, k: int, n: int, q: int,
+                  runs: dict[str, dict], results: dict[str, ModelNSD], quality: dict[str, dict[str, np.ndarray]],
+                  provenance: dict, ood: dict[str, ModelNSD] | None = None, ood_data: str | None = None,
+                  checkpoints: list[dict] | None = None) -> dict[str, Any]:
+    """Everything the report quotes, as one JSON-serialisable dict (written to ``metrics.json``).
+
+    ``runs``: :func:`run_info` per run name (``ce128-random_blocks`` ...); ``results``: NSD of ``ce128``,
+    ``cce128`` and ``ce64`` (mask ``mask``); ``quality``: :func:`model_quality` per run name (both masks).
+    """
+    compared = {name: r for name, r in runs.items() if r["mask"] == mask}
+    scale = scale_of(compared)
+    comparisons = compare_readings(results, seed)
+    verdicts = {f"lower_{'std' if r == 'standardized' else r}": verdict_lower(comparisons[r], scale, reading=READING_LABELS[r])
+                for r in READINGS}
+    verdicts["ce_value"] = verdict_value(results["ce128"].normalized, PAPER["ce"][0], scale, seed)
+    verdicts["cce_value"] = verdict_value(results["cce128"].normalized, PAPER["cce"][0], scale, seed)
+    metrics: dict[str, Any] = {
+        "preset": preset, "seed": seed, "mask": mask, "k": k, "n": n, "quality_masks_per_image": q,
+        "samples_per_model": scale.samples_per_model, "bottleneck": scale.bottleneck, "width": scale.width,
+        "paper_scale": scale.is_paper_scale, "eval_data": eval_data,
+        "train_data": next(iter(compared.values()))["train_data"],
+        "run_scale": run_scale_line(compared, eval_data, k, n, provenance["device"]),
+        "runs": runs, "provenance": provenance, "verdicts": verdicts, "models": {}, "paired": {},
+    }
+    for m, res in results.items():
+        for r in READINGS:
+            metrics["models"][f"{m}_{r}"] = _nsd_entry(getattr(res, r), seed)
+    for r, c in comparisons.items():
+        metrics["paired"][r] = {"mean": c.mean, "ci95": list(c.ci), "p_value": c.p_value,
+                                "fraction_lower": c.fraction_lower, "verdict": verdicts[f"lower_{'std' if r == 'standardized' else r}"]}
+    metrics["quality"] = {name: {mq: summary(v, seed) for mq, v in qv.items()} for name, qv in quality.items()}
+    masks_measured = sorted({runs[name]["mask"] for name in quality})
+    metrics["quality_paired"] = {mk: paired_quality(quality[f"ce128-{mk}"], quality[f"cce128-{mk}"], seed)
+                                 for mk in masks_measured if f"ce128-{mk}" in quality and f"cce128-{mk}" in quality}
+    if mask in metrics["quality_paired"]:
+        nsd_means = {f"{m}-{mask}": results[m].normalized.mean for m in results}
+        metrics["agreement"] = agreement(nsd_means, metrics["quality"], metrics["quality_paired"][mask],
+                                         _observed(comparisons["normalized"]))
+    if ood:
+        oc = paired_comparison(ood["ce128"].normalized, ood["cce128"].normalized, seed=seed)
+        metrics["ood"] = {"data": ood_data, "paired_normalized": {"mean": oc.mean, "ci95": list(oc.ci)},
+                          **{f"{m}_{r}": {"mean": getattr(res, r).mean, "std": getattr(res, r).std}
+                             for m, res in ood.items() for r in READINGS}}
+    if checkpoints:
+        metrics["checkpoints"] = checkpoints
+    return metrics
+
+
+def _observed(cmp: PairedComparison) -> str:
+    lo, hi = cmp.ci
+    return "cascade lower, significantly" if hi < 0 else "cascade higher, significantly" if lo > 0 else \
+        "no significant difference"
+
+
+def _agreement_text(metrics: dict) -> str:
+    a = metrics.get("agreement")
+    if not a:
+        return "No agreement check: the CE/cascade pair was not measured with the NSD masks."
+    names = {"l1": "in-hole L1", "psnr": "PSNR", "ssim": "SSIM"}
+    pair = "; ".join(f"{names[q]}: {a[q]['pair']} ({'agrees' if a[q]['pair_agrees'] else 'disagrees'})"
+                     for q in QUALITY)
+    model = {"ce64": "64 CE", "ce128": "CE", "cce128": "cascade"}
+
+    def ranking(runs: list[str]) -> str:
+        return ", ".join(model.get(r.split("-")[0], r) for r in runs)
+
+    order = "; ".join(f"{names[q]}: {ranking(a[q]['order'])} ({'same' if a[q]['same_order'] else 'different'})"
+                      for q in QUALITY)
+    kind = metrics["mask"].replace("_", " ")
+    return (f"CE vs cascade ({kind}): BN-normalised NSD says {a['pair_nsd']}; {pair}. "
+            f"The three {kind} models ranked best first, by NSD: {ranking(a['order_nsd'])}; by {order}.")
+
+
+def glue_values(metrics: dict) -> dict[str, float | int | str]:
+    """Every value the book pastes from the evaluation notebook, by glue key (floats, ints and strs only)."""
+    g: dict[str, float | int | str] = {}
+    for key, text in metrics["verdicts"].items():
+        g[f"verdict_{key}"] = str(text)
+    for key, e in metrics["models"].items():
+        g[f"nsd_{key}_mean"], g[f"nsd_{key}_std"] = float(e["mean"]), float(e["std"])
+        g[f"nsd_{key}_lo"], g[f"nsd_{key}_hi"] = float(e["ci95"][0]), float(e["ci95"][1])
+    for r, c in metrics["paired"].items():
+        g[f"diff_{r}_mean"], g[f"diff_{r}_lo"], g[f"diff_{r}_hi"] = float(c["mean"]), float(c["ci95"][0]), float(c["ci95"][1])
+        g[f"diff_{r}_p"], g[f"diff_{r}_frac"] = float(c["p_value"]), float(100 * c["fraction_lower"])
+    for name, qs in metrics["quality"].items():
+        key = name.replace("-random_blocks", "_rb").replace("-central", "_c")
+        for mq, s in qs.items():
+            g[f"q_{key}_{mq}_mean"] = float(s["mean"])
+            g[f"q_{key}_{mq}_lo"], g[f"q_{key}_{mq}_hi"] = float(s["ci95"][0]), float(s["ci95"][1])
+    for mk, qs in metrics["quality_paired"].items():
+        key = {"random_blocks": "rb", "central": "c"}.get(mk, mk)
+        for mq, s in qs.items():
+            g[f"qdiff_{key}_{mq}_mean"] = float(s["mean"])
+            g[f"qdiff_{key}_{mq}_lo"], g[f"qdiff_{key}_{mq}_hi"] = float(s["ci95"][0]), float(s["ci95"][1])
+            g[f"qdiff_{key}_{mq}_frac"] = float(100 * s["fraction_better"])
+            g[f"qdiff_{key}_{mq}_direction"] = str(s["direction"])
+    g["quality_agreement"] = _agreement_text(metrics)
+    g["quality_q"] = int(metrics["quality_masks_per_image"])
+    if "ood" in metrics:
+        o = metrics["ood"]
+        lo, hi = o["paired_normalized"]["ci95"]
+        g["ood_summary"] = (f"On {o['data']}: BN-normalised NSD {o['ce128_normalized']['mean']:.3f} (CE) vs "
+                            f"{o['cce128_normalized']['mean']:.3f} (cascade); paired difference (cascade − CE) "
+                            f"{o['paired_normalized']['mean']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]. Raw: "
+                            f"{o['ce128_raw']['mean']:.3f} vs {o['cce128_raw']['mean']:.3f}; eval-standardised: "
+                            f"{o['ce128_standardized']['mean']:.4f} vs {o['cce128_standardized']['mean']:.4f}.")
+    else:
+        g["ood_summary"] = "This run measured no out-of-distribution set."
+    g["eval_description"] = str(metrics["eval_data"])
+    g["train_description"] = str(metrics["train_data"])
+    g["eval_k"], g["eval_n"] = int(metrics["k"]), int(metrics["n"])
+    g["samples_per_model"] = int(metrics["samples_per_model"])
+    g["run_bottleneck"], g["run_width"] = int(metrics["bottleneck"]), int(metrics["width"])
+    g["run_preset"] = str(metrics["preset"])
+    g["run_seed"] = int(metrics["seed"])
+    g["run_scale"] = str(metrics["run_scale"])
+    fkw = sorted({float(r["full_known_weight"]) for r in metrics["runs"].values() if r["mask"] != "central"})
+    g["run_full_known_weight"] = ", ".join(f"{w:g}" for w in fkw)
+    for key in ("device", "commit", "date", "torch"):
+        g[f"prov_{key}"] = str(metrics["provenance"][key])
+    return g
