@@ -280,8 +280,8 @@ def page_text(markup: str) -> str:
 
 def cell_outputs(markup: str) -> list[str]:
     """The text of each plain-text output block (``<div class="output ...">``'s <pre>) of a notebook page."""
-    blocks = re.findall(r'<div class="output (?:text_plain|stream|stderr|stdout)[^"]*">\s*<pre>(.*?)</pre>',
-                        markup, re.DOTALL)
+    blocks = re.findall(r'<div class="output (?:text_plain|stream|stderr)[^"]*">\s*(?:<div class="highlight">)?'
+                        r'\s*<pre>(.*?)</pre>', markup, re.DOTALL)
     return [html.unescape(re.sub(r"<[^>]+>", "", b)).strip() for b in blocks]
 
 
