@@ -294,7 +294,7 @@ def test_page_titles_are_distinct(pages: dict[str, Path]) -> None:
     same = {t: docs for t, docs in seen.items() if len(docs) > 1}
     assert not same, f"pages share a title: {same}"
     for doc, path in pages.items():  # what a reader sees: the previous and the next link name different pages
-        labels = [html.unescape(t).strip() for t in
+        labels = [html.unescape(re.sub(r"<[^>]+>", "", t)).strip() for t in
                   re.findall(r'<p class="prev-next-title">(.*?)</p>', path.read_text(), re.DOTALL)]
         assert len(set(labels)) == len(labels), f"{doc}: previous/next links read {labels}"
     from cce_core.plots import MASK_NAMES, MODEL_NAMES
