@@ -8,6 +8,7 @@ for code that only converts images.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,7 +35,8 @@ def eval_images_note(data: Sequence[str], eval_data: Sequence[str]) -> str:
         return "held out: no evaluation source is a training source"
     if shared == ["embedded"]:
         return "not held out: other random crops of the training photographs (embedded data set)"
-    return "not held out: the evaluation images come from the training source(s) " + ", ".join(shared)
+    return "not held out: the evaluation images come from the training source(s) " + ", ".join(
+        Path(s).name for s in shared)
 
 
 def pick_examples(lead: torch.Tensor, per_group: int = 2, seed: int = 0) -> list[tuple[str, int]]:

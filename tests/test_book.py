@@ -184,7 +184,33 @@ def doms(chromium: str, pages: dict[str, Path]) -> dict[str, str]:
 def test_toc_lists_pages() -> None:
     files = toc_files()
     assert files[0] == "book/intro"
-    assert {"book/paper", "notebooks/nsd_theory", "notebooks/masks", "book/references"} <= set(files)
+    assert {"book/paper", "notebooks/nsd_theory", "notebooks/masks", "notebooks/context_encoder",
+            "book/references"} <= set(files)
+    assert files.index("notebooks/masks") < files.index("notebooks/context_encoder") < files.index("book/report")
+
+
+def test_fig4_examples_are_distinct_images() -> None:
+    """Fig. 4's rule never shows an image twice, even when one image leads in two groups or images are few."""
+    import torch
+
+    from cce_core.plots import pick_examples
+
+    lead = torch.tensor([0.3, -0.2, 0.1, -0.4, 0.0, 0.2, -0.1, 0.05])
+    picks = pick_examples(lead, per_group=2, seed=0)
+    assert [why for why, _ in picks] == ["best CE"] * 2 + ["best cascade"] * 2 + ["random"] * 2
+    assert [i for _, i in picks[:4]] == [0, 5, 3, 1]
+    assert len({i for _, i in picks}) == 6
+    few = pick_examples(torch.tensor([0.1, -0.1, 0.0]), per_group=2)
+    assert sorted(i for _, i in few) == [0, 1, 2]
+
+
+def test_held_out_is_read_from_the_sources() -> None:
+    from cce_core.plots import eval_images_note
+
+    assert eval_images_note(["embedded"], ["embedded"]).startswith("not held out")
+    assert eval_images_note(["/data/train.zip"], ["/data/eval.zip"]).startswith("held out")
+    shared = eval_images_note(["/data/train.zip"], ["/data/train.zip"])
+    assert shared.startswith("not held out") and "/data/" not in shared
 
 
 def test_pages_load(pages: dict[str, Path], doms: dict[str, str]) -> None:
