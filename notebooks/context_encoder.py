@@ -115,8 +115,8 @@ table_64
 # leak-free (the mask is max-pooled, the image average-pooled after the hole is zeroed) and $\nearrow$
 # bilinear (the paper does not name the filters).
 #
-# Below, one photograph through a **small untrained** cascade (width `width`, code dimension `bottleneck`,
-# random initial weights as in Pathak's code), with a central mask and with random blocks. With weights drawn
+# Below, one photograph through a **small untrained** cascade (a reduced width and code dimension, printed
+# below; random initial weights as in Pathak's code), with a central mask and with random blocks. With weights drawn
 # from N(0, 0.02) an untrained network's output is almost exactly 0, the grey in the middle of the [-1, 1]
 # range, so both networks fill the hole with flat grey: what matters here is where each stage's pixels come from
 # (Pathak's mean-colour fill in (i), the leak-free half-size input in (ii), the upscaled 64 CE result pasted into
@@ -131,6 +131,8 @@ cascade = CascadeContextEncoder(ContextEncoder(64, bottleneck, "center", width=w
 cascade_full = CascadeContextEncoder(ContextEncoder(64, bottleneck, "full", width=width),
                                      ContextEncoder(128, bottleneck, "full", width=width)).eval()
 image = photo.images[0]
+print(f"untrained cascade: width {width}, code dimension D = {bottleneck}, "
+      f"{count_parameters(cascade.ce128):,} parameters in its 128 CE")
 masks = {"central": central_mask(1)[0],
          "random blocks": random_blocks(1, generator=torch.Generator().manual_seed(seed))[0]}
 
