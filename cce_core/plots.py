@@ -1,4 +1,5 @@
-"""Small plotting helpers shared by the notebooks: tensors in the networks' [-1, 1] range to images, and grids.
+"""Small display helpers shared by the notebooks: tensors in the networks' [-1, 1] range to images, image grids,
+the names the book gives models and masks, the rule that picks Fig. 4's examples, and a network's layer table.
 
 matplotlib is imported lazily (inside the functions that draw), so importing ``cce_core.plots`` costs nothing
 for code that only converts images.
@@ -7,6 +8,7 @@ for code that only converts images.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,6 +16,112 @@ import torch
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from torch import nn
+
+#: How the book names the paper's three networks and the mask strategies (page titles, legends).
+MODEL_NAMES = {"ce64": "64 CE", "ce128": "128 CE", "cce128": "cascade 128 CE"}
+MASK_NAMES = {"central": "central mask", "random_blocks": "random blocks", "random_region": "random regions"}
+
+
+def eval_images_note(data: Sequence[str], eval_data: Sequence[str]) -> str:
+    """One sentence saying whether the evaluation images are held out from the training images.
+
+    Sources are compared by name: the embedded data set (``"embedded"``) used for both gives other random crops
+    of the same scikit-image photographs, which are not held out; so is any source listed in both.
+    """
+    shared = sorted(set(map(str, data)) & set(map(str, eval_data)))
+    if not shared:
+        return "held out: no evaluation source is a training source"
+    if shared == ["embedded"]:
+        return "not held out: other random crops of the training photographs (embedded data set)"
+    return "not held out: the evaluation images come from the training source(s) " + ", ".join(
+        Path(s).name for s in shared)
+
+
+def pick_examples(lead: torch.Tensor, per_group: int = 2, seed: int = 0) -> list[tuple[str, int]]:
+    """Fig. 4's rule for choosing which images to show, each image at most once.
+
+    ``lead[i]`` is (cascade's hole error - CE's hole error) on image i, > 0 where the CE does better. Returns
+    ``(why, index)`` pairs: the ``per_group`` images with the largest lead for the CE ("best CE"), then the
+    ``per_group`` with the largest lead for the cascade ("best cascade"), then ``per_group`` random others
+    (drawn with ``seed``), skipping any image already chosen; fewer when there are not enough images.
+    """
+    order_ce = lead.argsort(descending=True, stable=True).tolist()
+    order_cce = lead.argsort(stable=True).tolist()
+    order_rand = torch.randperm(len(lead), generator=torch.Generator().manual_seed(seed)).tolist()
+    picks: list[tuple[str, int]] = []
+    for why, order in (("best CE", order_ce), ("best cascade", order_cce), ("random", order_rand)):
+        taken = [i for i in order if i not in {j for _, j in picks}][:per_group]
+        picks += [(why, i) for i in taken]
+    return picks
+
+
+def image_grid(nrows: int, ncols: int, size: float = 2.0, title: str | None = None,
+               titles: bool = True) -> tuple[Figure, np.ndarray]:
+    """A figure of ``nrows`` x ``ncols`` square image axes with no blank band under the figure title.
+
+    The figure's height is fitted to square images plus room for each row's titles (``titles``) and the
+    figure title, and the layout is constrained, so rows sit right under the title.
+    """
+    import matplotlib.pyplot as plt
+
+    row = size + (0.3 if titles else 0.05)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row * nrows + (0.45 if title else 0)),
+                             squeeze=False, layout="constrained")
+    if title:
+        fig.suptitle(title)
+    return fig, axes
+
+
+def layer_table(model: nn.Module, input_size: int) -> list[dict]:
+    """The layers of a :class:`~cce_core.models.ContextEncoder` or :class:`~cce_core.models.Discriminator`,
+    one row per (transposed) convolution with the normalisation and activation that follow it, as in the
+    spec's tables: name (E/D for the generator's encoder/decoder, C for the discriminator), layer, channels,
+    kernel/stride/padding, norm, activation, output shape (from one forward pass of a blank image in eval
+    mode) and parameters (conv weights plus BatchNorm affine).
+    """
+    from torch import nn
+
+    prefix = {"encoder": "E", "bottleneck_conv": "E", "bottleneck_act": "E", "decoder": "D", "net": "C"}
+    rows: list[dict] = []
+    counts: dict[str, int] = {}
+    shapes: dict[int, tuple[int, ...]] = {}
+    hooks = []
+    for top, child in model.named_children():
+        for leaf in (child.modules() if len(list(child.children())) else [child]):
+            if len(list(leaf.children())):
+                continue
+            if isinstance(leaf, (nn.Conv2d, nn.ConvTranspose2d)):
+                letter = prefix.get(top, "?")
+                counts[letter] = counts.get(letter, 0) + 1
+                rows.append({"name": f"{letter}{counts[letter]}", "layer": type(leaf).__name__,
+                             "channels": f"{leaf.in_channels}→{leaf.out_channels}",
+                             "k/s/p": f"{leaf.kernel_size[0]}/{leaf.stride[0]}/{leaf.padding[0]}",
+                             "norm": "–", "activation": "–", "output": "",
+                             "parameters": sum(p.numel() for p in leaf.parameters())})
+            elif rows and isinstance(leaf, nn.BatchNorm2d):
+                rows[-1]["norm"] = "BN"
+                rows[-1]["parameters"] += sum(p.numel() for p in leaf.parameters())
+            elif rows:
+                name = type(leaf).__name__
+                rows[-1]["activation"] = f"LeakyReLU({leaf.negative_slope:g})" if name == "LeakyReLU" else name
+            if rows and isinstance(leaf, (nn.Conv2d, nn.ConvTranspose2d)):
+                row = rows[-1]
+                hooks.append(leaf.register_forward_hook(
+                    lambda mod, inp, out, row=row: row.__setitem__("output", "×".join(map(str, out.shape[1:])))))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    if hasattr(model, "logits") and rows:  # the Discriminator applies its Sigmoid in forward(), not as a module
+        rows[-1]["activation"] = "Sigmoid"
+    return rows
 
 
 def to_numpy_image(image: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -11,7 +11,8 @@
 # %% [markdown]
 # # The paper's figures, regenerated
 #
-# Every figure of the paper drawn again from our trained models and real held-out photographs:
+# Every figure of the paper drawn again from our trained models and real photographs (whether they are held
+# out from the training images is printed below, from this run's parameters):
 #
 # * **Fig. 1**: the cascade pipeline (section 4.2, steps (i) to (iv)) with the real image at every stage;
 # * **Fig. 2**: made real: the latent codes $E(P, M_i)$ of a few images under many masks, projected to 2-D, for
@@ -21,7 +22,7 @@
 #   each model does best relative to the other (largest lead in squared error over the hole, our rule: the paper
 #   does not say how it picked them), and random picks.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 preset = "smoke"
 data = ["embedded"]
 eval_data = ["embedded"]
@@ -32,7 +33,7 @@ device = "auto"
 runs_dir = "../_build/nbval/runs"
 fig_dir = "../_build/nbval/figures"
 
-# %%
+# %% tags=["hide-input"]
 import json
 from pathlib import Path
 
@@ -42,7 +43,8 @@ import torch
 from cce_core.data import load_images, to_float
 from cce_core.evaluate import cascade_stages, codes, eval_masks, hole_mse, inpaint, project_2d
 from cce_core.masks import central_mask, fill_hole
-from cce_core.plots import show_grid
+from cce_core.glue import glue
+from cce_core.plots import eval_images_note, image_grid, pick_examples, show_grid
 from cce_core.provenance import provenance, resolve_device
 from cce_core.reproduce import ensure_run
 from cce_core.train import load_model
@@ -56,25 +58,25 @@ def save(fig, name):
     fig.savefig(Path(fig_dir) / f"{name}.png", dpi=110, bbox_inches="tight")
 
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 models = {(m, mk): load_model(ensure_run(runs_dir, m, mk, preset, data, seed=seed, device=device), dev)
           for mk in ("random_blocks", "central") for m in ("ce128", "cce128")}
 images = load_images(eval_data, limit=k, embedded_count=k, seed=seed + 1000, progress=False).images
 masks = eval_masks("random_blocks", max(n, len(images)), seed=seed)
-print(f"{len(images)} evaluation images, {len(masks)} random-block masks")
+note = eval_images_note(data, eval_data)
+glue("figures_eval_note", note, display=False)
+print(f"{len(images)} evaluation images ({note}), {len(masks)} random-block masks")
 
 # %% [markdown]
 # ## Fig. 1: the cascade, stage by stage
 
 # %%
-fig, axes = plt.subplots(2, 6, figsize=(14, 5.2))
+fig, axes = image_grid(2, 6, size=2.3, title="Fig. 1: the 64x64 CE's upscaled inpainting fills the 128x128 CE's input (eq. (1))")
 for row, mk in enumerate(("central", "random_blocks")):
     mask = central_mask(1)[0] if mk == "central" else masks[0]
     stages = cascade_stages(models[("cce128", mk)], images[0], mask)
     show_grid(list(stages.values()), list(stages.keys()), axes=axes[row], fontsize=8)
     axes[row, 0].set_ylabel(mk)
-fig.suptitle("Fig. 1: the 64x64 CE's upscaled inpainting fills the 128x128 CE's input (eq. (1))")
 save(fig, "fig1_pipeline")
 
 # %% [markdown]
@@ -101,14 +103,13 @@ save(fig, "fig2_latent")
 # ## Fig. 3: one image, several masks, and each mask's distance to the mean code
 
 # %%
-fig, axes = plt.subplots(2, 6, figsize=(14, 5.2))
+fig, axes = image_grid(2, 6, size=2.3, title="Fig. 3: ||E(P, M_i) - Z||^2 / D for the first six of the n masks (Z: mean over all n)")
 img = images[1]
 for row, (m, title) in enumerate([("ce128", "CE"), ("cce128", "cascade")]):
     z = codes(models[(m, "random_blocks")], img, masks[:n])
     dist = ((z - z.mean(0)) ** 2).sum(1) / z.shape[1]
     shown = fill_hole(to_float(img[None]).expand(6, -1, -1, -1), masks[:6])
     show_grid(list(shown), [f"{title}: {float(d):.3f}" for d in dist[:6]], axes=axes[row], fontsize=9)
-fig.suptitle("Fig. 3: ||E(P, M_i) - Z||^2 / D for the first six of the n masks (Z: mean over all n)")
 save(fig, "fig3_distances")
 
 # %% [markdown]
@@ -123,18 +124,16 @@ for mk in ("central", "random_blocks"):
     m = central_mask(len(images)) if mk == "central" else masks[: len(images)]
     out = {name: inpaint(models[(name, mk)], images, m) for name in ("ce128", "cce128")}
     err = {name: hole_mse(out[name], images, m) for name in out}
-    rand = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     lead = err["cce128"] - err["ce128"]  # > 0 where the CE does better
-    picks = [("best CE", int(i)) for i in lead.argsort(descending=True)[:2]] + \
-            [("best cascade", int(i)) for i in lead.argsort()[:2]] + [("random", int(i)) for i in rand[:2]]
-    fig, axes = plt.subplots(len(picks), 4, figsize=(8, 2.1 * len(picks)))
+    picks = pick_examples(lead, per_group=2, seed=seed)  # each image at most once
+    assert len({i for _, i in picks}) == len(picks)
+    fig, axes = image_grid(len(picks), 4, size=2.0, title=f"Fig. 4 ({mk}): hole MSE in brackets")
     for row, (why, i) in enumerate(picks):
         x = to_float(images[i:i + 1])
         show_grid([x[0], fill_hole(x, m[i:i + 1])[0], out["ce128"][i], out["cce128"][i]],
                   ["original", "input", f"CE ({err['ce128'][i]:.3f})", f"cascade ({err['cce128'][i]:.3f})"],
                   axes=axes[row], fontsize=8)
         axes[row, 0].set_ylabel(why, fontsize=8)
-    fig.suptitle(f"Fig. 4 ({mk}): hole MSE in brackets")
     save(fig, f"fig4_{mk}")
     print(f"{mk}: mean hole MSE CE {err['ce128'].mean():.4f}, cascade {err['cce128'].mean():.4f} over {len(images)} "
           f"images; the cascade is lower on {int((lead < 0).sum())} of them")
@@ -142,6 +141,5 @@ for mk in ("central", "random_blocks"):
 # %% [markdown]
 # ## Provenance
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-print(json.dumps({"preset": preset, "seed": seed, "eval_data": eval_data, "k": len(images), **provenance(dev)}, indent=1))
+# %% tags=["nbval-ignore-output"]
+print(json.dumps({"preset": preset, "seed": seed, "eval_data": [Path(d).name for d in eval_data], "k": len(images), **provenance(dev)}, indent=1))

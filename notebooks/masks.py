@@ -25,14 +25,14 @@
 # known ones. `fill_hole` builds the context encoder's input: known pixels are kept and missing ones are
 # set to Pathak's per-channel constants (the mean colour of ImageNet).
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 data = "embedded"    # for load_images: "embedded", a directory, a .zip, or a list of them
 n_photos = 6         # photographs shown
 n_coverage = 2000    # masks drawn for the coverage histograms
 pattern_size = 2000  # side of random_region's noise pattern (Pathak: 10000), for speed
 seed = 0
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -215,8 +215,7 @@ assert central_ok and blocks_ok
 print("downscale_mask(central 128) == central 64:", central_ok)
 print("random_blocks: max-pool == nearest:", blocks_ok)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["remove-cell", "nbval-ignore-output"]
 glue("masks_central_coverage", float(coverage(m128)), display=False)
 glue("masks_blocks_max_coverage", float(cov["random_blocks"].max()), display=False)
 glue("masks_blocks_mean_coverage", float(cov["random_blocks"].mean()), display=False)

@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # Training a context encoder
+# # Training the {glue:text}`model_name`, {glue:text}`mask_name`
 #
 # This notebook trains one of the paper's three networks (section 4) with Pathak et al.'s recipe and shows
 # how it learnt:
@@ -20,20 +20,20 @@
 #   64×64 CE (eq. (1) and (2)).
 #
 # The reproduction (`python -m cce_core reproduce`) runs it six times with papermill: the three models, for the
-# central mask (Fig. 4) and for random blocks (the NSD comparison). The cell below holds the parameters; a
-# papermill run adds an `injected-parameters` cell after it with the values it used.
+# central mask (Fig. 4) and for random blocks (the NSD comparison). The parameters of this run are in the cell
+# below.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 model = "ce128"  # ce64 | ce128 | cce128
 mask = "random_blocks"  # central | random_blocks | random_region
 preset = "smoke"  # smoke, cpu or paper: see cce_core.train.PRESETS
 data = ["embedded"]  # training images: "embedded", folders, or zips such as ../../shared/data/photos128/train-00.zip
-eval_data = ["embedded"]  # images for the sample inpaintings (held out from training)
+eval_data = ["embedded"]  # images for the sample inpaintings
 runs_dir = "../_build/nbval/runs"  # where the training runs live
 seed = 0
 device = "auto"
 
-# %%
+# %% tags=["hide-input"]
 import json
 from pathlib import Path
 
@@ -45,9 +45,12 @@ from cce_core.glue import glue
 from cce_core.data import load_images, to_float
 from cce_core.evaluate import inpaint
 from cce_core.masks import central_mask, fill_hole, random_blocks
-from cce_core.plots import show_grid
+from cce_core.plots import MASK_NAMES, MODEL_NAMES, eval_images_note, show_grid
 from cce_core.reproduce import ensure_run
 from cce_core.train import load_model, read_log
+
+glue("model_name", MODEL_NAMES[model], display=False)  # the page title names the model and the mask
+glue("mask_name", MASK_NAMES[mask], display=False)
 
 # %% [markdown]
 # ## Train
@@ -55,21 +58,19 @@ from cce_core.train import load_model, read_log
 # The 64 CE must exist before the cascade can be trained, so for `cce128` the 64 CE of the same mask strategy is
 # trained first if its run is missing. A run that is already complete is reused, an interrupted one resumed.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 checkpoint = ensure_run(runs_dir, model, mask, preset, data, seed=seed, device=device)
 run = checkpoint.parent
 meta = json.loads((run / "config.json").read_text())
 cfg = meta["config"]
-print(f"run: {run}")
+print(f"run: {run.name}")
 
 # %% [markdown]
 # ## Configuration and provenance
 #
 # Everything that defines the run, as written next to its checkpoint (`config.json`).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 keys = ["model", "mask", "preset", "steps", "batch_size", "bottleneck", "width", "variant", "lr_g", "lr_d",
         "beta1", "wtl2", "overlap_weight", "full_known_weight", "upscale", "seed"]
 table = pd.DataFrame({"value": [str(cfg[k]) for k in keys]}, index=keys)
@@ -104,10 +105,12 @@ assert log[["d", "g_adv", "g_rec"]].notna().all().all()
 # %% [markdown]
 # ## Sample inpaintings
 #
-# The first eight images of `eval_data`: held-out photographs in a real run (`eval-imagenet250`); with the
-# embedded default they are other random crops of the same few photographs, so only a sanity check.
+# The first eight images of `eval_data`. Whether they are held out from the training images is decided from the
+# run's parameters and printed below: with the embedded default they are other random crops of the training
+# photographs, so only a sanity check.
 
 # %%
+print("evaluation images:", eval_images_note(data, eval_data))
 g = load_model(run)
 images = load_images(eval_data, limit=8, embedded_count=8, seed=seed + 1000, progress=False).images[:8]
 masks = central_mask(len(images)) if mask == "central" else random_blocks(len(images), generator=torch.Generator().manual_seed(seed))

@@ -184,7 +184,33 @@ def doms(chromium: str, pages: dict[str, Path]) -> dict[str, str]:
 def test_toc_lists_pages() -> None:
     files = toc_files()
     assert files[0] == "book/intro"
-    assert {"book/paper", "notebooks/nsd_theory", "notebooks/masks", "book/references"} <= set(files)
+    assert {"book/paper", "notebooks/nsd_theory", "notebooks/masks", "notebooks/context_encoder",
+            "book/references"} <= set(files)
+    assert files.index("notebooks/masks") < files.index("notebooks/context_encoder") < files.index("book/report")
+
+
+def test_fig4_examples_are_distinct_images() -> None:
+    """Fig. 4's rule never shows an image twice, even when one image leads in two groups or images are few."""
+    import torch
+
+    from cce_core.plots import pick_examples
+
+    lead = torch.tensor([0.3, -0.2, 0.1, -0.4, 0.0, 0.2, -0.1, 0.05])
+    picks = pick_examples(lead, per_group=2, seed=0)
+    assert [why for why, _ in picks] == ["best CE"] * 2 + ["best cascade"] * 2 + ["random"] * 2
+    assert [i for _, i in picks[:4]] == [0, 5, 3, 1]
+    assert len({i for _, i in picks}) == 6
+    few = pick_examples(torch.tensor([0.1, -0.1, 0.0]), per_group=2)
+    assert sorted(i for _, i in few) == [0, 1, 2]
+
+
+def test_held_out_is_read_from_the_sources() -> None:
+    from cce_core.plots import eval_images_note
+
+    assert eval_images_note(["embedded"], ["embedded"]).startswith("not held out")
+    assert eval_images_note(["/data/train.zip"], ["/data/eval.zip"]).startswith("held out")
+    shared = eval_images_note(["/data/train.zip"], ["/data/train.zip"])
+    assert shared.startswith("not held out") and "/data/" not in shared
 
 
 def test_pages_load(pages: dict[str, Path], doms: dict[str, str]) -> None:
@@ -260,6 +286,101 @@ def test_report_page(request: pytest.FixtureRequest) -> None:
 
     numbers = [t for t in pasted if is_float(t)]
     assert len(numbers) >= 10, f"report.html has too few glued numbers ({len(numbers)}; pasted-text spans: {pasted[:10]})"
+
+
+#: Strings that only a machine's own file system puts in a page (absolute paths of a run or of a build).
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(work|root|home|tmp|Users|private/var|var/folders)/")
+#: Outputs that are leftovers of code, not results: a bare number (a return value such as write_text's), the
+#: repr of a path, a matplotlib object, or an nbval marker comment.
+STRAY_OUTPUT = re.compile(r"^(\d+|(Posix|Windows)?Path\(.*\)|<(Figure|matplotlib|Axes)[^>]*>|\[<matplotlib.*\]|"
+                          r"Text\(.*\))$")
+NOTEBOOK_PAGES = ("notebooks/", "book/generated/")
+
+
+def page_text(markup: str) -> str:
+    """The visible text of a page's article (scripts, styles and the navigation left out)."""
+    article = markup.split('<article class="bd-article"', 1)[-1].split("</article>", 1)[0]
+    article = re.sub(r"<(script|style)\b.*?</\1>", " ", article, flags=re.DOTALL)
+    return html.unescape(re.sub(r"<[^>]+>", " ", article))
+
+
+def cell_outputs(markup: str) -> list[str]:
+    """The text of each plain-text output block (``<div class="output ...">``'s <pre>) of a notebook page."""
+    blocks = re.findall(r'<div class="output (?:text_plain|stream|stderr)[^"]*">\s*(?:<div class="highlight">)?'
+                        r'\s*<pre>(.*?)</pre>', markup, re.DOTALL)
+    return [html.unescape(re.sub(r"<[^>]+>", "", b)).strip() for b in blocks]
+
+
+def test_page_titles_are_distinct(pages: dict[str, Path]) -> None:
+    """Each page has its own title, so the previous/next links and the browser tabs tell pages apart."""
+    titles = {doc: page_title(path.read_text()) for doc, path in pages.items()}
+    seen: dict[str, list[str]] = {}
+    for doc, title in titles.items():
+        seen.setdefault(title, []).append(doc)
+    same = {t: docs for t, docs in seen.items() if len(docs) > 1}
+    assert not same, f"pages share a title: {same}"
+    for doc, path in pages.items():  # what a reader sees: the previous and the next link name different pages
+        labels = [html.unescape(re.sub(r"<[^>]+>", "", t)).strip() for t in
+                  re.findall(r'<p class="prev-next-title">(.*?)</p>', path.read_text(), re.DOTALL)]
+        assert len(set(labels)) == len(labels), f"{doc}: previous/next links read {labels}"
+    from cce_core.plots import MASK_NAMES, MODEL_NAMES
+
+    for doc, title in titles.items():
+        name = Path(doc).name
+        if name.startswith("train-"):
+            model, mask = name.removeprefix("train-").split("-", 1)
+            assert MODEL_NAMES[model] in title and MASK_NAMES[mask] in title, f"{doc}: title {title!r}"
+
+
+def test_no_absolute_paths(pages: dict[str, Path]) -> None:
+    """No rendered page shows a path of the machine that ran or built it (paths are relative, or data names)."""
+    found = []
+    for doc, path in pages.items():
+        for match in ABSOLUTE_PATH.finditer(page_text(path.read_text())):
+            text = page_text(path.read_text())
+            found.append(f"{doc}: ...{text[max(0, match.start() - 60):match.end() + 60]!r}...")
+    assert not found, "absolute paths in rendered pages:\n" + "\n".join(found[:20])
+
+
+def test_no_stray_outputs(pages: dict[str, Path]) -> None:
+    """Notebook pages show results only: no bare return values, no reprs of objects, no stderr, no markers,
+    and not the default parameters cell (its `runs_dir` points into the nbval build folder)."""
+    stray = []
+    for doc, path in pages.items():
+        if not doc.startswith(NOTEBOOK_PAGES):
+            continue
+        markup = path.read_text()
+        stray += [f"{doc}: output {out[:80]!r}" for out in cell_outputs(markup) if STRAY_OUTPUT.match(out)]
+        stray += [f"{doc}: a stderr output" for _ in re.findall(r'<div class="output stderr', markup)]
+        text = page_text(markup)
+        stray += [f"{doc}: {marker}" for marker in ("NBVAL_", "_build/nbval") if marker in text]
+    assert not stray, "stray outputs on notebook pages:\n" + "\n".join(stray)
+
+
+def test_figures_are_not_numbered_by_sphinx(pages: dict[str, Path]) -> None:
+    """Figures carry the paper's numbers in their captions; Sphinx adds none of its own ("Fig. 2 Fig. 1 ...")."""
+    numbered = [doc for doc, path in pages.items() if 'class="caption-number"' in path.read_text()]
+    assert not numbered, f"Sphinx numbered figures on: {numbered}"
+
+
+def test_landing_page_gives_the_answer(html_dir: Path, pages: dict[str, Path]) -> None:
+    """intro.html shows the paper's NSD pair, ours glued from the run (means, stds, CIs, the paired difference),
+    the verdict, the run's scale and the CE-vs-cascade figure."""
+    markup = pages["book/intro"].read_text()
+    pasted = [t.strip() for t in parse(markup).pasted]
+    numbers = []
+    for text in pasted:
+        try:
+            numbers.append(float(text))
+        except ValueError:
+            pass
+    assert len(numbers) >= 11, f"intro.html shows too few glued numbers: {pasted}"
+    words = [t for t in pasted if t and not re.fullmatch(r"[-+]?[\d.]+", t)]
+    assert len(words) >= 2 and all(len(w) > 10 for w in words), f"verdict and run scale missing: {words}"
+    text = page_text(markup)
+    assert "0.79" in text and "0.56" in text, "the paper's NSD values are not on the landing page"
+    images = [attrs.get("src", "") for tag, attrs in parse(markup).tags if tag == "img"]
+    assert any(src.endswith("fig4_random_blocks.png") for src in images), f"no Fig. 4 on the landing page: {images}"
 
 
 def test_screenshot(chromium: str, pages: dict[str, Path]) -> None:
