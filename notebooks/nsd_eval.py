@@ -35,7 +35,7 @@
 # Beside NSD, the paper's "visibly more plausible" is measured with in-hole L1, PSNR and SSIM of the inpaintings
 # (`cce_core.metrics`).
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 preset = "smoke"
 data = ["embedded"]  # training images (to train the models if their runs are missing)
 eval_data = ["embedded"]  # the k NSD images: ../../shared/data/photos128/eval-imagenet250.zip in the paper run
@@ -50,7 +50,7 @@ runs_dir = "../_build/nbval/runs"
 fig_dir = "../_build/nbval/figures"
 metrics_path = "../_build/nbval/metrics.json"
 
-# %%
+# %% tags=["hide-input"]
 import json
 from pathlib import Path
 
@@ -79,8 +79,7 @@ QUALITY_LABELS = {"l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}
 # Six models: the 64 CE, the 128 CE and the cascade, each trained with random blocks and with the central mask.
 # NSD needs varying masks, so it is measured on the random-block models; the quality measures on all six.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 dev = resolve_device(device)
 names = [run_name(m, mk) for mk in (mask, "central") for m in ("ce64", "ce128", "cce128")]
 checkpoints = {name: ensure_run(runs_dir, *name.split("-", 1), preset, data, seed=seed, device=device) for name in names}
@@ -102,8 +101,7 @@ for name, r in runs.items():
 # %% [markdown]
 # ## NSD of each model, in the three readings
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 results = {m: model_nsd(models[run_name(m, mask)], images.images, masks, progress=False) for m in ("ce128", "cce128", "ce64")}
 assert all(np.isfinite(getattr(r, reading).per_image).all() for r in results.values() for reading in READINGS)
 
@@ -156,8 +154,7 @@ fig.savefig(Path(fig_dir) / "nsd_distributions.png", dpi=120, bbox_inches="tight
 # %%
 display(Markdown("\n".join(f"* **{name}**: {text}" for name, text in DIRECTION.items())))
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 quality_masks = {mask: masks[:q], "central": central_mask(1, 128)}
 quality = {name: model_quality(models[name], images.images, quality_masks[runs[name]["mask"]]) for name in names}
 
@@ -173,8 +170,7 @@ quality_table
 # %% [markdown]
 # ## Out-of-distribution images
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 ood, ood_images = None, None
 if ood_data:
     ood_images = eval_set(ood_data)
@@ -200,8 +196,7 @@ for key, value in values.items():
     glue(key, value, display=False)
 assert values["verdict_lower_normalized"] and np.isfinite(values["diff_normalized_mean"])
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 display(Markdown(f"**Run**: {values['run_scale']}\n\n"
                  + "\n".join(f"* **{key}**: {text}" for key, text in metrics["verdicts"].items())
                  + f"\n\n**NSD and quality**: {values['quality_agreement']}"))
@@ -209,7 +204,6 @@ display(Markdown(f"**Run**: {values['run_scale']}\n\n"
 # %% [markdown]
 # ## Provenance
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(json.dumps({"preset": preset, "seed": seed, "train": metrics["train_data"], "eval": images.description,
                   **metrics["provenance"]}, indent=1))

@@ -26,7 +26,7 @@
 # $n$ masks $M_1, \dots, M_n$, all codes form an array of shape $(k, n, D)$. This is the input of
 # every function in `cce_core.nsd`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 seed = 0          # every random draw on this page derives from this seed
 dims = 64         # D of the simulated codes (the paper's encoder: D = 4000)
 n_masks = 100     # n, masks per image (paper: 100)
@@ -36,7 +36,7 @@ repeats = 30      # repeated experiments per cell of the sampling-error grid
 grid_dims = 8     # D in that grid (a small D adds mask noise: conservative)
 fit_images = 4096 # images and masks that give the BatchNorm its running statistics (section 5)
 
-# %%
+# %% tags=["hide-input"]
 import math
 
 import matplotlib.pyplot as plt
@@ -476,8 +476,7 @@ print("streaming equals in-memory (raw and standardized) to 1e-12:", stream_err 
 # The key numbers of this page are glued (`myst_nb.glue`) so that other pages can cite them without
 # retyping them.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["remove-cell", "nbval-ignore-output"]
 glue("theory_identity_max_rel_err", identity_err, display=False)
 glue("theory_mc_mean_4000", float(mc.loc[4000, "MC mean ||X-Y||^2"]), display=False)
 glue("theory_null_mean_n2", float(null_table.loc[2, "mean NSD"]), display=False)
