@@ -11,6 +11,11 @@ Three strategies:
 * :func:`random_blocks`: "a number of smaller possibly overlapping masks, covering up to 1/4 of the image".
   The paper gives no sizes or counts; the distribution chosen here is documented on the function.
 * :func:`random_region`: Pathak's thresholded bicubic noise pattern (``train_random.lua``, spec 3.2).
+
+The random generators are batched: a whole batch is drawn at once with tensor ops on the generator's device (a
+GPU generator makes GPU masks with no host synchronisation). Their loop versions, :func:`random_blocks_reference`
+and :func:`random_region_reference`, draw the same distributions (tested) and stay selectable
+(``make_masks(..., mask_generator="reference")``); a seed gives other masks from the two.
 """
 
 from __future__ import annotations
@@ -112,7 +117,9 @@ def random_blocks(batch: int, size: int = 128, generator: torch.Generator | None
     loop of ``max_blocks`` rounds then accepts, in every image at once, the first remaining candidate whose
     union with the blocks so far stays under the limit. The rejected candidates in between count against the
     50 rejections. The union's area under every candidate is kept up to date from a 2D prefix sum of the cells
-    each accepted block adds (work on the ``align`` grid, 64 x 64 at 128).
+    each accepted block adds (work on the ``align`` grid, 64 x 64 at 128). On a GPU all ``max_blocks`` rounds
+    run (no host synchronisation); on the CPU, where nothing waits, the loop ends once every mask is done (the
+    same result). About 3 ms for 64 masks at 128 on one CPU thread (``benchmarks/mask_speed.py``).
     This is the sequential rule of :func:`random_blocks_reference` applied to a pre-drawn stream of candidates,
     with one difference: an image stops after ``max_blocks`` (16) accepted blocks even if it is still under
     its target (the loop version needed more than 16 in none of 3,000 masks; 16 in one). The random numbers are
@@ -142,8 +149,7 @@ def random_blocks(batch: int, size: int = 128, generator: torch.Generator | None
     W = G + w_max  # the union, padded so that a w_max x w_max window at any block corner stays inside
     off = torch.arange(w_max, device=dev)
     window = (off[:, None] * W + off[None, :]).flatten()
-    base = y * W + x  # first cell of each candidate's window
-    inside = ((off[:, None] < h[..., None, None]) & (off[None, :] < w[..., None, None])).flatten(2)  # (B, K, w^2)
+    geometry = torch.stack([y * W + x, y, x, h, w], 2)  # per candidate: first cell of its window, y, x, h, w
     # the four corners of every candidate, as indices into a block's (w_max + 1)^2 prefix sum (set per round)
     cy, cx = torch.cat([y + h, y, y + h, y], 1), torch.cat([x + w, x + w, x, x], 1)  # (B, 4K)
     corner_sign = torch.tensor([1.0, -1.0, -1.0, 1.0], device=dev).repeat_interleave(K)
@@ -158,28 +164,29 @@ def random_blocks(batch: int, size: int = 128, generator: torch.Generator | None
     order = torch.arange(K, device=dev)
     prefix = torch.zeros(B, w_max + 1, w_max + 1, device=dev)
     for _ in range(max_blocks):
-        new_area = area[:, None] + rect_area - covered
-        fits = (new_area <= limit) & (order >= nxt[:, None])
+        fits = (area[:, None] + rect_area - covered <= limit) & (order >= nxt[:, None])
         j = torch.where(fits, order, K).amin(1)  # first candidate from nxt on that fits
         rejected = rejected + j - nxt
         take = going & (j < K) & (rejected < max_rejections)
         j = j.clamp(max=K - 1)
         nxt = j + 1
-        jj = j[:, None]
-        cells = base.gather(1, jj) + window  # the accepted block's window in the union, (B, w_max^2)
+        base, ya, xa, ha, wa = geometry.gather(1, j[:, None, None].expand(B, 1, 5))[:, 0].split(1, 1)  # (B, 1)
+        cells = base + window  # the accepted block's window in the union, (B, w_max^2)
         old = union.gather(1, cells)
-        added = (inside.gather(1, jj[..., None].expand(B, 1, inside.shape[2]))[:, 0] & take[:, None]) * (1 - old)
+        inside = ((off < ha) & take[:, None]).float()[:, :, None] * (off < wa).float()[:, None, :]
+        added = inside.view(B, -1) * (1 - old)  # the block's cells not yet in the union
         prefix[:, 1:, 1:] = added.view(B, w_max, w_max).cumsum(1).cumsum(2)
-        at = ((cy - y.gather(1, jj)).clamp(0, w_max) * (w_max + 1) + (cx - x.gather(1, jj)).clamp(0, w_max))
-        covered = covered + (prefix.flatten(1).gather(1, at) * corner_sign).view(B, 4, K).sum(1)
+        at = (cy - ya).clamp(0, w_max) * (w_max + 1) + (cx - xa).clamp(0, w_max)
+        covered = covered + (prefix.view(B, -1).gather(1, at) * corner_sign).view(B, 4, K).sum(1)
         union.scatter_(1, cells, old + added)
         area = area + added.sum(1)
         blocks = blocks + take
         going = take & (area < target)
-    m = union.view(B, W, W)[:, :G, :G]
+        if dev.type == "cpu" and not going.any():  # on the CPU nothing waits: stop once every mask is done
+            break
+    m = union.view(B, W, W)[:, None, :G, :G]
     if cell > 1:
-        m = m[:, :, None, :, None].expand(B, G, cell, G, cell).reshape(B, size, size)
-    m = m.reshape(B, 1, size, size)
+        m = F.interpolate(m, scale_factor=cell, mode="nearest")
     m = m.to(device) if device is not None else m
     return (m, blocks.to(m.device)) if return_blocks else m
 

@@ -61,7 +61,7 @@ def test_batched_random_blocks_match_the_reference_in_law():
     assert ks.statistic < 1.95 * np.sqrt(2 / n), ks  # the KS critical value at alpha = 0.001
     assert cov_fast.max() <= 0.25 and cov_fast.min() >= 0.10
     counts_fast, counts_ref = fast_blocks.double(), ref_blocks.double()
-    se = np.sqrt(counts_fast.var() / n + counts_ref.var() / n)
+    se = float(np.sqrt(float(counts_fast.var()) / n + float(counts_ref.var()) / n))
     assert abs(counts_fast.mean() - counts_ref.mean()) < 4 * se, (counts_fast.mean(), counts_ref.mean())
     assert 3 <= counts_fast.mean() <= 9 and counts_fast.max() <= 16
     assert torch.equal(downscale_mask(fast), torch.nn.functional.avg_pool2d(fast, 2))  # 2x2 cells, even pixels
