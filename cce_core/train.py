@@ -258,16 +258,23 @@ def next_batch(cfg: TrainConfig, images: torch.Tensor, gen: torch.Generator,
     return (downscale(x) if cfg.model == "ce64" else x), m
 
 
+def _accelerated(device: torch.device) -> bool:
+    """Whether the CUDA-only options (bf16 autocast, channels-last, fused Adam, cuDNN autotuning) apply on
+    ``device``. On the CPU they do not, so the fast path does the plain path's fp32 maths there. (A test
+    patches this to rehearse those options on the CPU.)"""
+    return device.type == "cuda"
+
+
 def setup_training(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, device: torch.device,
                    extra: torch.nn.Module | None = None) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """Move G, D (and ``extra``, e.g. the cascade) to ``device``, apply the CUDA-only options of ``cfg``
     (channels-last, cuDNN autotuning) and return the Adam optimisers of G and D (fused with ``fused_adam``)."""
-    cuda = device.type == "cuda"
+    cuda = _accelerated(device)
     for module in (g, d) + ((extra,) if extra is not None else ()):
         module.to(device)
         if cuda and cfg.channels_last:
             module.to(memory_format=torch.channels_last)
-    if cuda and cfg.cudnn_benchmark:
+    if cuda and cfg.cudnn_benchmark and device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     fused = {"fused": True} if cuda and cfg.fused_adam else {}
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, 0.999), **fused)
@@ -290,13 +297,14 @@ def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torc
     computed in fp32) and ``channels_last``, and ``compile`` (torch.compile of G and of ``D.logits``, the
     method the step calls).
     """
-    cuda = next(g.parameters()).device.type == "cuda"
+    device = next(g.parameters()).device
+    cuda = _accelerated(device)
     amp = bool(cfg.amp and cuda)
     memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
     g_forward = torch.compile(g) if cfg.compile else g
     d_logits = torch.compile(d.logits) if cfg.compile else d.logits
     checks = unchecked_masks if cfg.device_checks else contextlib.nullcontext
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
 
     def step(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=memory_format)
@@ -416,9 +424,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                 "skipped": {k: len(v) for k, v in data.skipped.items()}}, "provenance": provenance(device)}
         cfg_path.write_text(json.dumps(meta, indent=2))
         log_path.write_text("")
-    else:  # drop log records written after the checkpoint
+    else:  # drop log records written after the checkpoint; config.json gets the configuration resumed
         lines = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
         log_path.write_text("".join(ln + "\n" for ln in lines))
+        if cfg_path.exists():
+            meta = json.loads(cfg_path.read_text())
+            meta["config"] = asdict(cfg)
+            meta.pop("cut_by_time", None)
+            cfg_path.write_text(json.dumps(meta, indent=2))
 
     def save(step: int) -> None:
         state = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "step": step, "finished": step >= cfg.steps,

@@ -215,6 +215,8 @@ def test_time_limit_finishes_the_run_at_the_samples_seen(tmp_path, folder):
     train(c, out, progress=False, resume=True)
     ckpt = load_checkpoint(out)
     assert ckpt["step"] == 50 and ckpt["config"]["planned_steps"] is None and not ckpt["cut_by_time"]
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["steps"] == 50 and meta["config"]["planned_steps"] is None and "cut_by_time" not in meta
 
 
 def test_time_limit_half_a_second(tmp_path, folder):
@@ -263,3 +265,26 @@ def test_benchmark_quick_json(tmp_path):
         assert r["gflop_per_image"] > 0 and r["speedup"] == pytest.approx(
             r["fast"]["images_per_s"] / r["plain"]["images_per_s"])
     assert "plain" in proc.stdout and "fast" in proc.stdout
+
+
+# --- 6. the CUDA-only options, rehearsed on the CPU -----------------------------------------------------------
+
+def test_accelerated_options_rehearsed_on_cpu(tmp_path, folder, monkeypatch):
+    """bf16 autocast (the CPU's), channels-last and fused Adam run as they would on CUDA, for every model: the
+    run trains, resumes, and its checkpoint loads into a plain model. (torch.compile is left to the benchmark.)"""
+    monkeypatch.setattr(train_mod, "_accelerated", lambda device: True)
+    ce64 = train(tiny(folder, model="ce64", fast=True), tmp_path / "ce64", progress=False)
+    for model in ("ce128", "cce128"):
+        c = tiny(folder, model=model, fast=True, steps=4, ce64=str(ce64) if model == "cce128" else None)
+        out = tmp_path / model
+        train(c, out, progress=False, stop_after=2)
+        train(c, out, progress=False, resume=True)
+        ckpt = load_checkpoint(out)
+        assert ckpt["step"] == 4 and all(torch.isfinite(t).all() for t in ckpt["G"].values() if t.is_floating_point())
+        assert all(np.isfinite(r["l2"]) for r in read_log(out))
+        assert ckpt["opt_g"]["param_groups"][0]["fused"]
+        assert torch.isfinite(train_mod.load_model(out)(torch.zeros(1, 3, 128, 128), *(
+            (torch.zeros(1, 1, 128, 128),) if model == "cce128" else ()))).all()
+    g, d = build_models(tiny(folder, fast=True))
+    setup_training(tiny(folder, fast=True), g, d, torch.device("cpu"))
+    assert next(g.encoder.parameters()).is_contiguous(memory_format=torch.channels_last)
