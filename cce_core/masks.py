@@ -138,9 +138,10 @@ def random_blocks(batch: int, size: int = 128, generator: torch.Generator | None
     u = torch.rand(B, 4 * K + 1, generator=g, device=dev)
     target = (min_coverage + (max_coverage - min_coverage) * u[:, 0]) * size * size / cell ** 2
 
-    def pick(v: torch.Tensor, lo: int, hi) -> torch.Tensor:  # uniform on {lo, lo + align, ..., <= hi}
-        n = torch.div(hi - lo, align, rounding_mode="floor") + 1
-        return lo + align * torch.minimum((v * n).long(), n - 1)
+    def pick(v: torch.Tensor, lo: int, hi: int | torch.Tensor) -> torch.Tensor:  # uniform on {lo, lo + align, ..., <= hi}
+        n = (hi - lo) // align + 1  # an int, or a tensor for positions (they depend on the side)
+        k = (v * n).long()
+        return lo + align * torch.where(k < n, k, n - 1)
 
     h, w = pick(u[:, 1:K + 1], lo_side, hi_side), pick(u[:, K + 1:2 * K + 1], lo_side, hi_side)
     y, x = pick(u[:, 2 * K + 1:3 * K + 1], 0, size - h), pick(u[:, 3 * K + 1:], 0, size - w)
@@ -152,7 +153,8 @@ def random_blocks(batch: int, size: int = 128, generator: torch.Generator | None
     geometry = torch.stack([y * W + x, y, x, h, w], 2)  # per candidate: first cell of its window, y, x, h, w
     # the four corners of every candidate, as indices into a block's (w_max + 1)^2 prefix sum (set per round)
     cy, cx = torch.cat([y + h, y, y + h, y], 1), torch.cat([x + w, x + w, x, x], 1)  # (B, 4K)
-    corner_sign = torch.tensor([1.0, -1.0, -1.0, 1.0], device=dev).repeat_interleave(K)
+    quarter = torch.arange(4 * K, device=dev) // K  # no host-to-device copy (it would wait for the GPU)
+    corner_sign = 1.0 - 2.0 * ((quarter == 1) | (quarter == 2)).float()  # + - - +
 
     union = torch.zeros(B, W * W, device=dev)
     covered = torch.zeros(B, K, device=dev)  # union cells under each candidate

@@ -487,7 +487,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                 if (done == end or cut or (cfg.checkpoint_every is not None and done % cfg.checkpoint_every == 0)
                         or (cfg.checkpoint_seconds is not None and now - last_save >= cfg.checkpoint_seconds)):
                     # the losses were computed before this step's update, which may still have broken the weights
-                    if not all(torch.isfinite(t).all() for m in (g, d) for t in m.state_dict().values()
+                    if not all(torch.isfinite(t).all() for net in (g, d) for t in net.state_dict().values()
                                if t.is_floating_point()):
                         raise TrainingDiverged(f"the weights became NaN/inf at step {done} (with finite losses); "
                                                f"the last good checkpoint is kept in {ckpt_path}")
