@@ -411,6 +411,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
         d.load_state_dict(ckpt["D"])
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
+        saved_on = ckpt.get("rng_device", "cpu")
+        if saved_on != gen.device.type:
+            raise ValueError(f"{ckpt_path} holds the random state of a {saved_on} generator (device_rng on "
+                             f"{saved_on}); resume it on a {saved_on} device to continue it exactly")
         gen.set_state(ckpt["rng"])
 
     data = load_images(cfg.data, limit=cfg.limit, embedded_count=cfg.embedded_count, seed=cfg.seed,
@@ -437,7 +441,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
         state = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "step": step, "finished": step >= cfg.steps,
                  "cut_by_time": cfg.planned_steps is not None,
                  "G": g.state_dict(), "D": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                 "rng": gen.get_state()}
+                 "rng": gen.get_state(), "rng_device": gen.device.type}
         if ce64_ckpt is not None:
             state["ce64"] = {k: ce64_ckpt[k] for k in ("format", "config", "step", "G")}
         _atomic_save(state, ckpt_path)

@@ -288,3 +288,23 @@ def test_accelerated_options_rehearsed_on_cpu(tmp_path, folder, monkeypatch):
     g, d = build_models(tiny(folder, fast=True))
     setup_training(tiny(folder, fast=True), g, d, torch.device("cpu"))
     assert next(g.encoder.parameters()).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_run_is_the_plain_run_on_cpu(tmp_path, folder):
+    """With the same mask generator, the whole fast training loop on the CPU (device generator = the CPU's) ends
+    bitwise where the plain one does."""
+    a = load_checkpoint(train(tiny(folder), tmp_path / "plain", progress=False))
+    b = load_checkpoint(train(tiny(folder, fast=True), tmp_path / "fast", progress=False))
+    for key in ("G", "D", "opt_g", "opt_d", "rng"):
+        assert_same(a[key], b[key], key)
+    assert read_log(tmp_path / "plain")[-1]["l2"] == read_log(tmp_path / "fast")[-1]["l2"]
+
+
+def test_resume_on_another_kind_of_generator_is_a_clear_error(tmp_path, folder):
+    c = tiny(folder, fast=True)
+    train(c, tmp_path / "run", progress=False, stop_after=2)
+    ckpt = load_checkpoint(tmp_path / "run")
+    ckpt["rng_device"] = "cuda"  # as if made with device_rng on a GPU
+    torch.save(ckpt, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="cuda generator"):
+        train(c, tmp_path / "run", progress=False, resume=True)
