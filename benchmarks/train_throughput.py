@@ -11,8 +11,8 @@ Two arms per model (ce64, ce128 and the cascade's 128 CE, random-block masks), i
   mask values checked inside every step (``TrainConfig(fast=False, mask_generator="reference",
   data_on_device=False)``);
 * **fast**: ``TrainConfig(fast=True)``: images on the device, indices, flips and batched masks drawn there
-  from a device generator, D frozen in the G step, mask checks on the device; on CUDA also bf16 autocast,
-  channels-last, fused Adam and cuDNN autotuning.
+  from device generators (the masks of 32 steps at a time), D frozen in the G step, mask checks on the
+  device; on CUDA also bf16 autocast, channels-last, fused Adam and cuDNN autotuning.
 
 Each arm: ``--warmup`` untimed iterations, then ``--repeats`` timed blocks of ``--steps`` iterations (the loop
 body of :func:`cce_core.train.train`, losses accumulated on the device and read once per block); the median
@@ -41,7 +41,8 @@ from cce_core.cascade import CascadeContextEncoder  # noqa: E402
 from cce_core.masks import fill_hole, invalid_mask_count  # noqa: E402
 from cce_core.models import ContextEncoder  # noqa: E402
 from cce_core.provenance import provenance, resolve_device  # noqa: E402
-from cce_core.train import build_models, make_config, make_generator, make_step, next_batch, setup_training  # noqa: E402
+from cce_core.train import (build_models, make_config, make_generator, make_mask_stream, make_step,  # noqa: E402
+                            next_batch, setup_training)
 
 #: Dense bf16 peaks in TFLOP/s (vendor data sheets); matched against the device name, first match wins.
 BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0))
@@ -80,18 +81,18 @@ def _setup(model: str, arm: str, sizes: dict, device: torch.device):
     images = torch.randint(0, 256, (256, 3, 128, 128), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
     images = images.to(device) if cfg.data_on_device else images
-    return cfg, step, images, make_generator(cfg, device)
+    return cfg, step, images, make_generator(cfg, device), make_mask_stream(cfg, device)
 
 
 def measure(model: str, arm: str, sizes: dict, device: torch.device, steps: int, warmup: int, repeats: int) -> dict:
     """Median images/s over ``repeats`` blocks of ``steps`` iterations of one arm, with its warm-up time."""
-    cfg, step, images, gen = _setup(model, arm, sizes, device)
+    cfg, step, images, gen, masks = _setup(model, arm, sizes, device)
     sums = torch.zeros(4, device=device)
     bad = torch.zeros((), dtype=torch.long, device=device)
 
     def iteration() -> None:
         nonlocal sums, bad
-        x, m = next_batch(cfg, images, gen, device)
+        x, m = next_batch(cfg, images, gen, device, masks)
         if cfg.device_checks:
             bad += invalid_mask_count(m)
         sums += step(x, m)
@@ -119,14 +120,14 @@ def measure(model: str, arm: str, sizes: dict, device: torch.device, steps: int,
             "peak_memory_mb": peak / 2 ** 20,
             "memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS (whole run so far)",
             "options": {k: getattr(cfg, k) for k in ("fast", "mask_generator", "data_on_device", "device_rng",
-                                                    "freeze_d", "device_checks", "amp", "channels_last",
+                                                    "mask_chunk", "freeze_d", "device_checks", "amp", "channels_last",
                                                     "fused_adam", "cudnn_benchmark", "compile")}}
 
 
 def gflop_per_image(model: str, sizes: dict, device: torch.device) -> float:
     """GFLOP of one iteration (D step + G step, forward and backward) per image, counted on the fast arm."""
-    cfg, step, images, gen = _setup(model, "fast", sizes, device)
-    x, m = next_batch(cfg, images, gen, device)
+    cfg, step, images, gen, masks = _setup(model, "fast", sizes, device)
+    x, m = next_batch(cfg, images, gen, device, masks)
     with FlopCounterMode(display=False) as counter:
         step(x, m)
     return counter.get_total_flops() / cfg.batch_size / 1e9

@@ -88,6 +88,7 @@ class TrainConfig:
     # --- the fast path (same model and loss; see the module docstring). None: follow `fast`. ----------------
     fast: bool = False
     device_rng: bool | None = None      # indices, flips and masks drawn on the training device (device generator)
+    mask_chunk: int | None = None       # random masks drawn for this many steps at once (None: 32 if fast, else 1)
     freeze_d: bool | None = None        # D's parameters frozen in the G step (its backward skips D's gradients)
     device_checks: bool | None = None   # mask values checked on the device per batch, read at log time
     amp: bool | None = None             # CUDA only: bf16 autocast of the networks (losses in fp32)
@@ -109,6 +110,10 @@ class TrainConfig:
         for name in FAST_OPTIONS:
             if getattr(self, name) is None:
                 setattr(self, name, bool(self.fast))
+        if self.mask_chunk is None:
+            self.mask_chunk = 32 if self.fast else 1
+        if int(self.mask_chunk) < 1:
+            raise ValueError(f"mask_chunk must be at least 1, got {self.mask_chunk}")
         for name in ("steps", "batch_size", "log_every") + ("checkpoint_every",) * (self.checkpoint_every is not None):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -240,22 +245,66 @@ def make_generator(cfg: TrainConfig, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device if cfg.device_rng else "cpu").manual_seed(cfg.seed)
 
 
-def next_batch(cfg: TrainConfig, images: torch.Tensor, gen: torch.Generator,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+class MaskStream:
+    """The random masks of steps ``start``, ``start + 1``, ... drawn ``cfg.mask_chunk`` steps at a time.
+
+    One call of the mask generator per chunk instead of one per step: on a GPU each call launches a few hundred
+    small kernels, which would cost about as much host time as the networks' step. Chunk c (steps c N to
+    c N + N - 1) is drawn on the training device from its own generator, seeded with (``cfg.seed``, c), so a
+    resumed run redraws the chunk it stopped in and continues exactly. ``random_region`` keeps one mask per
+    batch (Pathak): a chunk holds N masks, each repeated over its batch.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, start: int = 0) -> None:
+        if cfg.mask == "central":
+            raise ValueError("the central mask is fixed: it needs no mask stream")
+        self.cfg, self.device, self.step, self.chunk, self.masks = cfg, device, start, -1, torch.empty(0)
+
+    def _draw(self, chunk: int) -> torch.Tensor:
+        cfg, n = self.cfg, self.cfg.mask_chunk
+        on = self.device if cfg.mask_generator == "batched" else torch.device("cpu")  # the loop versions: CPU
+        g = torch.Generator(device=on).manual_seed(((cfg.seed & 0x7FFFFFFF) << 32) | (chunk & 0xFFFFFFFF))
+        if cfg.mask == "random_region":
+            m = make_masks(cfg.mask, n, 128, g, mask_generator=cfg.mask_generator, per_batch=False)
+            m = m[:, None].expand(n, cfg.batch_size, 1, 128, 128)
+        else:
+            m = make_masks(cfg.mask, n * cfg.batch_size, 128, g, mask_generator=cfg.mask_generator)
+            m = m.view(n, cfg.batch_size, 1, 128, 128)
+        return m.to(self.device)
+
+    def next(self) -> torch.Tensor:
+        """The (batch, 1, 128, 128) masks of the next step."""
+        chunk, i = divmod(self.step, self.cfg.mask_chunk)
+        if chunk != self.chunk:
+            self.chunk, self.masks = chunk, self._draw(chunk)
+        self.step += 1
+        return self.masks[i]
+
+
+def next_batch(cfg: TrainConfig, images: torch.Tensor, gen: torch.Generator, device: torch.device,
+               masks: MaskStream | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch (images in [-1, 1], masks) at the model's resolution, drawn from ``gen``.
 
-    Indices, flips and masks are drawn on ``gen``'s device (see :func:`make_generator`) and end on ``device``.
-    Random masks are drawn at 128 (with ``cfg.mask_generator``) and, for the 64 CE, downscaled with the
-    cascade's ``downscale_mask``, and images with its ``downscale``: the 64 CE is trained on exactly what the
-    cascade will show it.
+    Indices, flips and masks are drawn on ``gen``'s device (see :func:`make_generator`) and end on ``device``;
+    random masks come from ``masks`` if given (``cfg.mask_chunk`` > 1, see :class:`MaskStream`), else from
+    ``gen``. Random masks are drawn at 128 (with ``cfg.mask_generator``) and, for the 64 CE, downscaled with
+    the cascade's ``downscale_mask``, and images with its ``downscale``: the 64 CE is trained on exactly what
+    the cascade will show it.
     """
     x = sample_batch(images, cfg.batch_size, gen, flip=cfg.flip, device=device)
     if cfg.mask == "central":
         m = central_mask(cfg.batch_size, cfg.size, cfg.overlap, device=device)
     else:
-        m = make_masks(cfg.mask, cfg.batch_size, 128, gen, mask_generator=cfg.mask_generator).to(device)
+        m = masks.next() if masks is not None else \
+            make_masks(cfg.mask, cfg.batch_size, 128, gen, mask_generator=cfg.mask_generator).to(device)
         m = downscale_mask(m) if cfg.model == "ce64" else m
     return (downscale(x) if cfg.model == "ce64" else x), m
+
+
+def make_mask_stream(cfg: TrainConfig, device: torch.device, start: int = 0) -> MaskStream | None:
+    """The run's :class:`MaskStream` from step ``start``, or None where masks are drawn per step from the run's
+    generator (``mask_chunk`` = 1, or the central mask)."""
+    return MaskStream(cfg, device, start) if cfg.mask_chunk > 1 and cfg.mask != "central" else None
 
 
 def _accelerated(device: torch.device) -> bool:
@@ -449,6 +498,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
     g.train()
     d.train()
     step_fn = make_step(cfg, g, d, opt_g, opt_d, prepare)
+    masks = make_mask_stream(cfg, device, start)
     sums = torch.zeros(4, device=device)  # d, g_adv, g_rec, l2 since the last log line
     bad_masks = torch.zeros((), dtype=torch.long, device=device)  # device_checks: invalid mask values seen
     t_start = last = last_save = time.perf_counter()
@@ -458,7 +508,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
     step, n_steps = start, 0
     try:
         for step in bar:
-            x, m = next_batch(cfg, images, gen, device)
+            x, m = next_batch(cfg, images, gen, device, masks)
             if cfg.device_checks:
                 bad_masks += invalid_mask_count(m)
             sums += step_fn(x, m)

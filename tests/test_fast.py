@@ -164,8 +164,8 @@ def test_fast_run_resumes_exactly(tmp_path, folder):
 def test_invalid_masks_are_caught_at_log_time(tmp_path, folder, monkeypatch):
     real = train_mod.next_batch
 
-    def broken(c, *args):
-        x, m = real(c, *args)
+    def broken(c, *args, **kwargs):
+        x, m = real(c, *args, **kwargs)
         return x, m * 0.5
 
     monkeypatch.setattr(train_mod, "next_batch", broken)
@@ -294,7 +294,7 @@ def test_fast_run_is_the_plain_run_on_cpu(tmp_path, folder):
     """With the same mask generator, the whole fast training loop on the CPU (device generator = the CPU's) ends
     bitwise where the plain one does."""
     a = load_checkpoint(train(tiny(folder), tmp_path / "plain", progress=False))
-    b = load_checkpoint(train(tiny(folder, fast=True), tmp_path / "fast", progress=False))
+    b = load_checkpoint(train(tiny(folder, fast=True, mask_chunk=1), tmp_path / "fast", progress=False))
     for key in ("G", "D", "opt_g", "opt_d", "rng"):
         assert_same(a[key], b[key], key)
     assert read_log(tmp_path / "plain")[-1]["l2"] == read_log(tmp_path / "fast")[-1]["l2"]
@@ -308,3 +308,19 @@ def test_resume_on_another_kind_of_generator_is_a_clear_error(tmp_path, folder):
     torch.save(ckpt, tmp_path / "run" / "checkpoint.pt")
     with pytest.raises(ValueError, match="cuda generator"):
         train(c, tmp_path / "run", progress=False, resume=True)
+
+
+@pytest.mark.parametrize("mask", ["random_blocks", "random_region"])
+def test_mask_stream_chunks_and_restarts(folder, mask):
+    """Masks drawn 3 steps at a time: a stream started at step 4 (a resumed run) gives the masks of step 4 on;
+    random regions stay one mask per batch."""
+    c = tiny(folder, mask=mask, batch_size=2, mask_chunk=3)
+    whole = train_mod.MaskStream(c, torch.device("cpu"))
+    first = [whole.next() for _ in range(7)]
+    later = train_mod.MaskStream(c, torch.device("cpu"), start=4)
+    assert all(torch.equal(later.next(), m) for m in first[4:])
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[2], first[3])
+    if mask == "random_region":
+        assert all(torch.equal(m[0], m[1]) for m in first)
+    assert train_mod.make_mask_stream(tiny(folder, mask="central", mask_chunk=3), torch.device("cpu")) is None
+    assert train_mod.make_mask_stream(tiny(folder, mask_chunk=1), torch.device("cpu")) is None
