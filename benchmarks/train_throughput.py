@@ -138,8 +138,9 @@ def compile_payback(fast: dict, compiled: dict, warmup: int, batch: int) -> dict
     steps within a :data:`RUN_SAMPLES`-sample run."""
     extra_s = compiled["warmup_s"] - warmup * batch / compiled["images_per_s"]
     saved_per_sample = 1 / fast["images_per_s"] - 1 / compiled["images_per_s"]
-    samples = extra_s / saved_per_sample if saved_per_sample > 0 else float("inf")
-    return {"compile_overhead_s": extra_s, "break_even_samples": samples, "pays_back_within_1M": samples <= RUN_SAMPLES}
+    samples = extra_s / saved_per_sample if saved_per_sample > 0 else None  # None: never (not faster)
+    return {"compile_overhead_s": extra_s, "break_even_samples": samples,
+            "pays_back_within_1M": samples is not None and samples <= RUN_SAMPLES}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,9 +193,11 @@ def main(argv: list[str] | None = None) -> None:
         if "compiled" in row:
             pay = compile_payback(row["fast"], row["compiled"], a.warmup, a.batch_size)
             row["compile"] = pay
-            print(f"{model:7s} torch.compile: {pay['compile_overhead_s']:.1f} s of compilation, break-even after "
-                  f"{pay['break_even_samples']:.3g} samples: "
-                  f"{'pays back' if pay['pays_back_within_1M'] else 'does NOT pay back'} within a 1 M-sample run")
+            samples = pay["break_even_samples"]
+            when = "never (not faster)" if samples is None else f"after {samples:.3g} samples"
+            verdict = "pays back" if pay["pays_back_within_1M"] else "does NOT pay back"
+            print(f"{model:7s} torch.compile: {pay['compile_overhead_s']:.1f} s of compilation, break-even {when}: "
+                  f"{verdict} within a 1 M-sample run")
         rows.append(row)
     if not compiled_models:
         print("torch.compile: not measured here (--compile-models MODEL to measure it); it is off by default")
