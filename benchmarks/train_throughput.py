@@ -1,12 +1,26 @@
-"""Training throughput (images/s) and peak memory of each model on the current device.
+"""Training throughput, plain vs fast: images/s of one training iteration (D step + G step) per model.
 
-    python benchmarks/train_throughput.py                       # cpu preset sizes, on this machine's device
-    python benchmarks/train_throughput.py --preset paper --batch-size 64 --json benchmarks/results/h100.json
+    python benchmarks/train_throughput.py                    # paper sizes (width 64, D = 4000, batch 64)
+    python benchmarks/train_throughput.py --json benchmarks/results/h100.json
+    python benchmarks/train_throughput.py --quick            # tiny sizes, a few steps: CI on 2 CPU cores
 
-Each measurement: ``--warmup`` untimed steps, then ``--repeats`` timed blocks of ``--steps`` iterations (one
-iteration = D step + G step of :func:`cce_core.train.make_step`, on batches from :func:`cce_core.train.next_batch`,
-masks and flips included); the median block is reported. Random images stand in for photographs: decoding is not
-part of the step (the training loop decodes the data set once, before training).
+Two arms per model (ce64, ce128 and the cascade's 128 CE, random-block masks), in this process, on this device:
+
+* **plain**: what a straightforward port does: eager fp32, the images on the host, each batch drawn there
+  (CPU generator, the loop mask generator ``random_blocks_reference``) and moved to the device every step,
+  mask values checked inside every step (``TrainConfig(fast=False, mask_generator="reference",
+  data_on_device=False)``);
+* **fast**: ``TrainConfig(fast=True)``: images on the device, indices, flips and batched masks drawn there
+  from device generators (the masks of 32 steps at a time), D frozen in the G step, mask checks on the
+  device; on CUDA also bf16 autocast, channels-last, fused Adam and cuDNN autotuning.
+
+Each arm: ``--warmup`` untimed iterations, then ``--repeats`` timed blocks of ``--steps`` iterations (the loop
+body of :func:`cce_core.train.train`, losses accumulated on the device and read once per block); the median
+block is reported. Random images stand in for photographs (decoding is done once, before training).
+GFLOP per image are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one iteration (forward and
+backward of D and G, and the cascade's frozen 64 CE); the share of the device's dense bf16 peak is printed for
+known devices. ``--compile-models`` (default: ce128 on CUDA, none elsewhere) adds a third arm, fast +
+``torch.compile``, and says whether its compile time pays back within a 1 M-sample run.
 """
 
 from __future__ import annotations
@@ -20,13 +34,30 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cce_core.cascade import CascadeContextEncoder  # noqa: E402
-from cce_core.masks import fill_hole  # noqa: E402
+from cce_core.masks import fill_hole, invalid_mask_count  # noqa: E402
 from cce_core.models import ContextEncoder  # noqa: E402
 from cce_core.provenance import provenance, resolve_device  # noqa: E402
-from cce_core.train import build_models, make_config, make_step, next_batch  # noqa: E402
+from cce_core.train import (build_models, make_config, make_generator, make_mask_stream, make_step,  # noqa: E402
+                            next_batch, setup_training)
+
+#: Dense bf16 peaks in TFLOP/s (vendor data sheets); matched against the device name, first match wins.
+BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0))
+
+ARMS = {
+    "plain": dict(fast=False, mask_generator="reference", data_on_device=False),
+    "fast": dict(fast=True),
+    "compiled": dict(fast=True, compile=True),
+}
+RUN_SAMPLES = 1_000_000  # the run length against which compile time is weighed
+
+
+def bf16_peak(device_name: str) -> float | None:
+    """The device's dense bf16 peak in TFLOP/s, or None if it is not in :data:`BF16_PEAK_TFLOPS`."""
+    return next((peak for key, peak in BF16_PEAK_TFLOPS if key in device_name), None)
 
 
 def _sync(device: torch.device) -> None:
@@ -34,67 +65,147 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(model: str, mask: str, preset: str, batch_size: int | None, device: torch.device, steps: int,
-            warmup: int, repeats: int) -> dict:
-    """Median images/s over ``repeats`` blocks of ``steps`` iterations of one model's training step."""
-    cfg = make_config(preset, model=model, mask=mask, batch_size=batch_size, ce64="(benchmark)" if model == "cce128" else None)
+def _setup(model: str, arm: str, sizes: dict, device: torch.device):
+    """The config, step function, data and generator of one arm, freshly initialised (seed 0)."""
+    cfg = make_config("paper", model=model, mask="random_blocks", ce64="(benchmark)" if model == "cce128" else None,
+                      **sizes, **ARMS[arm])
     torch.manual_seed(0)
     g, d = build_models(cfg)
-    g.to(device), d.to(device)
-    prepare = fill_hole
+    prepare, cascade = fill_hole, None
     if model == "cce128":
         ce64 = ContextEncoder(64, cfg.bottleneck, cfg.output, cfg.variant, cfg.width)
-        prepare = CascadeContextEncoder(ce64, g).to(device).prepare_input
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, 0.999))
+        cascade = CascadeContextEncoder(ce64, g)
+        prepare = cascade.prepare_input
+    opt_g, opt_d = setup_training(cfg, g, d, device, extra=cascade)
     step = make_step(cfg, g, d, opt_g, opt_d, prepare)
-    images = torch.randint(0, 256, (256, 3, 128, 128), dtype=torch.uint8, device=device)
-    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (256, 3, 128, 128), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    images = images.to(device) if cfg.data_on_device else images
+    return cfg, step, images, make_generator(cfg, device), make_mask_stream(cfg, device)
+
+
+def measure(model: str, arm: str, sizes: dict, device: torch.device, steps: int, warmup: int, repeats: int) -> dict:
+    """Median images/s over ``repeats`` blocks of ``steps`` iterations of one arm, with its warm-up time."""
+    cfg, step, images, gen, masks = _setup(model, arm, sizes, device)
+    sums = torch.zeros(4, device=device)
+    bad = torch.zeros((), dtype=torch.long, device=device)
+
+    def iteration() -> None:
+        nonlocal sums, bad
+        x, m = next_batch(cfg, images, gen, device, masks)
+        if cfg.device_checks:
+            bad += invalid_mask_count(m)
+        sums += step(x, m)
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
     for _ in range(warmup):
-        step(*next_batch(cfg, images, gen, device))
+        iteration()
+    sums.tolist()
     _sync(device)
+    warmup_s = time.perf_counter() - t
     rates = []
     for _ in range(repeats):
         t = time.perf_counter()
         for _ in range(steps):
-            losses = step(*next_batch(cfg, images, gen, device))
-        losses.tolist()
+            iteration()
+        sums.tolist()  # one host sync per block, as the training loop does once per log line
         _sync(device)
         rates.append(steps * cfg.batch_size / (time.perf_counter() - t))
+    assert int(bad) == 0
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"model": model, "mask": mask, "preset": preset, "batch_size": cfg.batch_size, "width": cfg.width,
-            "bottleneck": cfg.bottleneck, "images_per_s": statistics.median(rates), "all_rates": rates,
-            "peak_memory_mb": peak / 2 ** 20, "memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS"}
+    return {"images_per_s": statistics.median(rates), "all_rates": rates, "warmup_s": warmup_s,
+            "peak_memory_mb": peak / 2 ** 20,
+            "memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS (whole run so far)",
+            "options": {k: getattr(cfg, k) for k in ("fast", "mask_generator", "data_on_device", "device_rng",
+                                                    "mask_chunk", "freeze_d", "device_checks", "amp", "channels_last",
+                                                    "fused_adam", "cudnn_benchmark", "compile")}}
 
 
-def main() -> None:
+def gflop_per_image(model: str, sizes: dict, device: torch.device) -> float:
+    """GFLOP of one iteration (D step + G step, forward and backward) per image, counted on the fast arm."""
+    cfg, step, images, gen, masks = _setup(model, "fast", sizes, device)
+    x, m = next_batch(cfg, images, gen, device, masks)
+    with FlopCounterMode(display=False) as counter:
+        step(x, m)
+    return counter.get_total_flops() / cfg.batch_size / 1e9
+
+
+def compile_payback(fast: dict, compiled: dict, warmup: int, batch: int) -> dict:
+    """Whether torch.compile's one-off cost (its warm-up time beyond that of eager) is recovered by its faster
+    steps within a :data:`RUN_SAMPLES`-sample run."""
+    extra_s = compiled["warmup_s"] - warmup * batch / compiled["images_per_s"]
+    saved_per_sample = 1 / fast["images_per_s"] - 1 / compiled["images_per_s"]
+    samples = extra_s / saved_per_sample if saved_per_sample > 0 else None  # None: never (not faster)
+    return {"compile_overhead_s": extra_s, "break_even_samples": samples,
+            "pays_back_within_1M": samples is not None and samples <= RUN_SAMPLES}
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "paper"])
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--models", nargs="+", default=["ce64", "ce128", "cce128"])
-    p.add_argument("--masks", nargs="+", default=["central", "random_blocks"])
+    p.add_argument("--models", nargs="+", default=["ce64", "ce128", "cce128"], choices=["ce64", "ce128", "cce128"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--bottleneck", type=int, default=4000)
     p.add_argument("--device", default="auto")
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--steps", type=int, default=40, help="iterations per timed block")
+    p.add_argument("--repeats", type=int, default=3, help="timed blocks (the median is reported)")
+    p.add_argument("--compile-models", nargs="*", default=None,
+                   help="models also measured with torch.compile (default: ce128 on CUDA, none elsewhere)")
+    p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's; 1 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes and a few steps (width 8, D 16, batch 8, 1 thread): a smoke test that fits CI")
     p.add_argument("--json", help="write the figures to this file")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    if a.quick:
+        a.batch_size, a.width, a.bottleneck, a.warmup, a.steps, a.repeats = 8, 8, 16, 2, 3, 3
+        a.threads = a.threads or 1  # tiny models: two threads spin-waiting on a shared 2-core CI box are 10x slower
+    if a.threads:
+        torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
+    compiled_models = a.compile_models if a.compile_models is not None else (["ce128"] if device.type == "cuda" else [])
+    sizes = dict(batch_size=a.batch_size, width=a.width, bottleneck=a.bottleneck, device=str(device))
     prov = provenance(device)
+    peak = bf16_peak(prov["device"])
     print(f"device: {prov['device']}, torch {prov['torch']}, commit {prov['commit']}")
+    print(f"batch {a.batch_size}, width {a.width}, D {a.bottleneck}, random_blocks masks; {a.warmup} warm-up "
+          f"iterations, median of {a.repeats} blocks of {a.steps}; dense bf16 peak: "
+          f"{f'{peak:.0f} TFLOP/s' if peak else 'n/a (unknown device)'}")
+    print(f"{'model':7s} {'arm':9s} {'images/s':>10s} {'vs plain':>8s} {'GFLOP/img':>9s} {'TFLOP/s':>8s} "
+          f"{'of bf16 peak':>12s} {'peak MiB':>9s}")
     rows = []
     for model in a.models:
-        for mask in a.masks:
-            r = measure(model, mask, a.preset, a.batch_size, device, a.steps, a.warmup, a.repeats)
-            rows.append(r)
-            print(f"{model:7s} {mask:14s} batch {r['batch_size']:4d} width {r['width']:3d} D {r['bottleneck']:5d}: "
-                  f"{r['images_per_s']:9.1f} images/s  (peak {r['memory_kind']} {r['peak_memory_mb']:.0f} MiB)", flush=True)
+        flops = gflop_per_image(model, sizes, device)
+        row = {"model": model, "mask": "random_blocks", **sizes, "gflop_per_image": flops}
+        for arm in ["plain", "fast"] + (["compiled"] if model in compiled_models else []):
+            r = measure(model, arm, sizes, device, a.steps, a.warmup, a.repeats)
+            r["tflop_per_s"] = flops * r["images_per_s"] / 1e3
+            r["share_of_bf16_peak"] = r["tflop_per_s"] / peak if peak else None
+            row[arm] = r
+            ratio = r["images_per_s"] / row["plain"]["images_per_s"]
+            share = f"{r['share_of_bf16_peak']:.1%}" if peak else "n/a"
+            print(f"{model:7s} {arm:9s} {r['images_per_s']:10.1f} {ratio:7.2f}x {flops:9.2f} {r['tflop_per_s']:8.3f} "
+                  f"{share:>12s} {r['peak_memory_mb']:9.0f}", flush=True)
+        row["speedup"] = row["fast"]["images_per_s"] / row["plain"]["images_per_s"]
+        if "compiled" in row:
+            pay = compile_payback(row["fast"], row["compiled"], a.warmup, a.batch_size)
+            row["compile"] = pay
+            samples = pay["break_even_samples"]
+            when = "never (not faster)" if samples is None else f"after {samples:.3g} samples"
+            verdict = "pays back" if pay["pays_back_within_1M"] else "does NOT pay back"
+            print(f"{model:7s} torch.compile: {pay['compile_overhead_s']:.1f} s of compilation, break-even {when}: "
+                  f"{verdict} within a 1 M-sample run")
+        rows.append(row)
+    if not compiled_models:
+        print("torch.compile: not measured here (--compile-models MODEL to measure it); it is off by default")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"provenance": prov, "results": rows}, indent=1))
+        Path(a.json).write_text(json.dumps({"provenance": prov, "bf16_peak_tflops": peak, "quick": a.quick,
+                                            "warmup": a.warmup, "steps": a.steps, "repeats": a.repeats,
+                                            "results": rows}, indent=1))
         print(f"wrote {a.json}")
 
 

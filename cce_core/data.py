@@ -284,12 +284,13 @@ def sample_batch(images: torch.Tensor, batch: int, generator: torch.Generator, f
                  device: torch.device | str | None = None) -> torch.Tensor:
     """A float batch (batch, 3, 128, 128) in [-1, 1], drawn as Pathak's loader does: indices uniform with
     replacement, then (if ``flip``) each image flipped horizontally with probability 1/2. Both draws come from
-    ``generator`` (a CPU generator), so its state fixes the batch. The result is on ``device`` (default: the
-    device of ``images``)."""
-    index = torch.randint(images.shape[0], (batch,), generator=generator)
-    x = images[index.to(images.device)]
+    ``generator`` and are made on its device, so its state fixes the batch; with a generator on the device of
+    ``images`` (e.g. both on the GPU) nothing is copied between host and device. The result is on ``device``
+    (default: the device of ``images``)."""
+    index = torch.randint(images.shape[0], (batch,), generator=generator, device=generator.device)
+    x = images[index.to(images.device)]  # a no-op when the generator lives with the images
     x = to_float(x if device is None else x.to(device))
     if flip:
-        flips = torch.rand(batch, generator=generator) < 0.5
+        flips = torch.rand(batch, generator=generator, device=generator.device) < 0.5
         x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(-1), x)
     return x

@@ -11,11 +11,18 @@ The 64 CE is trained on the 128 crops downscaled by the cascade's own ``down`` (
 so it sees at training time exactly what the cascade feeds it.
 
 Run directory: ``config.json`` (the :class:`TrainConfig` and provenance), ``log.jsonl`` (losses every
-``log_every`` steps), ``checkpoint.pt`` (written atomically every ``checkpoint_every`` steps and at the end).
+``log_every`` steps), ``checkpoint.pt`` (written atomically every ``checkpoint_every`` steps and/or every
+``checkpoint_seconds`` of wall-clock time, always at a log step, and at the end).
+
+Speed (issue 9): the options under "the fast path" in :class:`TrainConfig` (``fast=True`` turns them all on)
+change where and how the work is done, not the model or the loss. On the CPU the fast path does exactly the
+plain path's fp32 maths (bitwise, given the same masks); on CUDA it adds bf16 autocast, channels-last, fused Adam
+and cuDNN autotuning. Each option can be switched alone, so a regression can be bisected.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -30,13 +37,18 @@ from tqdm import tqdm
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask
 from .data import load_images, sample_batch
-from .masks import center_box, central_mask, fill_hole, make_masks
+from .masks import (MASK_GENERATORS, center_box, central_mask, fill_hole, invalid_mask_count, make_masks,
+                    unchecked_masks)
 from .models import ContextEncoder, Discriminator
 from .provenance import provenance, resolve_device
 
 MODELS = ("ce64", "ce128", "cce128")
 MASKS = ("central", "random_blocks", "random_region")
 CHECKPOINT_FORMAT = "cce-companion-checkpoint/1"
+#: The speed options of the fast path; each left at None follows ``TrainConfig.fast``.
+FAST_OPTIONS = ("device_rng", "freeze_d", "device_checks", "amp", "channels_last", "fused_adam", "cudnn_benchmark")
+#: Config fields that may differ between a run and its resumption.
+RESUMABLE = ("steps", "device", "planned_steps")
 
 
 @dataclass
@@ -65,11 +77,25 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     log_every: int = 10
-    checkpoint_every: int = 100
+    checkpoint_every: int | None = 100  # checkpoint every this many steps (None: by time and at the end only)
+    checkpoint_seconds: float | None = None  # and at the first log step after this many seconds since the last
     limit: int | None = None          # use only the first `limit` images
     embedded_count: int = 512         # crops in the embedded default data set
     data_on_device: bool = True       # keep the decoded uint8 images on the training device
     max_bad_fraction: float = 0.05    # fail if more than this share of the image files is corrupt or too small
+    mask_generator: str = "batched"   # batched | reference: masks.random_blocks or its loop version (same law)
+    planned_steps: int | None = None  # set when train(time_limit=...) cut the run: the steps it was asked for
+    # --- the fast path (same model and loss; see the module docstring). None: follow `fast`. ----------------
+    fast: bool = False
+    device_rng: bool | None = None      # indices, flips and masks drawn on the training device (device generator)
+    mask_chunk: int | None = None       # random masks drawn for this many steps at once (None: 32 if fast, else 1)
+    freeze_d: bool | None = None        # D's parameters frozen in the G step (its backward skips D's gradients)
+    device_checks: bool | None = None   # mask values checked on the device per batch, read at log time
+    amp: bool | None = None             # CUDA only: bf16 autocast of the networks (losses in fp32)
+    channels_last: bool | None = None   # CUDA only: channels-last memory format
+    fused_adam: bool | None = None      # CUDA only: fused Adam
+    cudnn_benchmark: bool | None = None  # CUDA only: cuDNN autotuning
+    compile: bool = False               # torch.compile G and D.logits (off even with fast: see the benchmark)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -79,11 +105,22 @@ class TrainConfig:
         if isinstance(self.data, (str, os.PathLike)):
             self.data = [str(self.data)]
         self.data = [str(d) for d in self.data]
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+        if self.mask_generator not in MASK_GENERATORS:
+            raise ValueError(f"mask_generator must be one of {MASK_GENERATORS}, got {self.mask_generator!r}")
+        for name in FAST_OPTIONS:
+            if getattr(self, name) is None:
+                setattr(self, name, bool(self.fast))
+        if self.mask_chunk is None:
+            self.mask_chunk = 32 if self.fast else 1
+        if int(self.mask_chunk) < 1:
+            raise ValueError(f"mask_chunk must be at least 1, got {self.mask_chunk}")
+        for name in ("steps", "batch_size", "log_every") + ("checkpoint_every",) * (self.checkpoint_every is not None):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.checkpoint_every % self.log_every:
+        if self.checkpoint_every is not None and self.checkpoint_every % self.log_every:
             raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of log_every ({self.log_every})")
+        if self.checkpoint_seconds is not None and not self.checkpoint_seconds > 0:
+            raise ValueError(f"checkpoint_seconds must be positive or None, got {self.checkpoint_seconds}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (BatchNorm needs a batch)")
         if self.model == "cce128" and not self.ce64:
@@ -103,7 +140,8 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     "smoke": dict(steps=20, batch_size=16, bottleneck=64, width=16, log_every=2, checkpoint_every=10),
     "cpu": dict(steps=300, batch_size=32, bottleneck=512, width=32, log_every=10, checkpoint_every=100),
-    "paper": dict(steps=16000, batch_size=64, bottleneck=4000, width=64, log_every=50, checkpoint_every=1000),
+    "paper": dict(steps=16000, batch_size=64, bottleneck=4000, width=64, log_every=50, checkpoint_every=None,
+                  checkpoint_seconds=60),
 }
 
 
@@ -201,20 +239,96 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def next_batch(cfg: TrainConfig, images: torch.Tensor, gen: torch.Generator,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def make_generator(cfg: TrainConfig, device: torch.device) -> torch.Generator:
+    """The run's generator (seeded with ``cfg.seed``) of batch indices, flips and masks: on the training device
+    with ``device_rng`` (nothing drawn on the host, nothing copied per step), else on the CPU."""
+    return torch.Generator(device=device if cfg.device_rng else "cpu").manual_seed(cfg.seed)
+
+
+class MaskStream:
+    """The random masks of steps ``start``, ``start + 1``, ... drawn ``cfg.mask_chunk`` steps at a time.
+
+    One call of the mask generator per chunk instead of one per step: on a GPU each call launches a few hundred
+    small kernels, which would cost about as much host time as the networks' step. Chunk c (steps c N to
+    c N + N - 1) is drawn on the training device from its own generator, seeded with (``cfg.seed``, c), so a
+    resumed run redraws the chunk it stopped in and continues exactly. ``random_region`` keeps one mask per
+    batch (Pathak): a chunk holds N masks, each repeated over its batch.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, start: int = 0) -> None:
+        if cfg.mask == "central":
+            raise ValueError("the central mask is fixed: it needs no mask stream")
+        self.cfg, self.device, self.step, self.chunk, self.masks = cfg, device, start, -1, torch.empty(0)
+
+    def _draw(self, chunk: int) -> torch.Tensor:
+        cfg, n = self.cfg, self.cfg.mask_chunk
+        on = self.device if cfg.mask_generator == "batched" else torch.device("cpu")  # the loop versions: CPU
+        g = torch.Generator(device=on).manual_seed(((cfg.seed & 0x7FFFFFFF) << 32) | (chunk & 0xFFFFFFFF))
+        if cfg.mask == "random_region":
+            m = make_masks(cfg.mask, n, 128, g, mask_generator=cfg.mask_generator, per_batch=False)
+            m = m[:, None].expand(n, cfg.batch_size, 1, 128, 128)
+        else:
+            m = make_masks(cfg.mask, n * cfg.batch_size, 128, g, mask_generator=cfg.mask_generator)
+            m = m.view(n, cfg.batch_size, 1, 128, 128)
+        return m.to(self.device)
+
+    def next(self) -> torch.Tensor:
+        """The (batch, 1, 128, 128) masks of the next step."""
+        chunk, i = divmod(self.step, self.cfg.mask_chunk)
+        if chunk != self.chunk:
+            self.chunk, self.masks = chunk, self._draw(chunk)
+        self.step += 1
+        return self.masks[i]
+
+
+def next_batch(cfg: TrainConfig, images: torch.Tensor, gen: torch.Generator, device: torch.device,
+               masks: MaskStream | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch (images in [-1, 1], masks) at the model's resolution, drawn from ``gen``.
 
-    Random masks are drawn at 128 and, for the 64 CE, downscaled with the cascade's ``downscale_mask``, and
-    images with its ``downscale``: the 64 CE is trained on exactly what the cascade will show it.
+    Indices, flips and masks are drawn on ``gen``'s device (see :func:`make_generator`) and end on ``device``;
+    random masks come from ``masks`` if given (``cfg.mask_chunk`` > 1, see :class:`MaskStream`), else from
+    ``gen``. Random masks are drawn at 128 (with ``cfg.mask_generator``) and, for the 64 CE, downscaled with
+    the cascade's ``downscale_mask``, and images with its ``downscale``: the 64 CE is trained on exactly what
+    the cascade will show it.
     """
     x = sample_batch(images, cfg.batch_size, gen, flip=cfg.flip, device=device)
     if cfg.mask == "central":
         m = central_mask(cfg.batch_size, cfg.size, cfg.overlap, device=device)
     else:
-        m = make_masks(cfg.mask, cfg.batch_size, 128, gen).to(device)
+        m = masks.next() if masks is not None else \
+            make_masks(cfg.mask, cfg.batch_size, 128, gen, mask_generator=cfg.mask_generator).to(device)
         m = downscale_mask(m) if cfg.model == "ce64" else m
     return (downscale(x) if cfg.model == "ce64" else x), m
+
+
+def make_mask_stream(cfg: TrainConfig, device: torch.device, start: int = 0) -> MaskStream | None:
+    """The run's :class:`MaskStream` from step ``start``, or None where masks are drawn per step from the run's
+    generator (``mask_chunk`` = 1, or the central mask)."""
+    return MaskStream(cfg, device, start) if cfg.mask_chunk > 1 and cfg.mask != "central" else None
+
+
+def _accelerated(device: torch.device) -> bool:
+    """Whether the CUDA-only options (bf16 autocast, channels-last, fused Adam, cuDNN autotuning) apply on
+    ``device``. On the CPU they do not, so the fast path does the plain path's fp32 maths there. (A test
+    patches this to rehearse those options on the CPU.)"""
+    return device.type == "cuda"
+
+
+def setup_training(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, device: torch.device,
+                   extra: torch.nn.Module | None = None) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Move G, D (and ``extra``, e.g. the cascade) to ``device``, apply the CUDA-only options of ``cfg``
+    (channels-last, cuDNN autotuning) and return the Adam optimisers of G and D (fused with ``fused_adam``)."""
+    cuda = _accelerated(device)
+    for module in (g, d) + ((extra,) if extra is not None else ()):
+        module.to(device)
+        if cuda and cfg.channels_last:
+            module.to(memory_format=torch.channels_last)
+    if cuda and cfg.cudnn_benchmark and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    fused = {"fused": True} if cuda and cfg.fused_adam else {}
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, 0.999), **fused)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, 0.999), **fused)
+    return opt_g, opt_d
 
 
 def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torch.optim.Optimizer,
@@ -224,21 +338,46 @@ def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torc
     ``images`` and ``mask`` are at the model's resolution; ``prepare`` builds G's input from them
     (:func:`cce_core.masks.fill_hole` for a plain CE, ``CascadeContextEncoder.prepare_input`` for the cascade).
     The losses are returned as a detached device tensor, so the caller decides when to synchronise.
+
+    The fast-path options of ``cfg`` used here: ``freeze_d`` (D's parameters do not require gradients during
+    the G step: its backward still flows through D to G, but fills no D gradient, which the plain path fills and
+    then discards at the next D step), ``device_checks`` (no host-side mask value checks inside the step, see
+    :func:`cce_core.masks.unchecked_masks`), on CUDA ``amp`` (G and D run under bf16 autocast; the losses are
+    computed in fp32) and ``channels_last``, and ``compile`` (torch.compile of G and of ``D.logits``, the
+    method the step calls).
     """
+    device = next(g.parameters()).device
+    cuda = _accelerated(device)
+    amp = bool(cfg.amp and cuda)
+    memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
+    g_forward = torch.compile(g) if cfg.compile else g
+    d_logits = torch.compile(d.logits) if cfg.compile else d.logits
+    checks = unchecked_masks if cfg.device_checks else contextlib.nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+
     def step(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=memory_format)
         ones = torch.ones(len(x), device=x.device)
-        inp = prepare(x, m)
-        real = _target(cfg, x)
-        # D step: BCE(D(real), 1) + BCE(D(G(x)), 0), real and fake in separate passes (own BN statistics).
-        fake = g(inp)
-        loss_d = (F.binary_cross_entropy_with_logits(d.logits(real), ones)
-                  + F.binary_cross_entropy_with_logits(d.logits(fake.detach()), torch.zeros_like(ones)))
+        with checks(), autocast():
+            inp = prepare(x, m)
+            real = _target(cfg, x)
+            # D step: BCE(D(real), 1) + BCE(D(G(x)), 0), real and fake in separate passes (own BN statistics).
+            fake = g_forward(inp)
+            logits_real, logits_fake = d_logits(real), d_logits(fake.detach())
+        loss_d = (F.binary_cross_entropy_with_logits(logits_real.float(), ones)
+                  + F.binary_cross_entropy_with_logits(logits_fake.float(), torch.zeros_like(ones)))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         # G step: (1 - wtl2) BCE(D(G(x)), 1) + mean(W (G(x) - x)^2), with D just updated (spec 7.1 (a)).
-        adv = F.binary_cross_entropy_with_logits(d.logits(fake), ones)
-        sq = (fake - real) ** 2
+        if cfg.freeze_d:
+            d.requires_grad_(False)
+        with autocast():
+            logits = d_logits(fake)
+        if cfg.freeze_d:
+            d.requires_grad_(True)  # the graph is built: D's parameters are not in it
+        adv = F.binary_cross_entropy_with_logits(logits.float(), ones)
+        sq = (fake.float() - real) ** 2
         rec = (reconstruction_weights(cfg, m) * sq).mean()
         loss_g = (1 - cfg.wtl2) * adv + rec
         opt_g.zero_grad(set_to_none=True)
@@ -251,7 +390,7 @@ def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torc
 # --- the loop -------------------------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, force: bool = False,
-          progress: bool = True, stop_after: int | None = None) -> Path:
+          progress: bool = True, stop_after: int | None = None, time_limit: float | None = None) -> Path:
     """Train the model of ``cfg`` into the run directory ``out``; returns the path of ``checkpoint.pt``.
 
     ``resume`` continues a run from its checkpoint exactly (weights, optimisers, step, random state), with the
@@ -259,6 +398,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
     the same configuration (a finished one returns at once), starts one if ``out`` holds none, and refuses a
     run of another configuration. ``force`` deletes a previous run in ``out``.
     ``stop_after`` ends the call after that many steps (with a checkpoint), as an interruption would.
+
+    ``time_limit`` (seconds of this call's training loop) ends training after the step during which it ran
+    out, and makes the run finished at the samples it saw: the stored configuration gets ``steps`` = the steps
+    done and ``planned_steps`` = the steps asked for, and ``config.json`` and the checkpoint say
+    ``cut_by_time``. ``resume="auto"`` with the original configuration then returns at once; ``resume=True``
+    continues it (to ``planned_steps`` or the ``steps`` asked for, if more).
     """
     out = Path(out)
     ckpt_path, log_path, cfg_path = out / "checkpoint.pt", out / "log.jsonl", out / "config.json"
@@ -274,14 +419,18 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
         if cfg.model != stored.model or cfg.mask != stored.mask:
             raise ValueError(f"{out} holds a {stored.model}/{stored.mask} run; cannot resume it as {cfg.model}/{cfg.mask}")
         differ = {k: (v, getattr(cfg, k)) for k, v in asdict(stored).items()
-                  if k not in ("steps", "device") and getattr(cfg, k) != v}
+                  if k not in RESUMABLE and getattr(cfg, k) != v}
         if differ and auto:
             raise FileExistsError(f"{out} holds a run with another configuration ({differ}, stored vs asked); "
                                   "use force=True (--force) to overwrite it")
         if differ:
             warnings.warn(f"resuming {out} with its stored configuration; ignoring {differ} (stored vs asked)")
-        cfg = replace(stored, steps=max(stored.steps, cfg.steps), device=cfg.device)
         start = int(ckpt["step"])
+        if auto and stored.planned_steps is not None and cfg.steps <= stored.planned_steps:
+            return ckpt_path  # cut by a time limit: finished at the samples it saw
+        steps = max(stored.steps, cfg.steps)
+        cfg = replace(stored, steps=steps, device=cfg.device,
+                      planned_steps=stored.planned_steps if steps <= start else None)
         if start >= cfg.steps:  # finished: nothing to do
             return ckpt_path
     elif (ckpt_path.exists() or log_path.exists()) and not (force or auto):  # auto: no checkpoint, nothing to keep
@@ -302,18 +451,19 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                              f"but the cascade with mask {cfg.mask!r} needs output {cfg.output!r}")
         if c64.mask != cfg.mask:
             warnings.warn(f"the 64 CE was trained with mask {c64.mask!r}, the cascade uses {cfg.mask!r}")
-        cascade = CascadeContextEncoder(_ce64_from(ce64_ckpt), g, upscale=cfg.upscale).to(device)
+        cascade = CascadeContextEncoder(_ce64_from(ce64_ckpt), g, upscale=cfg.upscale)
         prepare = cascade.prepare_input
-    g.to(device)
-    d.to(device)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, 0.999))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    opt_g, opt_d = setup_training(cfg, g, d, device, extra=cascade if cfg.model == "cce128" else None)
+    gen = make_generator(cfg, device)
     if ckpt is not None:
         g.load_state_dict(ckpt["G"])
         d.load_state_dict(ckpt["D"])
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
+        saved_on = ckpt.get("rng_device", "cpu")
+        if saved_on != gen.device.type:
+            raise ValueError(f"{ckpt_path} holds the random state of a {saved_on} generator (device_rng on "
+                             f"{saved_on}); resume it on a {saved_on} device to continue it exactly")
         gen.set_state(ckpt["rng"])
 
     data = load_images(cfg.data, limit=cfg.limit, embedded_count=cfg.embedded_count, seed=cfg.seed,
@@ -327,14 +477,20 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                 "skipped": {k: len(v) for k, v in data.skipped.items()}}, "provenance": provenance(device)}
         cfg_path.write_text(json.dumps(meta, indent=2))
         log_path.write_text("")
-    else:  # drop log records written after the checkpoint
+    else:  # drop log records written after the checkpoint; config.json gets the configuration resumed
         lines = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
         log_path.write_text("".join(ln + "\n" for ln in lines))
+        if cfg_path.exists():
+            meta = json.loads(cfg_path.read_text())
+            meta["config"] = asdict(cfg)
+            meta.pop("cut_by_time", None)
+            cfg_path.write_text(json.dumps(meta, indent=2))
 
     def save(step: int) -> None:
         state = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "step": step, "finished": step >= cfg.steps,
+                 "cut_by_time": cfg.planned_steps is not None,
                  "G": g.state_dict(), "D": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                 "rng": gen.get_state()}
+                 "rng": gen.get_state(), "rng_device": gen.device.type}
         if ce64_ckpt is not None:
             state["ce64"] = {k: ce64_ckpt[k] for k in ("format", "config", "step", "G")}
         _atomic_save(state, ckpt_path)
@@ -342,18 +498,27 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
     g.train()
     d.train()
     step_fn = make_step(cfg, g, d, opt_g, opt_d, prepare)
+    masks = make_mask_stream(cfg, device, start)
     sums = torch.zeros(4, device=device)  # d, g_adv, g_rec, l2 since the last log line
-    last = time.perf_counter()
+    bad_masks = torch.zeros((), dtype=torch.long, device=device)  # device_checks: invalid mask values seen
+    t_start = last = last_save = time.perf_counter()
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress,
                desc=f"{cfg.model}/{cfg.mask}", unit="step")
     step, n_steps = start, 0
     try:
         for step in bar:
-            sums += step_fn(*next_batch(cfg, images, gen, device))
+            x, m = next_batch(cfg, images, gen, device, masks)
+            if cfg.device_checks:
+                bad_masks += invalid_mask_count(m)
+            sums += step_fn(x, m)
             done, n_steps = step + 1, n_steps + 1
-            if done % cfg.log_every == 0 or done == end:
+            cut = time_limit is not None and done < end and time.perf_counter() - t_start >= time_limit
+            if done % cfg.log_every == 0 or done == end or cut:
                 vals = (sums / n_steps).tolist()
+                if cfg.device_checks and int(bad_masks):
+                    raise ValueError(f"a mask held values other than 0 and 1 between steps {done - n_steps + 1} and "
+                                     f"{done}; the last good checkpoint is kept in {ckpt_path}")
                 if not all(math.isfinite(v) for v in vals):
                     raise TrainingDiverged(f"a loss became NaN/inf between steps {done - n_steps + 1} and {done} "
                                            f"({dict(zip(('d', 'g_adv', 'g_rec', 'l2'), vals))}); the last good "
@@ -367,16 +532,25 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                 bar.set_postfix(d=f"{vals[0]:.3f}", rec=f"{vals[2]:.4f}")
                 sums.zero_()
                 n_steps = 0
-                if done % cfg.checkpoint_every == 0 or done == end:
+                if cut:  # the run is finished at the samples it saw
+                    cfg = replace(cfg, steps=done, planned_steps=cfg.planned_steps or cfg.steps)
+                    meta = json.loads(cfg_path.read_text())
+                    meta["config"] = asdict(cfg)
+                    meta["cut_by_time"] = {"steps": done, "planned_steps": cfg.planned_steps, "time_limit_s": time_limit}
+                    cfg_path.write_text(json.dumps(meta, indent=2))
+                if (done == end or cut or (cfg.checkpoint_every is not None and done % cfg.checkpoint_every == 0)
+                        or (cfg.checkpoint_seconds is not None and now - last_save >= cfg.checkpoint_seconds)):
                     # the losses were computed before this step's update, which may still have broken the weights
-                    if not all(torch.isfinite(t).all() for m in (g, d) for t in m.state_dict().values()
+                    if not all(torch.isfinite(t).all() for net in (g, d) for t in net.state_dict().values()
                                if t.is_floating_point()):
                         raise TrainingDiverged(f"the weights became NaN/inf at step {done} (with finite losses); "
                                                f"the last good checkpoint is kept in {ckpt_path}")
                     save(done)
+                    last_save = time.perf_counter()
+                if cut:
+                    break
     except KeyboardInterrupt:
-        warnings.warn(f"interrupted at step {step}; the last checkpoint in {ckpt_path} is kept "
-                      f"(every {cfg.checkpoint_every} steps): continue with --resume")
+        warnings.warn(f"interrupted at step {step}; the last checkpoint in {ckpt_path} is kept: continue with --resume")
         raise
     finally:
         bar.close()

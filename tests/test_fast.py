@@ -1,0 +1,327 @@
+"""Tests of the fast training path (issue 9): batched masks, the fast step's maths, wall-clock checkpoints,
+the time limit, and the plain-vs-fast benchmark's --quick mode. All on the CPU, at tiny sizes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import cce_core.train as train_mod
+from cce_core.cascade import downscale_mask
+from cce_core.masks import (coverage, fill_hole, make_masks, random_blocks, random_blocks_reference, random_region,
+                            random_region_reference, unchecked_masks)
+from cce_core.train import build_models, load_checkpoint, make_config, make_step, read_log, setup_training, train
+
+from test_train import _write_pictures, assert_same
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("images")
+    _write_pictures(d, 12)
+    return str(d)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def tiny(folder: str, **kw):
+    values = dict(model="ce128", mask="random_blocks", data=[folder], steps=4, batch_size=4, width=8, bottleneck=16,
+                  log_every=1, checkpoint_every=2, device="cpu")
+    return make_config("smoke", **{**values, **kw})
+
+
+# --- 1. batched masks ---------------------------------------------------------------------------------------
+
+def test_batched_random_blocks_match_the_reference_in_law():
+    """Same law as the loop version: coverage distribution (two-sample KS), mean block count, the 1/4 bound and
+    the even-pixel grid. Fixed seeds, so the test is deterministic; the tolerances are those of a test at
+    level 0.001 (KS) and 4 standard errors (block count)."""
+    n = 2000
+    fast, fast_blocks = random_blocks(n, 128, gen(11), return_blocks=True)
+    ref, ref_blocks = random_blocks_reference(n, 128, gen(12), return_blocks=True)
+    cov_fast, cov_ref = coverage(fast).numpy(), coverage(ref).numpy()
+    ks = stats.ks_2samp(cov_fast, cov_ref)
+    assert ks.statistic < 1.95 * np.sqrt(2 / n), ks  # the KS critical value at alpha = 0.001
+    assert cov_fast.max() <= 0.25 and cov_fast.min() >= 0.10
+    counts_fast, counts_ref = fast_blocks.double(), ref_blocks.double()
+    se = float(np.sqrt(float(counts_fast.var()) / n + float(counts_ref.var()) / n))
+    assert abs(counts_fast.mean() - counts_ref.mean()) < 4 * se, (counts_fast.mean(), counts_ref.mean())
+    assert 3 <= counts_fast.mean() <= 9 and counts_fast.max() <= 16
+    assert torch.equal(downscale_mask(fast), torch.nn.functional.avg_pool2d(fast, 2))  # 2x2 cells, even pixels
+    assert set(fast.unique().tolist()) == {0.0, 1.0}
+    # the coverage bound also at 64, and with other parameters
+    m64 = random_blocks(300, 64, gen(13))
+    assert coverage(m64).max() <= 0.25 and torch.equal(downscale_mask(m64), torch.nn.functional.avg_pool2d(m64, 2))
+    odd = random_blocks(200, 128, gen(14), max_coverage=0.15, min_coverage=0.05, align=1)
+    assert coverage(odd).max() <= 0.15
+
+
+def test_batched_masks_seeded_and_on_the_generators_device():
+    assert torch.equal(random_blocks(16, 128, gen(3)), random_blocks(16, 128, gen(3)))
+    assert not torch.equal(random_blocks(16, 128, gen(3)), random_blocks(16, 128, gen(4)))
+    assert random_blocks(2, 128, gen(0), device="cpu").device.type == "cpu"
+    assert torch.equal(make_masks("random_blocks", 8, 128, gen(5)), random_blocks(8, 128, gen(5)))
+    assert torch.equal(make_masks("random_blocks", 8, 128, gen(5), mask_generator="reference"),
+                       random_blocks_reference(8, 128, gen(5)))
+    with pytest.raises(ValueError, match="mask_generator"):
+        make_masks("random_blocks", 2, mask_generator="loop")
+
+
+def test_batched_random_region():
+    a = random_region(4, 128, gen(5), pattern_size=2000)
+    assert torch.equal(a, random_region(4, 128, gen(5), pattern_size=2000)) and torch.equal(a[0], a[3])
+    b = random_region(40, 128, gen(6), per_batch=False, pattern_size=2000)
+    cov = coverage(b)
+    assert torch.all((cov > 0.2) & (cov < 0.3)) and len({tuple(m.flatten().tolist()[:4000]) for m in b}) > 30
+    r = random_region_reference(40, 128, gen(7), per_batch=False, pattern_size=2000)
+    # the same law: coverage uniform-ish over (0.2, 0.3) in both; compare means loosely (40 masks each)
+    assert abs(coverage(r).mean() - cov.mean()) < 0.03
+
+
+# --- 2. the fast step does the plain step's maths on the CPU --------------------------------------------------
+
+@pytest.mark.parametrize("model, mask", [("ce128", "random_blocks"), ("ce64", "central")])
+def test_fast_step_is_the_plain_step_on_cpu(model, mask):
+    """Same inputs, same weights: the fast step (frozen D, unchecked masks, cached fill) gives bitwise the same
+    losses and weights as the plain one, and it leaves D's gradients from the D step only."""
+    results = {}
+    for fast in (False, True):
+        c = make_config("smoke", model=model, mask=mask, batch_size=4, width=8, bottleneck=16, device="cpu", fast=fast)
+        torch.manual_seed(0)
+        g, d = build_models(c)
+        opt_g, opt_d = setup_training(c, g, d, torch.device("cpu"))
+        step = make_step(c, g, d, opt_g, opt_d)
+        size = c.size
+        losses = []
+        for i in range(3):
+            x = torch.rand(4, 3, size, size, generator=gen(i)) * 2 - 1
+            m = make_masks(mask, 4, size, gen(10 + i)) if mask != "central" else make_masks("central", 4, size)
+            losses.append(step(x, m))
+        d_grads = [p.grad.clone() for p in d.parameters()]
+        results[fast] = (torch.stack(losses), g.state_dict(), d.state_dict(), opt_g.state_dict(), opt_d.state_dict(),
+                         d_grads)
+    plain, fast = results[False], results[True]
+    assert torch.equal(plain[0], fast[0])
+    for a, b in zip(plain[1:5], fast[1:5]):
+        assert_same(a, b)
+    # plain: D's gradients also hold the G step's contribution; fast: only the D step's
+    assert not all(torch.equal(a, b) for a, b in zip(plain[5], fast[5]))
+    assert all(torch.isfinite(gr).all() for gr in fast[5])
+
+
+def test_unchecked_masks_skips_only_value_checks():
+    x = torch.zeros(2, 3, 128, 128)
+    half = torch.full((2, 1, 128, 128), 0.5)
+    with pytest.raises(ValueError, match="0 \\(known\\) and 1"):
+        fill_hole(x, half)
+    with unchecked_masks():
+        fill_hole(x, half)  # values not checked
+        with pytest.raises(ValueError, match="shape"):
+            fill_hole(x, torch.zeros(2, 1, 64, 64))  # shapes still are
+    with pytest.raises(ValueError, match="0 \\(known\\) and 1"):
+        fill_hole(x, half)
+
+
+def test_fast_options_resolve_and_are_recorded(tmp_path, folder):
+    c = tiny(folder, fast=True, freeze_d=False)
+    assert c.device_rng and c.device_checks and c.amp and not c.freeze_d and not c.compile
+    assert not any(getattr(tiny(folder), name) for name in train_mod.FAST_OPTIONS)
+    train(c, tmp_path / "run", progress=False)
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert stored["fast"] and stored["device_rng"] and not stored["freeze_d"] and stored["mask_generator"] == "batched"
+    assert stored["planned_steps"] is None
+
+
+def test_fast_run_resumes_exactly(tmp_path, folder):
+    """Bitwise resume on the fast path too, with checkpoints by wall-clock time only (stop_after still writes one)."""
+    c = tiny(folder, steps=6, fast=True, checkpoint_every=None, checkpoint_seconds=3600.0)
+    whole = load_checkpoint(train(c, tmp_path / "whole", progress=False))
+    part = train(c, tmp_path / "part", progress=False, stop_after=3)
+    assert load_checkpoint(part)["step"] == 3
+    resumed = load_checkpoint(train(c, tmp_path / "part", progress=False, resume=True))
+    for key in ("G", "D", "opt_g", "opt_d", "rng"):
+        assert_same(whole[key], resumed[key], key)
+    assert [r["l2"] for r in read_log(tmp_path / "whole")] == [r["l2"] for r in read_log(tmp_path / "part")]
+
+
+def test_invalid_masks_are_caught_at_log_time(tmp_path, folder, monkeypatch):
+    real = train_mod.next_batch
+
+    def broken(c, *args, **kwargs):
+        x, m = real(c, *args, **kwargs)
+        return x, m * 0.5
+
+    monkeypatch.setattr(train_mod, "next_batch", broken)
+    with pytest.raises(ValueError, match="other than 0 and 1"):
+        train(tiny(folder, fast=True), tmp_path / "fast", progress=False)
+    with pytest.raises(ValueError, match="only 0 \\(known\\) and 1"):  # plain path: checked in fill_hole
+        train(tiny(folder), tmp_path / "plain", progress=False)
+
+
+# --- 3. checkpoints by wall-clock time, and the time limit ----------------------------------------------------
+
+def test_checkpoints_by_wall_clock(tmp_path, folder, monkeypatch):
+    saved = []
+    real = train_mod._atomic_save
+    monkeypatch.setattr(train_mod, "_atomic_save", lambda state, path: (saved.append(state["step"]), real(state, path)))
+    train(tiny(folder, steps=6, log_every=2, checkpoint_every=None, checkpoint_seconds=3600.0), tmp_path / "a",
+          progress=False)
+    assert saved == [6]  # only at the end
+    saved.clear()
+    train(tiny(folder, steps=6, log_every=2, checkpoint_every=None, checkpoint_seconds=1e-9), tmp_path / "b",
+          progress=False)
+    assert saved == [2, 4, 6]  # at every log step once the interval has passed
+    assert make_config("paper").checkpoint_every is None and make_config("paper").checkpoint_seconds == 60
+
+
+def test_time_limit_finishes_the_run_at_the_samples_seen(tmp_path, folder):
+    out = tmp_path / "run"
+    c = tiny(folder, steps=50, log_every=5, checkpoint_every=10)
+    train(c, out, progress=False, time_limit=0)
+    ckpt = load_checkpoint(out)
+    meta = json.loads((out / "config.json").read_text())
+    done = ckpt["step"]
+    assert 1 <= done < 50 and ckpt["finished"] and ckpt["cut_by_time"]
+    assert ckpt["config"]["steps"] == done and ckpt["config"]["planned_steps"] == 50
+    assert meta["config"]["steps"] == done and meta["config"]["planned_steps"] == 50
+    assert meta["cut_by_time"]["steps"] == done and meta["cut_by_time"]["planned_steps"] == 50
+    assert read_log(out)[-1]["step"] == done
+
+    # auto-resume with the original configuration: finished, returns without training
+    before = (out / "checkpoint.pt").read_bytes()
+    train(c, out, progress=False, resume="auto")
+    assert (out / "checkpoint.pt").read_bytes() == before and read_log(out)[-1]["step"] == done
+    with pytest.raises(FileExistsError, match="another configuration"):  # but not a run of another configuration
+        train(tiny(folder, steps=50, log_every=5, checkpoint_every=10, lr_g=1e-3), out, progress=False, resume="auto")
+
+    # an explicit resume continues it to the planned steps
+    train(c, out, progress=False, resume=True)
+    ckpt = load_checkpoint(out)
+    assert ckpt["step"] == 50 and ckpt["config"]["planned_steps"] is None and not ckpt["cut_by_time"]
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["steps"] == 50 and meta["config"]["planned_steps"] is None and "cut_by_time" not in meta
+
+
+def test_time_limit_half_a_second(tmp_path, folder):
+    c = tiny(folder, steps=100000, log_every=10, checkpoint_every=None)
+    train(c, tmp_path / "run", progress=False, time_limit=0.5)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert 1 <= ckpt["step"] < 100000 and ckpt["config"]["planned_steps"] == 100000
+
+
+# --- 4. the loss curve of the fast path matches the plain fp32 path ------------------------------------------
+
+def test_fast_loss_curve_matches_plain(tmp_path, folder):
+    """300 steps of a tiny ce64 (width 8, D = 16, batches of 8) from the same seed: the plain path (today's loop
+    mask generator, host RNG) and the fast path (batched masks, frozen D, device checks) see other masks and
+    flips, so the curves differ, but only within noise. Tolerances: about twice the differences seen (plain vs
+    fast for seeds 0, 1, 2: reconstruction loss per 50-step window up to 15%, and between two seeds of the plain
+    path up to 12%; adversarial terms' 300-step means up to 11%)."""
+    logs = {}
+    for name, extra in (("plain", dict(mask_generator="reference")), ("fast", dict(fast=True))):
+        c = make_config("smoke", model="ce64", mask="random_blocks", data=[folder], steps=300, batch_size=8, width=8,
+                        bottleneck=16, log_every=10, checkpoint_every=None, device="cpu", seed=0, **extra)
+        train(c, tmp_path / name, progress=False)
+        logs[name] = {k: np.array([r[k] for r in read_log(tmp_path / name)]) for k in ("d", "g_adv", "g_rec", "l2")}
+    plain, fast = logs["plain"], logs["fast"]
+    for key in ("g_rec", "l2"):
+        a, b = plain[key].reshape(6, 5).mean(1), fast[key].reshape(6, 5).mean(1)
+        assert np.all(np.abs(a - b) <= 0.25 * a), (key, a, b)
+        assert a[-1] < 0.6 * a[0] and b[-1] < 0.6 * b[0]  # both learn
+    for key in ("d", "g_adv"):
+        assert abs(plain[key].mean() - fast[key].mean()) <= 0.3 * plain[key].mean(), key
+
+
+# --- 5. the benchmark ----------------------------------------------------------------------------------------
+
+def test_benchmark_quick_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--quick", "--json",
+                           str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert {"device", "torch", "commit"} <= res["provenance"].keys()
+    models = {r["model"] for r in res["results"]}
+    assert models == {"ce64", "ce128", "cce128"}
+    for r in res["results"]:
+        for arm in ("plain", "fast"):
+            assert r[arm]["images_per_s"] > 0 and r[arm]["peak_memory_mb"] > 0
+        assert r["gflop_per_image"] > 0 and r["speedup"] == pytest.approx(
+            r["fast"]["images_per_s"] / r["plain"]["images_per_s"])
+    assert "plain" in proc.stdout and "fast" in proc.stdout
+
+
+# --- 6. the CUDA-only options, rehearsed on the CPU -----------------------------------------------------------
+
+def test_accelerated_options_rehearsed_on_cpu(tmp_path, folder, monkeypatch):
+    """bf16 autocast (the CPU's), channels-last and fused Adam run as they would on CUDA, for every model: the
+    run trains, resumes, and its checkpoint loads into a plain model. (torch.compile is left to the benchmark.)"""
+    monkeypatch.setattr(train_mod, "_accelerated", lambda device: True)
+    ce64 = train(tiny(folder, model="ce64", fast=True), tmp_path / "ce64", progress=False)
+    for model in ("ce128", "cce128"):
+        c = tiny(folder, model=model, fast=True, steps=4, ce64=str(ce64) if model == "cce128" else None)
+        out = tmp_path / model
+        train(c, out, progress=False, stop_after=2)
+        train(c, out, progress=False, resume=True)
+        ckpt = load_checkpoint(out)
+        assert ckpt["step"] == 4 and all(torch.isfinite(t).all() for t in ckpt["G"].values() if t.is_floating_point())
+        assert all(np.isfinite(r["l2"]) for r in read_log(out))
+        assert ckpt["opt_g"]["param_groups"][0]["fused"]
+        assert torch.isfinite(train_mod.load_model(out)(torch.zeros(1, 3, 128, 128), *(
+            (torch.zeros(1, 1, 128, 128),) if model == "cce128" else ()))).all()
+    g, d = build_models(tiny(folder, fast=True))
+    setup_training(tiny(folder, fast=True), g, d, torch.device("cpu"))
+    assert next(g.encoder.parameters()).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_run_is_the_plain_run_on_cpu(tmp_path, folder):
+    """With the same mask generator, the whole fast training loop on the CPU (device generator = the CPU's) ends
+    bitwise where the plain one does."""
+    a = load_checkpoint(train(tiny(folder), tmp_path / "plain", progress=False))
+    b = load_checkpoint(train(tiny(folder, fast=True, mask_chunk=1), tmp_path / "fast", progress=False))
+    for key in ("G", "D", "opt_g", "opt_d", "rng"):
+        assert_same(a[key], b[key], key)
+    assert read_log(tmp_path / "plain")[-1]["l2"] == read_log(tmp_path / "fast")[-1]["l2"]
+
+
+def test_resume_on_another_kind_of_generator_is_a_clear_error(tmp_path, folder):
+    c = tiny(folder, fast=True)
+    train(c, tmp_path / "run", progress=False, stop_after=2)
+    ckpt = load_checkpoint(tmp_path / "run")
+    ckpt["rng_device"] = "cuda"  # as if made with device_rng on a GPU
+    torch.save(ckpt, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="cuda generator"):
+        train(c, tmp_path / "run", progress=False, resume=True)
+
+
+@pytest.mark.parametrize("mask", ["random_blocks", "random_region"])
+def test_mask_stream_chunks_and_restarts(folder, mask):
+    """Masks drawn 3 steps at a time: a stream started at step 4 (a resumed run) gives the masks of step 4 on;
+    random regions stay one mask per batch."""
+    c = tiny(folder, mask=mask, batch_size=2, mask_chunk=3)
+    whole = train_mod.MaskStream(c, torch.device("cpu"))
+    first = [whole.next() for _ in range(7)]
+    later = train_mod.MaskStream(c, torch.device("cpu"), start=4)
+    assert all(torch.equal(later.next(), m) for m in first[4:])
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[2], first[3])
+    if mask == "random_region":
+        assert all(torch.equal(m[0], m[1]) for m in first)
+    assert train_mod.make_mask_stream(tiny(folder, mask="central", mask_chunk=3), torch.device("cpu")) is None
+    assert train_mod.make_mask_stream(tiny(folder, mask_chunk=1), torch.device("cpu")) is None
