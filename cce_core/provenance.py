@@ -75,3 +75,16 @@ def provenance(device: torch.device | str = "cpu") -> dict:
         "python": platform.python_version(),
         "host": platform.node(),
     }
+
+
+def portable_config(config: dict) -> dict:
+    """A training configuration as ``config.json`` should store it: data sources by file name and the 64 CE by
+    its run folder and file name, instead of this machine's paths (the checkpoint keeps the paths it resumes
+    from). Pair it with :func:`cce_core.data.describe_sources` for the sources' image counts and SHA-256."""
+    from .data import source_names
+    out = dict(config)
+    out["data"] = source_names(config["data"])
+    if config.get("ce64"):
+        p = Path(config["ce64"])
+        out["ce64"] = f"{p.parent.name}/{p.name}"
+    return out

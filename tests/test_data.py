@@ -250,3 +250,13 @@ def test_kodak24_zip():
     s = _load(path)
     assert s.images.shape == (24, 3, 128, 128) and not any(s.skipped.values())
     assert all(n.startswith("kodak24.zip:") for n in s.names)
+
+
+def test_portable_config_names_data_and_ce64_without_paths(tmp_path: Path):
+    from cce_core.provenance import portable_config
+    cfg = {"model": "cce128", "data": [str(tmp_path / "train-gpu.zip"), "embedded", "../../x/photos"],
+           "ce64": str(tmp_path / "runs" / "ce64-central" / "checkpoint.pt"), "steps": 20}
+    out = portable_config(cfg)
+    assert out == {"model": "cce128", "data": ["train-gpu.zip", "embedded", "photos"],
+                   "ce64": "ce64-central/checkpoint.pt", "steps": 20}
+    assert cfg["data"][0].startswith(str(tmp_path))  # the input is left as it was
