@@ -96,6 +96,8 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
     notebook = json.loads((generated / "nsd_eval.ipynb").read_text())
     injected = next(c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
     assert str(tmp_path) not in "".join(injected["source"])  # notebooks get paths relative to generated/
+    train_nb = json.loads((generated / "train-ce128-central.ipynb").read_text())
+    assert any("image/png" in o.get("data", {}) for c in train_nb["cells"] for o in c.get("outputs", []))
 
     html = build_book(generated, tmp_path / "book")  # what `make adopt` + `make book` do with an archive
     report = (html / "book" / "report.html").read_text()
@@ -161,6 +163,7 @@ def test_gpu_command_fits_the_device_limit():
     for flag in ("--preset $PRESET", "--device $DEVICE", "--time-budget", "--pack $OUT/", "--no-book",
                  "C=.carry;", "$C/wheels/*.whl", "$C/train-gpu.zip", "PYTHONPATH", "nvidia-smi -L", "train_throughput.py", "tee $OUT/"):
         assert flag in line, flag
+    assert "MPLBACKEND" not in line  # a kernel with MPLBACKEND=Agg shows no figures in the executed notebooks
 
 
 def test_papermill_by_hand_steps_as_written(tmp_path):
