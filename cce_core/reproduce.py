@@ -19,10 +19,12 @@ import inspect
 import os
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -49,6 +51,14 @@ PACK_LIMIT = 16 * 2**20
 #: Written into OUT by the first call: the folder is this command's, so are its runs/, generated/ and book/.
 MARKER = ".cce-reproduce"
 OWNED = ("runs", "generated", "book", MARKER)
+
+
+class Terminated(RuntimeError):
+    """SIGTERM arrived (e.g. from ``timeout``): raised in the main thread so what exists is recorded and packed."""
+
+
+def _terminated(signum, frame):
+    raise Terminated("stopped by SIGTERM (a time limit outside this command?)")
 
 
 class ReproductionFailed(RuntimeError):
@@ -295,6 +305,26 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     started = time.perf_counter()
     timings: dict[str, float] = {}
     error = None
+
+    def record(status: str) -> dict:
+        """run.json as things stand; with ``pack``, the archive too (so a run killed later still left one)."""
+        rec = {"preset": preset, "seed": seed, "eval_sizes": EVAL_SIZES[preset], **sources,
+               "provenance": provenance(resolve_device(device)), "training": _training_record(runs),
+               "wall_seconds": {k: round(v, 1) for k, v in timings.items()},
+               "total_wall_seconds": round(time.perf_counter() - started, 1), "status": status}
+        if budget:
+            rec["time_budget"] = {"seconds": time_budget, "eval_reserve_seconds": budget.reserve,
+                                  "training_shares_seconds": budget.shares}
+        if error is not None:
+            rec["error"] = f"{type(error).__name__}: {error}"
+        (generated / "run.json").write_text(json.dumps(rec, indent=2))
+        if pack:
+            size = write_pack(generated, pack)
+            print(f"[reproduce] packed {generated} in {pack} ({size / 2**20:.2f} MiB)", flush=True)
+        return rec
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None  # `timeout`: record first
     try:
         for i, (mask, model) in enumerate(TRAIN_ORDER):
             name = run_name(model, mask)
@@ -311,12 +341,16 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
             timings[f"train-{name}"] = time.perf_counter() - t
             if budget:
                 budget.measured(timings[f"train-{name}"], train_wall, share)
+            if pack:
+                record(f"running: {name} done")
         sizes = EVAL_SIZES[preset]
         print(f"[reproduce] NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
         timings["nsd_eval"] = execute_notebook("nsd_eval", generated / "nsd_eval.ipynb",
                                                dict(common, data=data, eval_data=eval_data, ood_data=ood_data,
                                                     fig_dir="figures", metrics_path="metrics.json", **sizes),
                                                generated)
+        if pack:
+            record("running: nsd_eval done")
         print("[reproduce] figures", flush=True)
         timings["figures"] = execute_notebook("figures", generated / "figures.ipynb",
                                               dict(common, data=data, eval_data=eval_data, fig_dir="figures",
@@ -324,25 +358,14 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     except Exception as e:  # noqa: BLE001 - recorded, packed, then raised as one line
         error = e
         (generated / "error.txt").write_text(traceback.format_exc())
-    record = {"preset": preset, "seed": seed, "eval_sizes": EVAL_SIZES[preset], **sources,
-              "provenance": provenance(resolve_device(device)), "training": _training_record(runs),
-              "wall_seconds": {k: round(v, 1) for k, v in timings.items()},
-              "total_wall_seconds": round(time.perf_counter() - started, 1)}
-    if budget:
-        record["time_budget"] = {"seconds": time_budget, "eval_reserve_seconds": budget.reserve,
-                                 "training_shares_seconds": budget.shares}
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    rec = record("failed" if error is not None else "complete")
     if error is not None:
-        record["error"] = f"{type(error).__name__}: {error}"
-    (generated / "run.json").write_text(json.dumps(record, indent=2))
-    packed = ""
-    if pack:
-        size = write_pack(generated, pack)
-        packed = f"; packed in {pack}"
-        print(f"[reproduce] packed {generated} in {pack} ({size / 2**20:.2f} MiB)", flush=True)
-    if error is not None:
-        raise ReproductionFailed(f"{record['error']} (what exists is in {generated}, the traceback in "
-                                 f"error.txt{packed})")
-    print(f"[reproduce] executed notebooks in {generated} ({record['total_wall_seconds']:.0f} s)", flush=True)
+        raise ReproductionFailed(f"{rec['error']} (what exists is in {generated}, the traceback in error.txt"
+                                 + (f"; packed in {pack})" if pack else ")"))
+    print(f"[reproduce] executed notebooks in {generated} ({rec['total_wall_seconds']:.0f} s)", flush=True)
     if book:
         html = build_book(generated, out / "book")
         print(f"[reproduce] book: {html / 'index.html'}", flush=True)

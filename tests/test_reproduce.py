@@ -135,6 +135,27 @@ def test_failed_notebook_still_packs_and_exits_nonzero(tmp_path, monkeypatch):
     assert run["training"]["ce128-central"]["planned_samples"] == 320
 
 
+def test_sigterm_still_records_and_packs(tmp_path, monkeypatch):
+    """`timeout` (SIGTERM) during the NSD notebook: the trainings' notebooks and run.json are packed."""
+    import signal
+
+    def fake_notebook(name, output, parameters, cwd):
+        if name == "nsd_eval":
+            os.kill(os.getpid(), signal.SIGTERM)
+        output.write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(rp, "ensure_run", lambda runs_dir, model, mask, *a, **k: Path(runs_dir) / "x")
+    monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
+    pack = tmp_path / "run.tar.gz"
+    with pytest.raises(ReproductionFailed, match="SIGTERM"):
+        reproduce(preset="smoke", out=tmp_path / "out", book=False, pack=pack)
+    with tarfile.open(pack) as tar:
+        assert "generated/train-cce128-central.ipynb" in tar.getnames()
+        assert json.load(tar.extractfile("generated/run.json"))["status"] == "failed"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_pack_over_the_limit_writes_nothing(tmp_path, monkeypatch):
     (tmp_path / "generated").mkdir()
     (tmp_path / "generated" / "noise.bin").write_bytes(os.urandom(300_000))
