@@ -100,10 +100,6 @@ def _significant(values) -> list[float]:
     return [float(f"{v:.9g}") for v in values]
 
 
-def _per_image(names: list[str], values) -> list[dict]:
-    return [{"image": n, "value": v} for n, v in zip(names, _significant(values))]
-
-
 def _checkpoint_name(path: str) -> str:
     """A checkpoint named without the machine's path: its run folder and file name."""
     p = Path(path).resolve()
@@ -133,13 +129,14 @@ def _nsd(a: argparse.Namespace) -> None:
     if getattr(res, "normalized", None) is not None:  # the BN-normalised reading, where evaluate provides it
         readings["normalized"] = res.normalized
     for kind, r in readings.items():
-        print(f"{kind + ':':14}{r}")
+        label = {"standardized": "standardised", "normalized": "normalised"}.get(kind, kind)
+        print(f"{label + ':':14}{r}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         record = {"checkpoint": _checkpoint_name(a.checkpoint), "data": sources, "k": res.raw.k, "n": res.raw.n,
-                  "mask": a.mask, "seed": a.seed, "images": loaded.names}
+                  "mask": a.mask, "seed": a.seed, "images": loaded.names}  # per_image[i] is images[i]'s value
         for kind, r in readings.items():
-            record[kind] = {"mean": r.mean, "std": r.std, "per_image": _per_image(loaded.names, r.per_image)}
+            record[kind] = {"mean": r.mean, "std": r.std, "per_image": _significant(r.per_image)}
         record["provenance"] = provenance(device)
         out.write_text(json.dumps(record, indent=1))
         print(f"per-image values: {out}")
@@ -197,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--max-bad-fraction", type=_fraction, default=0.05, metavar="F",
                    help="share of unreadable or too small image files tolerated")
     n.add_argument("--device", default="auto", help=device_help)
-    n.add_argument("--out", metavar="FILE.json", help="write the per-image values (by image name) and provenance here")
+    n.add_argument("--out", metavar="FILE.json", help="write the per-image values, the image names and provenance here")
     n.add_argument("--quiet", action="store_true", help="no progress bar")
     n.set_defaults(func=_nsd)
 
