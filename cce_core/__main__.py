@@ -146,7 +146,7 @@ def _reproduce(a: argparse.Namespace) -> None:
     from .reproduce import reproduce
     reproduce(preset=a.preset, data=a.data, eval_data=a.eval_data, ood_data=a.ood_data, out=a.out,
               device=a.device, seed=a.seed, book=not a.no_book, force=a.force, time_budget=a.time_budget,
-              pack=a.pack)
+              pack=a.pack, seeds=a.seeds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ood-data", nargs="+", metavar="PATH", help="out-of-distribution NSD images (optional)")
     r.add_argument("--out", required=True, help="output folder (executed notebooks, runs, and the built book)")
     r.add_argument("--device", default="auto", help=device_help)
-    r.add_argument("--seed", type=int, default=0, help="seed of the trainings and of the NSD masks")
+    seed = r.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, default=0, help="seed of the trainings and of the NSD masks")
+    seed.add_argument("--seeds", type=int, nargs="+", metavar="K",
+                      help="train and measure every model once per seed (runs/seed<K>); the book shows the first")
     r.add_argument("--no-book", action="store_true", help="skip building the HTML book")
     r.add_argument("--time-budget", type=_seconds, metavar="SECONDS",
                    help="bound the whole call: each training stops at its share, the NSD and figures still run")

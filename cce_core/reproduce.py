@@ -46,6 +46,8 @@ EVAL_RESERVE_S = {"smoke": 40.0, "cpu": 420.0, "paper": 150.0}
 MODEL_OVERHEAD_S = {"smoke": 10.0, "cpu": 20.0, "paper": 30.0}
 #: No training gets less than this, even when the budget is spent (a model needs at least one step).
 MIN_SHARE_S = 0.2
+#: Each seed after the first adds its NSD notebook: this share of the evaluation reserve, for the budget.
+EXTRA_SEED_EVAL = 0.6
 #: Largest archive ``pack`` writes: what one file back from the GPU box may weigh.
 PACK_LIMIT = 16 * 2**20
 #: Written into OUT by the first call: the folder is this command's, so are its runs/, generated/ and book/.
@@ -246,17 +248,24 @@ def write_pack(generated: Path, pack: Path) -> int:
 def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: list[str] | None = None,
               ood_data: list[str] | None = None, out: str | Path = "_build/smoke", device: str = "auto",
               seed: int = 0, book: bool = True, force: bool = False, time_budget: float | None = None,
-              pack: str | Path | None = None) -> Path:
+              pack: str | Path | None = None, seeds: list[int] | None = None) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
     ``out/runs`` are reused (``force`` retrains them); interrupted ones are resumed. ``time_budget`` (seconds)
     bounds the call (see the module docstring); ``pack`` names a ``.tar.gz`` of ``out/generated`` to write.
+    ``seeds`` (several): the six models are trained once per seed into ``out/runs/seed<k>``; the first seed's
+    notebooks are the book's (``out/generated``), each other seed gets its training and NSD notebooks (with its
+    ``metrics.json``) in ``out/generated/seed<k>``; ``run.json`` lists the seeds and each one's training.
     All inputs are checked first (ValueError / FileNotFoundError, one line); a failing step afterwards raises
     :class:`ReproductionFailed` once what exists is recorded in ``run.json`` and packed.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    seeds = list(seeds) if seeds else [seed]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds repeats a seed: {seeds}")
+    seed, multi = seeds[0], len(seeds) > 1
     resolve_device(device)
     data = [str(Path(d).resolve()) if d != "embedded" else d for d in (data or ["embedded"])]
     if eval_data is None:
@@ -270,10 +279,11 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     pack = Path(pack).resolve() if pack else None
     if pack:
         check_pack(pack, out)
+    reserve = EVAL_RESERVE_S[preset] * (1 + EXTRA_SEED_EVAL * (len(seeds) - 1))
     if time_budget is not None:
-        if time_budget <= EVAL_RESERVE_S[preset]:
+        if time_budget <= reserve:
             raise ValueError(f"--time-budget {time_budget:g} s leaves nothing for training: the NSD and figures "
-                             f"notebooks of preset {preset!r} alone are estimated at {EVAL_RESERVE_S[preset]:g} s")
+                             f"notebooks of preset {preset!r} alone are estimated at {reserve:g} s")
         if not _train_has_time_limit():
             raise ValueError("--time-budget needs cce_core.train.train(..., time_limit=...), which this version lacks")
     try:
@@ -286,7 +296,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     if stale:
         raise ValueError(f"notebooks/*.ipynb out of date with their .py ({', '.join(stale)}): run make sync")
     sources = _check_sources(preset, data, eval_data, ood_data)
-    budget = Budget(time_budget, EVAL_RESERVE_S[preset], MODEL_OVERHEAD_S[preset]) if time_budget else None
+    budget = Budget(time_budget, reserve, MODEL_OVERHEAD_S[preset]) if time_budget else None
 
     # inputs are valid: from here on, only this command's folders inside out are written (and deleted)
     runs, generated = out / "runs", out / "generated"
@@ -298,20 +308,26 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     (generated / "figures").mkdir(parents=True)
     if pack:
         pack.unlink(missing_ok=True)  # an archive from an earlier call must not pass for this one's
-    # the notebooks run in generated/ and get every path relative to it: no machine path in their parameters
-    rel = lambda paths: [p if p == "embedded" else os.path.relpath(p, generated) for p in paths] if paths else None  # noqa: E731
-    data, eval_data, ood_data = rel(data), rel(eval_data), rel(ood_data)
-    common = dict(preset=preset, seed=seed, device=device, runs_dir="../runs")
+    # each seed's notebooks run in their folder and get every path relative to it: no machine path in them
+    def rel(paths: list[str] | None, folder: Path) -> list[str] | None:
+        return [p if p == "embedded" else os.path.relpath(p, folder) for p in paths] if paths else None
+
+    folders = {s: generated / f"seed{s}" if i else generated for i, s in enumerate(seeds)}
+    run_dirs = {s: runs / f"seed{s}" if multi else runs for s in seeds}
     started = time.perf_counter()
     timings: dict[str, float] = {}
     error = None
 
     def record(status: str) -> dict:
         """run.json as things stand; with ``pack``, the archive too (so a run killed later still left one)."""
-        rec = {"preset": preset, "seed": seed, "eval_sizes": EVAL_SIZES[preset], **sources,
-               "provenance": provenance(resolve_device(device)), "training": _training_record(runs),
+        training = ({f"seed{s}": _training_record(run_dirs[s]) for s in seeds} if multi
+                    else _training_record(runs))
+        rec = {"preset": preset, "seed": seed, "seeds": seeds, "eval_sizes": EVAL_SIZES[preset], **sources,
+               "provenance": provenance(resolve_device(device)), "training": training,
                "wall_seconds": {k: round(v, 1) for k, v in timings.items()},
                "total_wall_seconds": round(time.perf_counter() - started, 1), "status": status}
+        if multi:
+            rec["seed_folders"] = {f"seed{s}": f"seed{s}/" for s in seeds[1:]}  # the first seed's are here
         if budget:
             rec["time_budget"] = {"seconds": time_budget, "eval_reserve_seconds": budget.reserve,
                                   "training_shares_seconds": budget.shares}
@@ -326,35 +342,50 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None  # `timeout`: record first
     try:
-        for i, (mask, model) in enumerate(TRAIN_ORDER):
-            name = run_name(model, mask)
-            share = budget.share(name, len(TRAIN_ORDER) - i) if budget else None
-            print(f"[reproduce] training {name} ({preset}"
-                  + (f", at most {share:.1f} s)" if share is not None else ")"), flush=True)
-            t = time.perf_counter()
-            with contextlib.chdir(generated):  # the very configuration the notebook's ensure_run will ask for
-                ensure_run("../runs", model, mask, preset, data, seed=seed, device=device, time_limit=share)
-            train_wall = time.perf_counter() - t
-            _free_device_memory()
-            execute_notebook("train", generated / f"train-{name}.ipynb",
-                             dict(common, model=model, mask=mask, data=data, eval_data=eval_data), generated)
-            timings[f"train-{name}"] = time.perf_counter() - t
-            if budget:
-                budget.measured(timings[f"train-{name}"], train_wall, share)
-            if pack:
-                record(f"running: {name} done")
+        n_models, done = len(TRAIN_ORDER) * len(seeds), 0
+        for s in seeds:  # every training first: the evaluation's reserve is spent last
+            nb_dir, tag = folders[s], f"seed{s}/" if multi else ""
+            nb_dir.mkdir(parents=True, exist_ok=True)
+            common = dict(preset=preset, seed=s, device=device, runs_dir=os.path.relpath(run_dirs[s], nb_dir))
+            for mask, model in TRAIN_ORDER:
+                name = run_name(model, mask)
+                share = budget.share(tag + name, n_models - done) if budget else None
+                print(f"[reproduce] training {tag}{name} ({preset}"
+                      + (f", at most {share:.1f} s)" if share is not None else ")"), flush=True)
+                t = time.perf_counter()
+                with contextlib.chdir(nb_dir):  # the very configuration the notebook's ensure_run will ask for
+                    ensure_run(common["runs_dir"], model, mask, preset, rel(data, nb_dir), seed=s, device=device,
+                               time_limit=share)
+                train_wall = time.perf_counter() - t
+                _free_device_memory()
+                execute_notebook("train", nb_dir / f"train-{name}.ipynb",
+                                 dict(common, model=model, mask=mask, data=rel(data, nb_dir),
+                                      eval_data=rel(eval_data, nb_dir)), nb_dir)
+                timings[f"{tag}train-{name}"] = time.perf_counter() - t
+                done += 1
+                if budget:
+                    budget.measured(timings[f"{tag}train-{name}"], train_wall, share)
+                if pack:
+                    record(f"running: {tag}{name} done")
         sizes = EVAL_SIZES[preset]
-        print(f"[reproduce] NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
-        timings["nsd_eval"] = execute_notebook("nsd_eval", generated / "nsd_eval.ipynb",
-                                               dict(common, data=data, eval_data=eval_data, ood_data=ood_data,
-                                                    fig_dir="figures", metrics_path="metrics.json", **sizes),
-                                               generated)
-        if pack:
-            record("running: nsd_eval done")
-        print("[reproduce] figures", flush=True)
-        timings["figures"] = execute_notebook("figures", generated / "figures.ipynb",
-                                              dict(common, data=data, eval_data=eval_data, fig_dir="figures",
-                                                   k=sizes["k"]), generated)
+        for s in seeds:
+            nb_dir, tag = folders[s], f"seed{s}/" if multi else ""
+            common = dict(preset=preset, seed=s, device=device, runs_dir=os.path.relpath(run_dirs[s], nb_dir))
+            print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
+            timings[f"{tag}nsd_eval"] = execute_notebook(
+                "nsd_eval", nb_dir / "nsd_eval.ipynb",
+                dict(common, data=rel(data, nb_dir), eval_data=rel(eval_data, nb_dir),
+                     ood_data=rel(ood_data, nb_dir), fig_dir="figures", metrics_path="metrics.json", **sizes), nb_dir)
+            if pack:
+                record(f"running: {tag}nsd_eval done")
+            if s == seed:  # the book's figures: the first seed's models
+                print("[reproduce] figures", flush=True)
+                timings["figures"] = execute_notebook(
+                    "figures", nb_dir / "figures.ipynb",
+                    dict(common, data=rel(data, nb_dir), eval_data=rel(eval_data, nb_dir), fig_dir="figures",
+                         k=sizes["k"]), nb_dir)
+                if pack and multi:
+                    record("running: figures done")
     except Exception as e:  # noqa: BLE001 - recorded, packed, then raised as one line
         error = e
         (generated / "error.txt").write_text(traceback.format_exc())

@@ -102,6 +102,7 @@ def test_reproduce_validates_inputs_before_writing(capsys, tmp_path: Path, corru
     assert corrupt_zip.read_bytes().startswith(b"PK\x03\x04")
     assert ".tar.gz" in fails(capsys, "reproduce", "--out", str(out), "--pack", str(tmp_path / "run.zip"))
     assert "--time-budget" in fails(capsys, "reproduce", "--out", str(out), "--time-budget", "-5")
+    assert "--seeds" in fails(capsys, "reproduce", "--out", str(out), "--seed", "1", "--seeds", "1", "2")
     assert not out.exists()
 
 

@@ -156,6 +156,40 @@ def test_sigterm_still_records_and_packs(tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_several_seeds_layout(tmp_path, monkeypatch):
+    """--seeds 3 5: runs/seed3 and runs/seed5; the first seed's notebooks are the book's, the second's (training
+    and NSD, not figures) in generated/seed5; every notebook gets its seed and paths relative to its folder."""
+    calls = []
+
+    def fake_run(runs_dir, model, mask, preset, data, seed=0, device="auto", progress=False, time_limit=None):
+        run = Path(runs_dir).resolve() / run_name(model, mask)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps({"config": {"steps": 20, "batch_size": 16, "seed": seed},
+                                                     "provenance": {"commit": "c", "date": "d", "device": "cpu"}}))
+        return run / "checkpoint.pt"
+
+    def fake_notebook(name, output, parameters, cwd):
+        calls.append((output.relative_to(tmp_path / "out").as_posix(), parameters["seed"], parameters["runs_dir"]))
+        assert (cwd / parameters["runs_dir"]).resolve() == tmp_path / "out" / "runs" / f"seed{parameters['seed']}"
+        output.write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(rp, "ensure_run", fake_run)
+    monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
+    reproduce(preset="smoke", out=tmp_path / "out", book=False, seeds=[3, 5])
+    nbs = {c[0]: c[1:] for c in calls}
+    assert nbs["generated/train-ce64-central.ipynb"] == (3, "../runs/seed3")
+    assert nbs["generated/seed5/train-ce64-central.ipynb"] == (5, "../../runs/seed5")
+    assert nbs["generated/nsd_eval.ipynb"] == (3, "../runs/seed3") and "generated/figures.ipynb" in nbs
+    assert nbs["generated/seed5/nsd_eval.ipynb"] == (5, "../../runs/seed5")
+    assert "generated/seed5/figures.ipynb" not in nbs and len(calls) == 2 * 6 + 2 + 1
+    run = json.loads((tmp_path / "out" / "generated" / "run.json").read_text())
+    assert run["seeds"] == [3, 5] and run["seed"] == 3 and set(run["training"]) == {"seed3", "seed5"}
+    assert len(run["training"]["seed5"]) == 6 and run["seed_folders"] == {"seed5": "seed5/"}
+    with pytest.raises(ValueError, match="repeats"):
+        reproduce(preset="smoke", out=tmp_path / "out2", book=False, seeds=[1, 1])
+
+
 def test_pack_over_the_limit_writes_nothing(tmp_path, monkeypatch):
     (tmp_path / "generated").mkdir()
     (tmp_path / "generated" / "noise.bin").write_bytes(os.urandom(300_000))
