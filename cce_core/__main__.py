@@ -1,4 +1,8 @@
-"""Command line: ``python -m cce_core train | nsd | reproduce`` (also installed as ``cce``)."""
+"""Command line: ``python -m cce_core train | nsd | reproduce`` (also installed as ``cce``).
+
+Bad input (an unknown device, a missing or corrupt data file, an output that would overwrite something) is
+reported as one line on stderr with exit status 2, before any work starts and without losing anything.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +21,76 @@ Data: 'embedded' (photos shipped with scikit-image, no download), a folder of JP
 such as ../shared/data/photos128/train-00.zip (several may be given)."""
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows ``(default: X)`` only for options that have a default worth showing: not for required options,
+    switches, options without a default (None) or ones whose help already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.required or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or "default" in text or not action.option_strings):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's usage errors also exit 2, but print the whole usage first: keep them to one line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        return value
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-bad-fraction must be a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"--max-bad-fraction must lie in [0, 1], got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--time-budget must be a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--time-budget must be positive, got {value:g}")
+    return value
+
+
 def _train(a: argparse.Namespace) -> None:
-    from .train import make_config, train
-    if a.resume and a.model == "cce128" and not a.ce64 and (Path(a.out) / "config.json").exists():
-        a.ce64 = json.loads((Path(a.out) / "config.json").read_text())["config"]["ce64"]  # stored with the run
+    from .provenance import resolve_device
+    from .train import load_checkpoint, make_config, train
+    resolve_device(a.device)  # an unknown or missing device fails before anything is written
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run folder")
+    if a.resume and a.model == "cce128" and not a.ce64 and (out / "checkpoint.pt").exists():
+        a.ce64 = load_checkpoint(out)["config"]["ce64"]  # the 64 CE is stored inside the cascade's checkpoint
     cfg = make_config(a.preset, model=a.model, mask=a.mask, data=a.data, steps=a.steps, batch_size=a.batch_size,
                       bottleneck=a.bottleneck, width=a.width, variant=a.variant, ce64=a.ce64, seed=a.seed,
                       device=a.device, limit=a.limit, upscale=a.upscale, max_bad_fraction=a.max_bad_fraction)
-    path = train(cfg, a.out, resume=a.resume, force=a.force, progress=not a.quiet)
+    existed = out.exists()
+    try:
+        path = train(cfg, out, resume=a.resume, force=a.force, progress=not a.quiet)
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed start leaves no empty run folder behind
+        raise
     print(f"checkpoint: {path}")
 
 
@@ -34,49 +100,67 @@ def _significant(values) -> list[float]:
     return [float(f"{v:.9g}") for v in values]
 
 
+def _checkpoint_name(path: str) -> str:
+    """A checkpoint named without the machine's path: its run folder and file name."""
+    p = Path(path).resolve()
+    return f"{p.name}/checkpoint.pt" if p.is_dir() else f"{p.parent.name}/{p.name}"
+
+
 def _nsd(a: argparse.Namespace) -> None:
-    from .data import load_images
-    from .evaluate import eval_masks, model_nsd
+    from .data import describe_sources, load_images
     from .provenance import provenance, resolve_device
-    from .train import load_model
     device = resolve_device(a.device)
+    out = Path(a.out) if a.out else None
+    if out is not None and out.is_dir():  # checked before the NSD is computed, so no work is lost
+        raise ValueError(f"--out {out} is a folder; give the name of the JSON file to write")
+    sources = describe_sources(a.data, embedded_count=a.images)  # missing or corrupt data: fail now
+    from .evaluate import eval_masks, model_nsd
+    from .train import load_model
     model = load_model(a.checkpoint, device)
-    images = load_images(a.data, limit=a.images, progress=not a.quiet).images
-    if a.images and len(images) < a.images:
-        print(f"warning: only {len(images)} images in {a.data}, fewer than --images {a.images}", file=sys.stderr)
+    # embedded crops: another seed than the training crops (seed + 1000, as the notebooks), so they are held out
+    loaded = load_images(a.data, limit=a.images, embedded_count=a.images, seed=a.seed + 1000,
+                         max_bad_fraction=a.max_bad_fraction, progress=not a.quiet)
+    if len(loaded) < a.images:
+        print(f"warning: only {len(loaded)} images in {' '.join(a.data)}, fewer than --images {a.images}",
+              file=sys.stderr)
     masks = eval_masks(a.mask, a.masks, a.seed)
-    res = model_nsd(model, images, masks, progress=not a.quiet)
-    print(f"raw:          {res.raw}")
-    print(f"standardised: {res.standardized}")
-    if a.out:
-        out = Path(a.out)
+    res = model_nsd(model, loaded.images, masks, progress=not a.quiet)
+    readings = {"raw": res.raw, "standardized": res.standardized}
+    if getattr(res, "normalized", None) is not None:  # the BN-normalised reading, where evaluate provides it
+        readings["normalized"] = res.normalized
+    for kind, r in readings.items():
+        label = {"standardized": "standardised", "normalized": "normalised"}.get(kind, kind)
+        print(f"{label + ':':14}{r}")
+    if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({
-            "checkpoint": str(a.checkpoint), "data": a.data, "k": res.raw.k, "n": res.raw.n, "mask": a.mask,
-            "seed": a.seed, "raw": {"mean": res.raw.mean, "std": res.raw.std, "per_image": _significant(res.raw.per_image)},
-            "standardized": {"mean": res.standardized.mean, "std": res.standardized.std,
-                             "per_image": _significant(res.standardized.per_image)},
-            "provenance": provenance(device)}, indent=1))
+        record = {"checkpoint": _checkpoint_name(a.checkpoint), "data": sources, "k": res.raw.k, "n": res.raw.n,
+                  "mask": a.mask, "seed": a.seed, "images": loaded.names}  # per_image[i] is images[i]'s value
+        for kind, r in readings.items():
+            record[kind] = {"mean": r.mean, "std": r.std, "per_image": _significant(r.per_image)}
+        record["provenance"] = provenance(device)
+        out.write_text(json.dumps(record, indent=1))
         print(f"per-image values: {out}")
 
 
 def _reproduce(a: argparse.Namespace) -> None:
     from .reproduce import reproduce
     reproduce(preset=a.preset, data=a.data, eval_data=a.eval_data, ood_data=a.ood_data, out=a.out,
-              device=a.device, seed=a.seed, book=not a.no_book, force=a.force)
+              device=a.device, seed=a.seed, book=not a.no_book, force=a.force, time_budget=a.time_budget,
+              pack=a.pack, seeds=a.seeds)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m cce_core", description="Cascade context encoder (arXiv:1803.04033): "
-                                "train the context encoders, measure NSD, reproduce the paper's book.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="python -m cce_core", description="Cascade context encoder (arXiv:1803.04033): "
+                       "train the context encoders, measure NSD, reproduce the paper's book.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    device_help = "auto (a GPU if there is one, else the CPU), cpu, cuda, cuda:1 ...; a device named must exist"
 
-    t = sub.add_parser("train", help="train a 64 CE, a 128 CE or the cascade's 128 CE",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = sub.add_parser("train", help="train a 64 CE, a 128 CE or the cascade's 128 CE", formatter_class=HelpFormatter)
     t.add_argument("--model", required=True, choices=["ce64", "ce128", "cce128"],
                    help="ce64: the 64x64 CE; ce128: the plain 128x128 CE; cce128: the cascade's 128 CE (needs --ce64)")
-    t.add_argument("--mask", default="random_blocks", choices=["central", "random_blocks", "random_region"])
+    t.add_argument("--mask", default="random_blocks", choices=["central", "random_blocks", "random_region"],
+                   help="the masks it learns to fill")
     t.add_argument("--preset", default="smoke", choices=["smoke", "cpu", "paper"],
                    help="smoke: seconds on a CPU; cpu: minutes on train-mini; paper: D=4000, width 64, for a GPU")
     t.add_argument("--data", nargs="+", default=["embedded"], metavar="PATH", help="'embedded', folders or zips")
@@ -84,49 +168,72 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--ce64", help="checkpoint (or run directory) of the trained 64 CE, for --model cce128")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
-    for name, typ in [("steps", int), ("batch-size", int), ("bottleneck", int), ("width", int), ("limit", int)]:
-        t.add_argument(f"--{name}", type=typ, help="override the preset's value")
-    t.add_argument("--variant", choices=["R", "W"], help="64 CE widths (spec 6.2)")
-    t.add_argument("--upscale", choices=["bilinear", "bicubic", "nearest"], help="the cascade's x2 filter")
-    t.add_argument("--max-bad-fraction", type=float, help="share of unreadable/too-small image files tolerated (0.05)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    for name, what in [("steps", "iterations"), ("batch-size", "images per batch"), ("bottleneck", "D, the code size"),
+                       ("width", "channels of the first layer")]:
+        t.add_argument(f"--{name}", type=_positive(f"--{name}"), metavar="N", help=f"{what} (default: the preset's)")
+    t.add_argument("--limit", type=_positive("--limit"), metavar="N", help="use only the first N images (default: all)")
+    t.add_argument("--variant", choices=["R", "W"], help="64 CE widths, spec 6.2 (default: R)")
+    t.add_argument("--upscale", choices=["bilinear", "bicubic", "nearest"], help="the cascade's x2 filter (default: bilinear)")
+    t.add_argument("--max-bad-fraction", type=_fraction, metavar="F",
+                   help="share of unreadable or too small image files tolerated (default: 0.05)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and masks")
+    t.add_argument("--device", default="auto", help=device_help)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
     n = sub.add_parser("nsd", help="NSD of a trained model over k images x n masks (paper section 3)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     n.add_argument("--checkpoint", required=True, help="checkpoint.pt or run directory")
-    n.add_argument("--data", nargs="+", required=True, metavar="PATH", help="evaluation images (folder, zip, 'embedded')")
-    n.add_argument("--images", type=int, default=250, help="k: number of images (the first k)")
-    n.add_argument("--masks", type=int, default=100, help="n: number of masks")
-    n.add_argument("--mask", default="random_blocks", choices=["random_blocks", "random_region"])
+    n.add_argument("--data", nargs="+", required=True, metavar="PATH",
+                   help="evaluation images (folder, zip, or 'embedded': held-out crops, seed + 1000)")
+    n.add_argument("--images", type=_positive("--images"), default=250, metavar="K", help="k: number of images (the first k)")
+    n.add_argument("--masks", type=_positive("--masks"), default=100, metavar="N", help="n: number of masks")
+    n.add_argument("--mask", default="random_blocks", choices=["random_blocks", "random_region"],
+                   help="kind of the n masks")
     n.add_argument("--seed", type=int, default=0, help="seed of the masks")
-    n.add_argument("--device", default="auto")
-    n.add_argument("--out", help="write the per-image values and provenance to this JSON file")
-    n.add_argument("--quiet", action="store_true")
+    n.add_argument("--max-bad-fraction", type=_fraction, default=0.05, metavar="F",
+                   help="share of unreadable or too small image files tolerated")
+    n.add_argument("--device", default="auto", help=device_help)
+    n.add_argument("--out", metavar="FILE.json", help="write the per-image values, the image names and provenance here")
+    n.add_argument("--quiet", action="store_true", help="no progress bar")
     n.set_defaults(func=_nsd)
 
     r = sub.add_parser("reproduce", help="run the book's notebooks with papermill and build the book",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("--preset", default="smoke", choices=["smoke", "cpu", "paper"])
+                       formatter_class=HelpFormatter)
+    r.add_argument("--preset", default="smoke", choices=["smoke", "cpu", "paper"],
+                   help="the training preset of all six models (see train --help)")
     r.add_argument("--data", nargs="+", default=["embedded"], metavar="PATH", help="training images")
-    r.add_argument("--eval-data", nargs="+", default=None, metavar="PATH",
-                   help="NSD images (default: the training source for 'embedded', else required)")
-    r.add_argument("--ood-data", nargs="+", default=None, metavar="PATH", help="out-of-distribution NSD images")
+    r.add_argument("--eval-data", nargs="+", metavar="PATH",
+                   help="NSD images (default: 'embedded' held-out crops when training on 'embedded'; else required)")
+    r.add_argument("--ood-data", nargs="+", metavar="PATH", help="out-of-distribution NSD images (optional)")
     r.add_argument("--out", required=True, help="output folder (executed notebooks, runs, and the built book)")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="auto", help=device_help)
+    seed = r.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, default=0, help="seed of the trainings and of the NSD masks")
+    seed.add_argument("--seeds", type=int, nargs="+", metavar="K",
+                      help="train and measure every model once per seed (runs/seed<K>); the book shows the first")
     r.add_argument("--no-book", action="store_true", help="skip building the HTML book")
-    r.add_argument("--force", action="store_true", help="retrain models whose runs already exist in --out")
+    r.add_argument("--time-budget", type=_seconds, metavar="SECONDS",
+                   help="bound the whole call: each training stops at its share, the NSD and figures still run")
+    r.add_argument("--pack", metavar="FILE.tar.gz",
+                   help="also write OUT/generated as one archive (at most 16 MiB), even if a notebook fails")
+    r.add_argument("--force", action="store_true", help="retrain the runs already in --out, and write into an "
+                   "--out that holds other files (they are left alone)")
     r.set_defaults(func=_reproduce)
+    return p
 
-    a = p.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
+    from .reproduce import ReproductionFailed
     try:
         a.func(a)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except ReproductionFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

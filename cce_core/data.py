@@ -54,7 +54,8 @@ class ImageSet:
     """A stack of 128x128 RGB images with their names and the files that could not be used."""
 
     images: torch.Tensor  # uint8, (N, 3, 128, 128), contiguous, CPU
-    names: list[str]  # one per image, e.g. "train-mini.zip:train/000123.jpg" or "embedded:astronaut#3"
+    names: list[str]  # one per image, no machine path: "train-mini.zip:train/000123.jpg", "photos/a/1.jpg",
+    #                   "embedded:astronaut#3"
     skipped: dict[str, list[str]] = field(default_factory=lambda: {"corrupt": [], "too_small": []})
     description: str = ""  # short provenance, e.g. "train-mini.zip (1024 images)"
 
@@ -141,16 +142,21 @@ def _list_source(src: str | os.PathLike, zips: ExitStack,
                        key=lambda p: p.relative_to(path).as_posix())
         if not files:
             raise ValueError(f"no images (.jpg/.jpeg/.png) found in directory {str(src)!r}")
-        return [(str(p), p) for p in files]
+        return [(f"{path.resolve().name}/{p.relative_to(path).as_posix()}", p) for p in files]
     if _is_image_name(path.name):
-        return [(str(path), path)]
+        return [(path.name, path)]
     if zipfile.is_zipfile(path):
-        zf = zips.enter_context(zipfile.ZipFile(path))
+        try:
+            zf = zips.enter_context(zipfile.ZipFile(path))
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ValueError(f"{str(src)!r} is a corrupt zip ({e})") from None
         members = sorted(i.filename for i in zf.infolist() if not i.is_dir() and _is_image_name(i.filename)
                          and not _is_hidden(i.filename.split("/")))
         if not members:
             raise ValueError(f"no images (.jpg/.jpeg/.png) found in zip file {str(src)!r}")
         return [(f"{path.name}:{m}", (zf, m)) for m in members]
+    if path.suffix.lower() == ".zip":
+        raise ValueError(f"{str(src)!r} is a corrupt zip (no zip directory found in it)")
     raise ValueError(f"{str(src)!r} is not an image (.jpg/.jpeg/.png), a .zip file, a directory or {EMBEDDED!r}")
 
 
@@ -191,7 +197,7 @@ def load_images(sources: str | os.PathLike | Sequence[str | os.PathLike], *, lim
     if not sources:
         raise ValueError("no image sources given")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+        raise ValueError(f"the number of images (limit) must be at least 1, got {limit!r}")
 
     with ExitStack() as zips:
         entries = []
@@ -221,8 +227,8 @@ def load_images(sources: str | os.PathLike | Sequence[str | os.PathLike], *, lim
         fraction = len(bad) / n_files
         if fraction > max_bad_fraction:
             raise ValueError(f"{len(bad)} of {n_files} image files ({fraction:.1%}) could not be used ({summary}), "
-                             f"more than max_bad_fraction={max_bad_fraction:.1%}; e.g. {bad[:3]}. "
-                             "Pass a larger max_bad_fraction to skip them.")
+                             f"more than the {max_bad_fraction:.1%} tolerated; e.g. {bad[:3]}. To skip them, "
+                             "raise --max-bad-fraction (max_bad_fraction in Python).")
         warnings.warn(f"skipped {len(bad)} of {n_files} image files ({summary}); first: {bad[0]!r}", stacklevel=2)
 
     images = out if len(names) == len(entries) else out[:len(names)].copy()
@@ -266,6 +272,73 @@ def embedded_photos(count: int = 512, seed: int = 0, load_size: int = 350) -> Im
             names.append(f"embedded:{Path(filename).stem}#{j}")
     description = f"embedded scikit-image photos ({count} crops of {min(count, n_photos)} photos, seed {seed})"
     return ImageSet(torch.from_numpy(images), names, {"corrupt": [], "too_small": []}, description)
+
+
+def _sha256(path: Path, h=None):
+    import hashlib
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
+def describe_source(src: str | os.PathLike, embedded_count: int = 512, verify: bool = True) -> dict:
+    """A source named the portable way, for run records: its file name, kind, image count and SHA-256, never
+    the path on this machine.
+
+    * a zip: ``{"name": "train-gpu.zip", "kind": "zip", "images": 9600, "bytes": ..., "sha256": ...}``; the
+      hash is of the file, as in ``photos128/SHA256SUMS``; ``verify`` also checks every member's CRC, so a
+      damaged zip fails here ("corrupt zip") before any work starts;
+    * a folder: its name, the image count and the SHA-256 over the sorted relative paths and file contents;
+    * one image file: its name and SHA-256; ``"embedded"``: the name and ``embedded_count`` crops.
+
+    Raises FileNotFoundError or ValueError (one line, naming the source) for a missing or unusable source.
+    """
+    if isinstance(src, str) and src == EMBEDDED:
+        return {"name": EMBEDDED, "kind": "embedded", "images": embedded_count,
+                "what": f"random crops of the scikit-image photos {', '.join(EMBEDDED_PHOTOS)}"}
+    path = Path(src)
+    if not path.exists():
+        raise FileNotFoundError(f"image source not found: {str(src)!r}")
+    if path.is_dir():
+        with ExitStack() as zips:
+            files = [item for _, item in _list_source(path, zips, embedded_photos)]
+        import hashlib
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+            _sha256(f, h)
+        return {"name": path.resolve().name + "/", "kind": "folder", "images": len(files), "sha256": h.hexdigest()}
+    if _is_image_name(path.name):
+        return {"name": path.name, "kind": "image", "images": 1, "bytes": path.stat().st_size,
+                "sha256": _sha256(path).hexdigest()}
+    with ExitStack() as zips:
+        entries = _list_source(path, zips, embedded_photos)  # ValueError: not a zip, corrupt, or no images
+        if verify:
+            try:
+                bad = entries[0][1][0].testzip()
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+                raise ValueError(f"{str(src)!r} is a corrupt zip ({e})") from None
+            if bad is not None:
+                raise ValueError(f"{str(src)!r} is a corrupt zip (member {bad!r} fails its CRC check)")
+    return {"name": path.name, "kind": "zip", "images": len(entries), "bytes": path.stat().st_size,
+            "sha256": _sha256(path).hexdigest()}
+
+
+def describe_sources(sources: str | os.PathLike | Sequence[str | os.PathLike], embedded_count: int = 512,
+                     verify: bool = True) -> list[dict]:
+    """:func:`describe_source` of each source (a single source is a list of one)."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    return [describe_source(s, embedded_count, verify) for s in sources]
+
+
+def source_names(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The file names of sources (``"embedded"`` as is): how a stored configuration names its data."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    return [str(s) if str(s) == EMBEDDED else Path(s).resolve().name for s in sources]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

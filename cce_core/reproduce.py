@@ -1,29 +1,70 @@
 """The whole reproduction, in dependency order: train the six models, measure NSD, draw the figures, build the book.
 
-Each step is one of the book's notebooks (``notebooks/*.py``, jupytext percent format) executed by papermill
-with its parameters; the executed copies go to ``OUT/generated/`` together with the figures and ``metrics.json``,
-the training runs (checkpoints, logs) to ``OUT/runs/``, and the HTML book built from them to
-``OUT/book/_build/html``. Nothing is written inside the repository: the book committed under ``book/generated/``
-changes only when someone copies a run there on purpose (``make adopt RUN=OUT``).
+Each step is one of the book's notebooks executed by papermill with its parameters: the committed
+``notebooks/*.ipynb``, read with nbformat alone (no jupytext needed, so it runs on a bare GPU box; CI checks that
+each is up to date with its ``.py``, the source of truth). The executed copies go to ``OUT/generated/`` together
+with the figures, ``metrics.json`` and ``run.json``; the training runs (checkpoints, logs) to ``OUT/runs/``; the
+HTML book built from them to ``OUT/book/_build/html``. Nothing is written inside the repository: the book's
+committed results under ``book/generated/`` change only when someone copies a run there (``make adopt RUN=OUT``).
+
+``time_budget`` bounds the whole call: each training stops at its share of the budget (what is left after a
+reserve for the NSD and figures notebooks, split over the models still to train), and ``run.json`` records the
+samples each model actually saw. ``pack`` writes ``OUT/generated`` as one ``.tar.gz``, also after a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import os
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
+import threading
 import time
+import traceback
 from pathlib import Path
 
+from .data import describe_sources
 from .provenance import REPO, provenance, resolve_device
-from .train import PRESETS, make_config, train
+from .train import PRESETS, TrainConfig, make_config, train
 
 NOTEBOOKS = REPO / "notebooks"
 TRAIN_ORDER = [(mask, model) for mask in ("random_blocks", "central") for model in ("ce64", "ce128", "cce128")]
 #: NSD sample sizes per preset: the paper's k = 250 images and n = 100 masks, fewer for the smoke run.
 EVAL_SIZES = {"smoke": dict(k=8, n=10), "cpu": dict(k=250, n=100), "paper": dict(k=250, n=100)}
+#: Seconds kept back from ``time_budget`` for the NSD and figures notebooks (kernel starts included). smoke and
+#: cpu: measured on a 2-core CPU (about 25 s and 300 s), with a margin; paper: an estimate for one H100/H200
+#: (k x n = 25,000 codes per model, 10,000 more out of distribution), not yet measured.
+EVAL_RESERVE_S = {"smoke": 40.0, "cpu": 420.0, "paper": 150.0}
+#: First guess of each model's time outside its training loop (loading data, building the model, its training
+#: notebook); after the first model the measured value is used.
+MODEL_OVERHEAD_S = {"smoke": 10.0, "cpu": 20.0, "paper": 30.0}
+#: No training gets less than this, even when the budget is spent (a model needs at least one step).
+MIN_SHARE_S = 0.2
+#: Each seed after the first adds its NSD notebook: this share of the evaluation reserve, for the budget.
+EXTRA_SEED_EVAL = 0.6
+#: Largest archive ``pack`` writes: what one file back from the GPU box may weigh.
+PACK_LIMIT = 16 * 2**20
+#: Written into OUT by the first call: the folder is this command's, so are its runs/, generated/ and book/.
+MARKER = ".cce-reproduce"
+OWNED = ("runs", "generated", "book", MARKER)
+
+
+class Terminated(RuntimeError):
+    """SIGTERM arrived (e.g. from ``timeout``): raised in the main thread so what exists is recorded and packed."""
+
+
+def _terminated(signum, frame):
+    raise Terminated("stopped by SIGTERM (a time limit outside this command?)")
+
+
+class ReproductionFailed(RuntimeError):
+    """A step of the reproduction failed after it started; what exists was recorded (and packed)."""
 
 
 def run_name(model: str, mask: str) -> str:
@@ -31,94 +72,342 @@ def run_name(model: str, mask: str) -> str:
     return f"{model}-{mask}"
 
 
+def _train_has_time_limit() -> bool:
+    return "time_limit" in inspect.signature(train).parameters
+
+
 def ensure_run(runs_dir: str | Path, model: str, mask: str, preset: str, data: list[str], seed: int = 0,
-               device: str = "auto", progress: bool = False) -> Path:
+               device: str = "auto", progress: bool = False, time_limit: float | None = None) -> Path:
     """Train (or resume, or reuse) one model's run in ``runs_dir/<model>-<mask>``; returns its checkpoint.
 
     For the cascade (``cce128``) the 64 CE of the same mask strategy is ensured first. Notebooks call this so
     that each one runs on its own (nbval, a reader opening it alone) with the same runs a full reproduction
-    makes; in a reproduction the runs already exist and are reused.
+    makes; in a reproduction the runs already exist and are reused. ``time_limit`` (seconds) stops this
+    model's training early with its checkpoint (``train``'s option); the run then counts as finished.
     """
     ce64 = ensure_run(runs_dir, "ce64", mask, preset, data, seed, device, progress) if model == "cce128" else None
     cfg = make_config(preset, model=model, mask=mask, data=list(data), seed=seed, device=device,
                       ce64=str(ce64) if ce64 else None)
-    return train(cfg, Path(runs_dir) / run_name(model, mask), resume="auto", progress=progress)
+    extra = {}
+    if time_limit is not None:
+        if not _train_has_time_limit():
+            raise ValueError("this version of cce_core.train.train has no time_limit: --time-budget needs it")
+        extra["time_limit"] = time_limit
+    return train(cfg, Path(runs_dir) / run_name(model, mask), resume="auto", progress=progress, **extra)
+
+
+# --- the notebooks --------------------------------------------------------------------------------------------
+
+def _cells(nb) -> list[tuple[str, str, list]]:
+    return [(c.cell_type, c.source.strip(), sorted(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+
+
+def stale_pairs() -> list[str]:
+    """The notebooks whose committed ``.ipynb`` differs from its ``.py`` (cell types, sources or tags), by the
+    ``.py`` converted with jupytext in memory; nothing is written. Empty when jupytext is not installed."""
+    try:
+        import jupytext
+        import nbformat
+    except ImportError:
+        return []
+    stale = []
+    for py in sorted(NOTEBOOKS.glob("*.py")):
+        ipynb = py.with_suffix(".ipynb")
+        if not ipynb.exists() or _cells(jupytext.read(py)) != _cells(nbformat.read(ipynb, as_version=4)):
+            stale.append(py.name)
+    return stale
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; its executed copy, with the error, is kept."""
 
 
 def execute_notebook(name: str, output: Path, parameters: dict, cwd: Path) -> float:
-    """Execute ``notebooks/<name>.py`` with papermill into ``output``; returns the wall time in seconds."""
-    import jupytext
+    """Execute ``notebooks/<name>.ipynb`` (stored outputs dropped) with papermill into ``output``; returns the wall
+    time in seconds. A failing cell raises :class:`NotebookFailed` with a one-line message."""
+    import nbformat
     import papermill
 
-    nb = jupytext.read(NOTEBOOKS / f"{name}.py")
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
     output.parent.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / f"{name}.ipynb"
-        jupytext.write(nb, src)
-        t = time.perf_counter()
-        papermill.execute_notebook(str(src), str(output), parameters=parameters, cwd=str(cwd),
-                                   kernel_name="python3", progress_bar=False, log_output=False)
+        nbformat.write(nb, src)
+        try:
+            papermill.execute_notebook(str(src), str(output), parameters=parameters, cwd=str(cwd),
+                                       kernel_name="python3", progress_bar=False, log_output=False)
+        except papermill.PapermillExecutionError as e:
+            raise NotebookFailed(f"notebook {output.name} failed in cell {e.exec_count}: {e.ename}: "
+                                 f"{str(e.evalue).splitlines()[0] if e.evalue else ''}") from None
     return time.perf_counter() - t
 
 
+# --- checks before anything starts ----------------------------------------------------------------------------
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an ``--out`` that is a file, or a folder holding files this command did not write (unless
+    ``force``; even then its own folder names must be free). Nothing it did not write is ever deleted."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if not out.is_dir() or (out / MARKER).exists():
+        return
+    present = sorted(p.name for p in out.iterdir())
+    if present and not force:
+        shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+        raise ValueError(f"--out {out} already holds files this command did not write ({shown}): choose a new or "
+                         "empty folder, or pass --force to write beside them (they are left alone)")
+    clash = [n for n in OWNED if n in present]
+    if clash:
+        raise ValueError(f"--out {out} holds {', '.join(clash)} that this command did not write; it will not "
+                         "replace them, even with --force: choose another folder")
+
+
+def check_pack(pack: Path, out: Path) -> None:
+    if not pack.name.endswith(".tar.gz"):
+        raise ValueError(f"--pack {pack}: the archive's name must end in .tar.gz")
+    if pack.is_dir():
+        raise ValueError(f"--pack {pack} is a folder; give the archive's file name")
+    if pack.resolve().is_relative_to((out / "generated").resolve()):
+        raise ValueError(f"--pack {pack} lies inside the folder it packs ({out / 'generated'})")
+
+
+def _check_sources(preset: str, data: list[str], eval_data: list[str], ood_data: list[str] | None) -> dict:
+    """Each source described (name, image count, SHA-256): a missing or corrupt one fails here, before any
+    kernel starts or anything is written."""
+    k = EVAL_SIZES[preset]["k"]
+    return {"data": describe_sources(data, embedded_count=TrainConfig.embedded_count),
+            "eval_data": describe_sources(eval_data, embedded_count=k),
+            "ood_data": describe_sources(ood_data, embedded_count=k) if ood_data else None}
+
+
+class Budget:
+    """Shares of ``seconds`` for the trainings, keeping ``reserve`` for the evaluation notebooks.
+
+    Before each model: (time left - reserve - overhead x models left) / models left, where the overhead (the
+    model's time outside its training loop) is measured on the models already done.
+    """
+
+    def __init__(self, seconds: float, reserve: float, overhead: float):
+        self.seconds, self.reserve, self.overhead = seconds, reserve, overhead
+        self.start = time.perf_counter()
+        self.shares: dict[str, float] = {}
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.start)
+
+    def share(self, name: str, models_left: int) -> float:
+        s = max(MIN_SHARE_S, (self.left() - self.reserve - self.overhead * models_left) / models_left)
+        self.shares[name] = round(s, 2)
+        return s
+
+    def measured(self, wall: float, train_wall: float, share: float) -> None:
+        self.overhead = max(0.0, wall - min(train_wall, share))
+
+
+def _training_record(runs: Path) -> dict:
+    """What each finished run saw, from its config.json: samples done and planned, where and when."""
+    trained = {}
+    for mask, model in TRAIN_ORDER:
+        path = runs / run_name(model, mask) / "config.json"
+        if not path.exists():
+            continue
+        meta = json.loads(path.read_text())
+        cfg = meta["config"]
+        planned = cfg.get("planned_steps") or cfg["steps"]
+        trained[run_name(model, mask)] = {
+            "samples": cfg["steps"] * cfg["batch_size"], "planned_samples": planned * cfg["batch_size"],
+            "steps": cfg["steps"], "planned_steps": planned, "batch_size": cfg["batch_size"],
+            "data": meta.get("data", {}).get("description"),
+            "commit": meta["provenance"]["commit"], "date": meta["provenance"]["date"],
+            "device": meta["provenance"]["device"]}
+    return trained
+
+
+def write_pack(generated: Path, pack: Path) -> int:
+    """``generated`` as one .tar.gz at ``pack`` (members under ``generated/``); returns its size in bytes.
+    Over :data:`PACK_LIMIT`, ValueError and no archive."""
+    pack.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pack.with_name(pack.name + ".part")
+    with tarfile.open(tmp, "w:gz") as tar:
+        tar.add(generated, arcname="generated")
+    size = tmp.stat().st_size
+    if size > PACK_LIMIT:
+        tmp.unlink()
+        raise ValueError(f"--pack: the archive of {generated} would be {size / 2**20:.1f} MiB, over the "
+                         f"{PACK_LIMIT / 2**20:.0f} MiB limit; nothing was written")
+    tmp.replace(pack)
+    return size
+
+
+# --- the reproduction -----------------------------------------------------------------------------------------
+
 def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: list[str] | None = None,
               ood_data: list[str] | None = None, out: str | Path = "_build/smoke", device: str = "auto",
-              seed: int = 0, book: bool = True, force: bool = False) -> Path:
+              seed: int = 0, book: bool = True, force: bool = False, time_budget: float | None = None,
+              pack: str | Path | None = None, seeds: list[int] | None = None) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
-    ``out/runs`` are reused (``force`` retrains them); interrupted ones are resumed.
+    ``out/runs`` are reused (``force`` retrains them); interrupted ones are resumed. ``time_budget`` (seconds)
+    bounds the call (see the module docstring); ``pack`` names a ``.tar.gz`` of ``out/generated`` to write.
+    ``seeds`` (several): the six models are trained once per seed into ``out/runs/seed<k>``; the first seed's
+    notebooks are the book's (``out/generated``), each other seed gets its training and NSD notebooks (with its
+    ``metrics.json``) in ``out/generated/seed<k>``; ``run.json`` lists the seeds and each one's training.
+    All inputs are checked first (ValueError / FileNotFoundError, one line); a failing step afterwards raises
+    :class:`ReproductionFailed` once what exists is recorded in ``run.json`` and packed.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    seeds = list(seeds) if seeds else [seed]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds repeats a seed: {seeds}")
+    seed, multi = seeds[0], len(seeds) > 1
+    resolve_device(device)
     data = [str(Path(d).resolve()) if d != "embedded" else d for d in (data or ["embedded"])]
     if eval_data is None:
         if data != ["embedded"]:
             raise ValueError("--eval-data is required when training on your own data (NSD needs held-out images)")
         eval_data = ["embedded"]
     eval_data = [str(Path(d).resolve()) if d != "embedded" else d for d in eval_data]
-    ood_data = [str(Path(d).resolve()) for d in ood_data] if ood_data else None
+    ood_data = [str(Path(d).resolve()) if d != "embedded" else d for d in ood_data] if ood_data else None
     out = Path(out).resolve()
+    check_out(out, force)
+    pack = Path(pack).resolve() if pack else None
+    if pack:
+        check_pack(pack, out)
+    reserve = EVAL_RESERVE_S[preset] * (1 + EXTRA_SEED_EVAL * (len(seeds) - 1))
+    if time_budget is not None:
+        if time_budget <= reserve:
+            raise ValueError(f"--time-budget {time_budget:g} s leaves nothing for training: the NSD and figures "
+                             f"notebooks of preset {preset!r} alone are estimated at {reserve:g} s")
+        if not _train_has_time_limit():
+            raise ValueError("--time-budget needs cce_core.train.train(..., time_limit=...), which this version lacks")
+    try:
+        import nbformat  # noqa: F401
+        import papermill  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"reproduce executes the notebooks with papermill, which is not installed ({e}); "
+                         "pip install papermill ipykernel (or the wheels in .carry/wheels)") from None
+    stale = stale_pairs()
+    if stale:
+        raise ValueError(f"notebooks/*.ipynb out of date with their .py ({', '.join(stale)}): run make sync")
+    sources = _check_sources(preset, data, eval_data, ood_data)
+    budget = Budget(time_budget, reserve, MODEL_OVERHEAD_S[preset]) if time_budget else None
+
+    # inputs are valid: from here on, only this command's folders inside out are written (and deleted)
     runs, generated = out / "runs", out / "generated"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by python -m cce_core reproduce: runs/, generated/ and book/ are its own\n")
     if force:
         shutil.rmtree(runs, ignore_errors=True)
-    if generated.exists():
-        shutil.rmtree(generated)
+    shutil.rmtree(generated, ignore_errors=True)
     (generated / "figures").mkdir(parents=True)
-    common = dict(preset=preset, seed=seed, device=device, runs_dir="../runs")
+    if pack:
+        pack.unlink(missing_ok=True)  # an archive from an earlier call must not pass for this one's
+    # each seed's notebooks run in their folder and get every path relative to it: no machine path in them
+    def rel(paths: list[str] | None, folder: Path) -> list[str] | None:
+        return [p if p == "embedded" else os.path.relpath(p, folder) for p in paths] if paths else None
+
+    folders = {s: generated / f"seed{s}" if i else generated for i, s in enumerate(seeds)}
+    run_dirs = {s: runs / f"seed{s}" if multi else runs for s in seeds}
     started = time.perf_counter()
-    timings = {}
-    for mask, model in TRAIN_ORDER:
-        name = run_name(model, mask)
-        print(f"[reproduce] training {name} ({preset})", flush=True)
-        timings[f"train-{name}"] = execute_notebook("train", generated / f"train-{name}.ipynb",
-                                                    dict(common, model=model, mask=mask, data=data, eval_data=eval_data),
-                                                    generated)
-    sizes = EVAL_SIZES[preset]
-    print(f"[reproduce] NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
-    timings["nsd_eval"] = execute_notebook("nsd_eval", generated / "nsd_eval.ipynb",
-                                           dict(common, data=data, eval_data=eval_data, ood_data=ood_data,
-                                                fig_dir="figures", metrics_path="metrics.json", **sizes), generated)
-    print("[reproduce] figures", flush=True)
-    timings["figures"] = execute_notebook("figures", generated / "figures.ipynb",
-                                          dict(common, data=data, eval_data=eval_data, fig_dir="figures", k=sizes["k"]),
-                                          generated)
-    trained = {}  # a run reused from an earlier call was trained at another commit and time: record both
-    for mask, model in TRAIN_ORDER:
-        meta = json.loads((runs / run_name(model, mask) / "config.json").read_text())
-        trained[run_name(model, mask)] = {"samples": meta["config"]["steps"] * meta["config"]["batch_size"],
-                                          "commit": meta["provenance"]["commit"], "date": meta["provenance"]["date"],
-                                          "device": meta["provenance"]["device"]}
-    record = {"preset": preset, "data": data, "eval_data": eval_data, "ood_data": ood_data, "seed": seed,
-              "eval_sizes": sizes, "provenance": provenance(resolve_device(device)), "training": trained,
-              "wall_seconds": {k: round(v, 1) for k, v in timings.items()},
-              "total_wall_seconds": round(time.perf_counter() - started, 1)}
-    (generated / "run.json").write_text(json.dumps(record, indent=2))
-    print(f"[reproduce] executed notebooks in {generated} ({record['total_wall_seconds']:.0f} s)", flush=True)
+    timings: dict[str, float] = {}
+    error = None
+
+    def record(status: str) -> dict:
+        """run.json as things stand; with ``pack``, the archive too (so a run killed later still left one)."""
+        training = ({f"seed{s}": _training_record(run_dirs[s]) for s in seeds} if multi
+                    else _training_record(runs))
+        rec = {"preset": preset, "seed": seed, "seeds": seeds, "eval_sizes": EVAL_SIZES[preset], **sources,
+               "provenance": provenance(resolve_device(device)), "training": training,
+               "wall_seconds": {k: round(v, 1) for k, v in timings.items()},
+               "total_wall_seconds": round(time.perf_counter() - started, 1), "status": status}
+        if multi:
+            rec["seed_folders"] = {f"seed{s}": f"seed{s}/" for s in seeds[1:]}  # the first seed's are here
+        if budget:
+            rec["time_budget"] = {"seconds": time_budget, "eval_reserve_seconds": budget.reserve,
+                                  "training_shares_seconds": budget.shares}
+        if error is not None:
+            rec["error"] = f"{type(error).__name__}: {error}"
+        (generated / "run.json").write_text(json.dumps(rec, indent=2))
+        if pack:
+            size = write_pack(generated, pack)
+            print(f"[reproduce] packed {generated} in {pack} ({size / 2**20:.2f} MiB)", flush=True)
+        return rec
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None  # `timeout`: record first
+    try:
+        n_models, done = len(TRAIN_ORDER) * len(seeds), 0
+        for s in seeds:  # every training first: the evaluation's reserve is spent last
+            nb_dir, tag = folders[s], f"seed{s}/" if multi else ""
+            nb_dir.mkdir(parents=True, exist_ok=True)
+            common = dict(preset=preset, seed=s, device=device, runs_dir=os.path.relpath(run_dirs[s], nb_dir))
+            for mask, model in TRAIN_ORDER:
+                name = run_name(model, mask)
+                share = budget.share(tag + name, n_models - done) if budget else None
+                print(f"[reproduce] training {tag}{name} ({preset}"
+                      + (f", at most {share:.1f} s)" if share is not None else ")"), flush=True)
+                t = time.perf_counter()
+                with contextlib.chdir(nb_dir):  # the very configuration the notebook's ensure_run will ask for
+                    ensure_run(common["runs_dir"], model, mask, preset, rel(data, nb_dir), seed=s, device=device,
+                               time_limit=share)
+                train_wall = time.perf_counter() - t
+                _free_device_memory()
+                execute_notebook("train", nb_dir / f"train-{name}.ipynb",
+                                 dict(common, model=model, mask=mask, data=rel(data, nb_dir),
+                                      eval_data=rel(eval_data, nb_dir)), nb_dir)
+                timings[f"{tag}train-{name}"] = time.perf_counter() - t
+                done += 1
+                if budget:
+                    budget.measured(timings[f"{tag}train-{name}"], train_wall, share)
+                if pack:
+                    record(f"running: {tag}{name} done")
+        sizes = EVAL_SIZES[preset]
+        for s in seeds:
+            nb_dir, tag = folders[s], f"seed{s}/" if multi else ""
+            common = dict(preset=preset, seed=s, device=device, runs_dir=os.path.relpath(run_dirs[s], nb_dir))
+            print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
+            timings[f"{tag}nsd_eval"] = execute_notebook(
+                "nsd_eval", nb_dir / "nsd_eval.ipynb",
+                dict(common, data=rel(data, nb_dir), eval_data=rel(eval_data, nb_dir),
+                     ood_data=rel(ood_data, nb_dir), fig_dir="figures", metrics_path="metrics.json", **sizes), nb_dir)
+            if pack:
+                record(f"running: {tag}nsd_eval done")
+            if s == seed:  # the book's figures: the first seed's models
+                print("[reproduce] figures", flush=True)
+                timings["figures"] = execute_notebook(
+                    "figures", nb_dir / "figures.ipynb",
+                    dict(common, data=rel(data, nb_dir), eval_data=rel(eval_data, nb_dir), fig_dir="figures",
+                         k=sizes["k"]), nb_dir)
+                if pack and multi:
+                    record("running: figures done")
+    except Exception as e:  # noqa: BLE001 - recorded, packed, then raised as one line
+        error = e
+        (generated / "error.txt").write_text(traceback.format_exc())
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    rec = record("failed" if error is not None else "complete")
+    if error is not None:
+        raise ReproductionFailed(f"{rec['error']} (what exists is in {generated}, the traceback in error.txt"
+                                 + (f"; packed in {pack})" if pack else ")"))
+    print(f"[reproduce] executed notebooks in {generated} ({rec['total_wall_seconds']:.0f} s)", flush=True)
     if book:
         html = build_book(generated, out / "book")
         print(f"[reproduce] book: {html / 'index.html'}", flush=True)
     return generated
+
+
+def _free_device_memory() -> None:
+    """Hand the training's cached GPU memory back before a notebook's kernel needs it."""
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def build_book(generated: str | Path, dest: str | Path) -> Path:

@@ -179,7 +179,7 @@ def load_checkpoint(path: str | os.PathLike, model: str | None = None) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{path} is not a cce-companion checkpoint (this project's format): unreadable ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a cce-companion checkpoint (format {CHECKPOINT_FORMAT!r})")
     if model is not None and ckpt["config"]["model"] != model:

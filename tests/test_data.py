@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from cce_core.data import (EMBEDDED, ImageSet, embedded_photos, load_images, sample_batch, to_float,
-                           to_uint8)
+from cce_core.data import (EMBEDDED, ImageSet, describe_source, describe_sources, embedded_photos, load_images,
+                           sample_batch, source_names, to_float, to_uint8)
 
 DATA = Path(os.environ.get("CCE_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/photos128")
 
@@ -86,9 +86,10 @@ def test_mixed_folder_skips_bad_files(mixed: Path):
     assert [Path(n).name for n in s.skipped["too_small"]] == ["small.jpg"]
     assert len(caught) == 1 and "corrupt.jpg" in str(caught[0].message) and "3 of 10" in str(caught[0].message)
 
-    gray = s.images[s.names.index(str(mixed / "gray.png"))]
+    assert s.names[0] == "mixed/good0.jpg"  # folder name + relative path, no machine path
+    gray = s.images[s.names.index("mixed/gray.png")]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
-    rgba = s.images[s.names.index(str(mixed / "rgba.png"))]
+    rgba = s.images[s.names.index("mixed/rgba.png")]
     expected = np.array(Image.open(mixed / "rgba.png").convert("RGB"))
     assert torch.equal(rgba, torch.from_numpy(expected).permute(2, 0, 1))
     # non-square: centre square 150x150 at x = 25, resized (bicubic: shrink under 2x)
@@ -98,7 +99,7 @@ def test_mixed_folder_skips_bad_files(mixed: Path):
 
 
 def test_mixed_folder_too_many_bad_files_raises(mixed: Path):
-    with pytest.raises(ValueError, match=r"3 of 10 .*30\.0%.*max_bad_fraction"):
+    with pytest.raises(ValueError, match=r"3 of 10 .*30\.0%.*--max-bad-fraction"):
         _load(mixed)
 
 
@@ -145,6 +146,45 @@ def test_errors(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ValueError, match="is not an image"):
         _load(tmp_path / "notes.txt")
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really a zip" * 10)
+    with pytest.raises(ValueError, match="broken.zip' is a corrupt zip"):
+        _load(tmp_path / "broken.zip")
+    with pytest.raises(ValueError, match="number of images .* at least 1"):
+        _load(EMBEDDED, limit=0)
+
+
+def test_describe_source_names_data_without_paths(tmp_path: Path):
+    folder = _good_folder(tmp_path / "photos")
+    z = _zip_folder(folder, tmp_path / "one.zip")
+    import hashlib
+    d = describe_source(z)
+    assert d == {"name": "one.zip", "kind": "zip", "images": 4, "bytes": z.stat().st_size,
+                 "sha256": hashlib.sha256(z.read_bytes()).hexdigest()}
+    f = describe_source(folder)
+    assert f["name"] == "photos/" and f["kind"] == "folder" and f["images"] == 4 and len(f["sha256"]) == 64
+    (folder / "a" / "0.jpg").write_bytes(_jpeg_bytes(_photo(128, 128, 99)))  # a changed file changes the hash
+    assert describe_source(folder)["sha256"] != f["sha256"]
+    assert describe_sources([EMBEDDED], embedded_count=7)[0]["images"] == 7
+    assert source_names([z, EMBEDDED, folder]) == ["one.zip", "embedded", "photos"]
+    assert str(tmp_path) not in repr([d, f])
+    # a zip whose directory is intact but one member's bytes are damaged: caught by the CRC check
+    raw = bytearray(z.read_bytes())
+    at = raw.find(b"JFIF") + 200
+    raw[at:at + 50] = bytes(50)
+    (tmp_path / "damaged.zip").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="damaged.zip' is a corrupt zip .*CRC"):
+        describe_source(tmp_path / "damaged.zip")
+    with pytest.raises(FileNotFoundError, match="nope.zip"):
+        describe_source(tmp_path / "nope.zip")
+
+
+def test_describe_source_matches_shared_sha256sums():
+    sums = DATA / "SHA256SUMS"
+    if not sums.is_file():
+        pytest.skip(f"{sums} not present")
+    expected = dict(line.split()[::-1] for line in sums.read_text().splitlines() if line.strip())
+    d = describe_source(DATA / "kodak24.zip")
+    assert d["sha256"] == expected["kodak24.zip"] and d["images"] == 24
 
 
 def test_workers_give_same_result(mixed: Path, tmp_path: Path):
@@ -210,3 +250,13 @@ def test_kodak24_zip():
     s = _load(path)
     assert s.images.shape == (24, 3, 128, 128) and not any(s.skipped.values())
     assert all(n.startswith("kodak24.zip:") for n in s.names)
+
+
+def test_portable_config_names_data_and_ce64_without_paths(tmp_path: Path):
+    from cce_core.provenance import portable_config
+    cfg = {"model": "cce128", "data": [str(tmp_path / "train-gpu.zip"), "embedded", "../../x/photos"],
+           "ce64": str(tmp_path / "runs" / "ce64-central" / "checkpoint.pt"), "steps": 20}
+    out = portable_config(cfg)
+    assert out == {"model": "cce128", "data": ["train-gpu.zip", "embedded", "photos"],
+                   "ce64": "ce64-central/checkpoint.pt", "steps": 20}
+    assert cfg["data"][0].startswith(str(tmp_path))  # the input is left as it was

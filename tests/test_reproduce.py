@@ -1,12 +1,25 @@
-"""The README's main job end to end: the smoke reproduction executes every notebook and builds its own book."""
+"""The reproduction end to end, as the GPU box runs it (on the CPU, smoke preset), and the re-run page's steps."""
 
 import hashlib
 import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
-from cce_core.reproduce import TRAIN_ORDER, reproduce, run_name
+import numpy as np
+import pytest
+from PIL import Image
+
+import cce_core.reproduce as rp
+from cce_core.reproduce import (EVAL_RESERVE_S, TRAIN_ORDER, ReproductionFailed, build_book, reproduce, run_name,
+                                stale_pairs, write_pack)
 
 REPO = Path(__file__).resolve().parents[1]
+RERUN = REPO / "book" / "rerun.md"
 
 
 def tree_digest(folder: Path) -> str:
@@ -18,23 +31,211 @@ def tree_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def test_smoke_reproduction_builds_its_book(tmp_path):
-    committed = tree_digest(REPO / "book" / "generated")
-    generated = reproduce(preset="smoke", out=tmp_path, book=True)
+def git_state() -> str:
+    """Tracked changes and untracked, not ignored files of the repository (plus the committed book's results)."""
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                            capture_output=True, text=True).stdout
+    return status + tree_digest(REPO / "book" / "generated")
 
-    names = {p.name for p in generated.glob("*.ipynb")}
-    assert names == {f"train-{run_name(model, mask)}.ipynb" for mask, model in TRAIN_ORDER} | {"nsd_eval.ipynb", "figures.ipynb"}
-    figures = {p.name for p in (generated / "figures").glob("*.png")}
-    assert {"fig1_pipeline.png", "fig2_latent.png", "fig3_distances.png", "fig4_central.png",
-            "fig4_random_blocks.png", "nsd_distributions.png"} <= figures
 
-    metrics = json.loads((generated / "metrics.json").read_text())
-    assert metrics["preset"] == "smoke" and metrics["k"] == 8 and metrics["n"] == 10
-    assert all(v.startswith("not testable") for v in metrics["verdicts"].values())
-    run = json.loads((generated / "run.json").read_text())
-    assert run["provenance"]["commit"] and run["total_wall_seconds"] > 0
+def photo_zip(path: Path, n: int = 8) -> Path:
+    """n smooth random 128x128 JPEGs in a stored zip (a stand-in for eval-bsds100.zip)."""
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(n):
+            im = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((128, 128), Image.BICUBIC)
+            tmp = path.parent / f"{i}.jpg"
+            im.save(tmp, quality=90)
+            zf.write(tmp, f"ood/{i:03d}.jpg")
+            tmp.unlink()
+    return path
 
-    report = (tmp_path / "book" / "_build" / "html" / "book" / "report.html").read_text()
+
+def test_paired_notebooks_are_up_to_date():
+    """CI fails (instead of rewriting them) when a committed notebooks/*.ipynb differs from its .py."""
+    pytest.importorskip("jupytext")
+    assert stale_pairs() == [], "run: jupytext --to ipynb --update notebooks/<name>.py"
+
+
+def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
+    """The GPU box's reproduce line with the smoke preset: a budget that cuts the trainings short, an archive,
+    the samples actually seen, nothing changed in the repository; then the archive builds a book."""
+    cut = rp._train_has_time_limit()  # until train(..., time_limit) exists, the same run without a budget
+    before = git_state()
+    ood, out, pack = photo_zip(tmp_path / "ood.zip"), tmp_path / "run", tmp_path / "out" / "run.tar.gz"
+    budget = EVAL_RESERVE_S["smoke"] + 1  # leaves under a second for six trainings: each one is cut
+    r = subprocess.run([sys.executable, "-m", "cce_core", "reproduce", "--preset", "smoke", "--device", "cpu",
+                        "--data", "embedded", "--eval-data", "embedded", "--ood-data", str(ood), "--out", str(out),
+                        "--no-book", "--pack", str(pack)] + (["--time-budget", str(budget)] if cut else []),
+                       capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert git_state() == before  # a reproduction writes only under its --out (and the archive)
+
+    assert pack.stat().st_size < 16 * 2**20
+    with tarfile.open(pack) as tar:
+        members = set(tar.getnames())
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    assert {f"generated/train-{run_name(m, k)}.ipynb" for k, m in TRAIN_ORDER} <= members
+    assert {"generated/nsd_eval.ipynb", "generated/figures.ipynb", "generated/metrics.json",
+            "generated/run.json", "generated/figures/nsd_distributions.png"} <= members
+    assert "generated/error.txt" not in members
+    generated = tmp_path / "unpacked" / "generated"
+    text = (generated / "run.json").read_text()
+    assert str(tmp_path) not in text and str(REPO) not in text  # data named by file name, count and hash
+    run = json.loads(text)
+    assert run["ood_data"][0] == {"name": "ood.zip", "kind": "zip", "images": 8, "bytes": ood.stat().st_size,
+                                  "sha256": hashlib.sha256(ood.read_bytes()).hexdigest()}
+    training = run["training"]
+    assert set(training) == {run_name(m, k) for k, m in TRAIN_ORDER}
+    assert all(0 < t["samples"] <= t["planned_samples"] for t in training.values())
+    if cut:
+        assert run["time_budget"]["seconds"] == budget and len(run["time_budget"]["training_shares_seconds"]) == 6
+        assert any(t["samples"] < t["planned_samples"] for t in training.values()), training
+    else:
+        assert all(t["samples"] == t["planned_samples"] for t in training.values())
+    notebook = json.loads((generated / "nsd_eval.ipynb").read_text())
+    injected = next(c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
+    assert str(tmp_path) not in "".join(injected["source"])  # notebooks get paths relative to generated/
+    train_nb = json.loads((generated / "train-ce128-central.ipynb").read_text())
+    assert any("image/png" in o.get("data", {}) for c in train_nb["cells"] for o in c.get("outputs", []))
+
+    html = build_book(generated, tmp_path / "book")  # what `make adopt` + `make book` do with an archive
+    report = (html / "book" / "report.html").read_text()
     assert "smoke" in report and "not testable" in report
-    # a reproduction writes only under its --out folder: the book's committed results are untouched
-    assert tree_digest(REPO / "book" / "generated") == committed
+
+
+def test_failed_notebook_still_packs_and_exits_nonzero(tmp_path, monkeypatch):
+    """A notebook that fails: the archive holds what exists, run.json the error, error.txt the traceback."""
+    def fake_run(runs_dir, model, mask, preset, data, seed=0, device="auto", progress=False, time_limit=None):
+        run = Path(runs_dir) / run_name(model, mask)
+        run.mkdir(parents=True, exist_ok=True)
+        cfg = {"steps": 3, "planned_steps": 20, "batch_size": 16}
+        (run / "config.json").write_text(json.dumps({"config": cfg, "data": {"description": "x"},
+                                                     "provenance": {"commit": "c", "date": "d", "device": "cpu"}}))
+        return run / "checkpoint.pt"
+
+    def fake_notebook(name, output, parameters, cwd):
+        if name == "nsd_eval":
+            raise rp.NotebookFailed("notebook nsd_eval.ipynb failed in cell 7: RuntimeError: boom")
+        output.write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(rp, "ensure_run", fake_run)
+    monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
+    monkeypatch.setattr(rp, "_train_has_time_limit", lambda: True)
+    pack = tmp_path / "run.tar.gz"
+    with pytest.raises(ReproductionFailed, match="boom.*packed in"):
+        reproduce(preset="smoke", out=tmp_path / "out", book=False, time_budget=1000, pack=pack)
+    with tarfile.open(pack) as tar:
+        names = set(tar.getnames())
+        run = json.load(tar.extractfile("generated/run.json"))
+    assert {"generated/error.txt", "generated/train-ce64-central.ipynb"} <= names
+    assert "generated/figures.ipynb" not in names
+    assert "boom" in run["error"] and run["training"]["ce128-central"]["samples"] == 48
+    assert run["training"]["ce128-central"]["planned_samples"] == 320
+
+
+def test_sigterm_still_records_and_packs(tmp_path, monkeypatch):
+    """`timeout` (SIGTERM) during the NSD notebook: the trainings' notebooks and run.json are packed."""
+    import signal
+
+    def fake_notebook(name, output, parameters, cwd):
+        if name == "nsd_eval":
+            os.kill(os.getpid(), signal.SIGTERM)
+        output.write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(rp, "ensure_run", lambda runs_dir, model, mask, *a, **k: Path(runs_dir) / "x")
+    monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
+    pack = tmp_path / "run.tar.gz"
+    with pytest.raises(ReproductionFailed, match="SIGTERM"):
+        reproduce(preset="smoke", out=tmp_path / "out", book=False, pack=pack)
+    with tarfile.open(pack) as tar:
+        assert "generated/train-cce128-central.ipynb" in tar.getnames()
+        assert json.load(tar.extractfile("generated/run.json"))["status"] == "failed"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_several_seeds_layout(tmp_path, monkeypatch):
+    """--seeds 3 5: runs/seed3 and runs/seed5; the first seed's notebooks are the book's, the second's (training
+    and NSD, not figures) in generated/seed5; every notebook gets its seed and paths relative to its folder."""
+    calls = []
+
+    def fake_run(runs_dir, model, mask, preset, data, seed=0, device="auto", progress=False, time_limit=None):
+        run = Path(runs_dir).resolve() / run_name(model, mask)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps({"config": {"steps": 20, "batch_size": 16, "seed": seed},
+                                                     "provenance": {"commit": "c", "date": "d", "device": "cpu"}}))
+        return run / "checkpoint.pt"
+
+    def fake_notebook(name, output, parameters, cwd):
+        calls.append((output.relative_to(tmp_path / "out").as_posix(), parameters["seed"], parameters["runs_dir"]))
+        assert (cwd / parameters["runs_dir"]).resolve() == tmp_path / "out" / "runs" / f"seed{parameters['seed']}"
+        output.write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(rp, "ensure_run", fake_run)
+    monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
+    reproduce(preset="smoke", out=tmp_path / "out", book=False, seeds=[3, 5])
+    nbs = {c[0]: c[1:] for c in calls}
+    assert nbs["generated/train-ce64-central.ipynb"] == (3, "../runs/seed3")
+    assert nbs["generated/seed5/train-ce64-central.ipynb"] == (5, "../../runs/seed5")
+    assert nbs["generated/nsd_eval.ipynb"] == (3, "../runs/seed3") and "generated/figures.ipynb" in nbs
+    assert nbs["generated/seed5/nsd_eval.ipynb"] == (5, "../../runs/seed5")
+    assert "generated/seed5/figures.ipynb" not in nbs and len(calls) == 2 * 6 + 2 + 1
+    run = json.loads((tmp_path / "out" / "generated" / "run.json").read_text())
+    assert run["seeds"] == [3, 5] and run["seed"] == 3 and set(run["training"]) == {"seed3", "seed5"}
+    assert len(run["training"]["seed5"]) == 6 and run["seed_folders"] == {"seed5": "seed5/"}
+    with pytest.raises(ValueError, match="repeats"):
+        reproduce(preset="smoke", out=tmp_path / "out2", book=False, seeds=[1, 1])
+
+
+def test_pack_over_the_limit_writes_nothing(tmp_path, monkeypatch):
+    (tmp_path / "generated").mkdir()
+    (tmp_path / "generated" / "noise.bin").write_bytes(os.urandom(300_000))
+    monkeypatch.setattr(rp, "PACK_LIMIT", 100_000)
+    with pytest.raises(ValueError, match="over the 0 MiB limit; nothing was written"):
+        write_pack(tmp_path / "generated", tmp_path / "run.tar.gz")
+    assert not list(tmp_path.glob("run.tar.gz*"))
+
+
+def _block(heading: str) -> str:
+    """The first ```bash block under a heading of the re-run page."""
+    text = RERUN.read_text()
+    section = text[text.index(heading):]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+def gpu_line() -> str:
+    lines = [ln for ln in _block("% the GPU command").splitlines() if ln.strip() and not ln.startswith("#")]
+    assert len(lines) == 1, "the GPU command is one line"
+    return lines[0]
+
+
+def test_gpu_command_fits_the_device_limit():
+    line = gpu_line()
+    assert len(line) < 2000
+    for flag in ("--preset $PRESET", "--device $DEVICE", "--time-budget", "--pack $OUT/", "--no-book",
+                 "C=.carry;", "$C/wheels/*.whl", "$C/train-gpu.zip", "PYTHONPATH", "nvidia-smi -L", "train_throughput.py", "tee $OUT/"):
+        assert flag in line, flag
+    assert "MPLBACKEND" not in line  # a kernel with MPLBACKEND=Agg shows no figures in the executed notebooks
+
+
+def test_papermill_by_hand_steps_as_written(tmp_path):
+    """The re-run page's papermill steps, run as written from the repository root: they write only inside the
+    gitignored _build/by-hand and leave the tracked notebooks and the tree as they were."""
+    pytest.importorskip("papermill")
+    steps = _block("## Papermill, by hand")
+    before = git_state()
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    try:
+        r = subprocess.run(["bash", "-euo", "pipefail", "-c", steps], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert git_state() == before
+        assert not (REPO / "out.ipynb").exists()
+        executed = list((REPO / "_build" / "by-hand").glob("*.ipynb"))
+        assert executed and (REPO / "_build" / "by-hand" / "runs").is_dir()
+    finally:
+        import shutil
+        shutil.rmtree(REPO / "_build" / "by-hand", ignore_errors=True)
