@@ -176,36 +176,52 @@ def main(argv: list[str] | None = None) -> None:
           f"{f'{peak:.0f} TFLOP/s' if peak else 'n/a (unknown device)'}")
     print(f"{'model':7s} {'arm':9s} {'images/s':>10s} {'vs plain':>8s} {'GFLOP/img':>9s} {'TFLOP/s':>8s} "
           f"{'of bf16 peak':>12s} {'peak MiB':>9s}")
-    rows = []
-    for model in a.models:
-        flops = gflop_per_image(model, sizes, device)
-        row = {"model": model, "mask": "random_blocks", **sizes, "gflop_per_image": flops}
-        for arm in ["plain", "fast"] + (["compiled"] if model in compiled_models else []):
-            r = measure(model, arm, sizes, device, a.steps, a.warmup, a.repeats)
-            r["tflop_per_s"] = flops * r["images_per_s"] / 1e3
-            r["share_of_bf16_peak"] = r["tflop_per_s"] / peak if peak else None
-            row[arm] = r
-            ratio = r["images_per_s"] / row["plain"]["images_per_s"]
-            share = f"{r['share_of_bf16_peak']:.1%}" if peak else "n/a"
-            print(f"{model:7s} {arm:9s} {r['images_per_s']:10.1f} {ratio:7.2f}x {flops:9.2f} {r['tflop_per_s']:8.3f} "
-                  f"{share:>12s} {r['peak_memory_mb']:9.0f}", flush=True)
-        row["speedup"] = row["fast"]["images_per_s"] / row["plain"]["images_per_s"]
-        if "compiled" in row:
-            pay = compile_payback(row["fast"], row["compiled"], a.warmup, a.batch_size)
-            row["compile"] = pay
-            samples = pay["break_even_samples"]
-            when = "never (not faster)" if samples is None else f"after {samples:.3g} samples"
-            verdict = "pays back" if pay["pays_back_within_1M"] else "does NOT pay back"
-            print(f"{model:7s} torch.compile: {pay['compile_overhead_s']:.1f} s of compilation, break-even {when}: "
-                  f"{verdict} within a 1 M-sample run")
+    rows: list[dict] = []
+
+    def save() -> None:  # after every measurement: a run killed later (a timeout) still leaves its figures
+        if a.json:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.json).write_text(json.dumps({"provenance": prov, "bf16_peak_tflops": peak, "quick": a.quick,
+                                                "warmup": a.warmup, "steps": a.steps, "repeats": a.repeats,
+                                                "results": rows}, indent=1))
+
+    def report(row: dict, arm: str) -> None:
+        r = row[arm]
+        ratio = r["images_per_s"] / row["plain"]["images_per_s"]
+        share = f"{r['share_of_bf16_peak']:.1%}" if peak else "n/a"
+        print(f"{row['model']:7s} {arm:9s} {r['images_per_s']:10.1f} {ratio:7.2f}x {row['gflop_per_image']:9.2f} "
+              f"{r['tflop_per_s']:8.3f} {share:>12s} {r['peak_memory_mb']:9.0f}", flush=True)
+
+    def run_arm(row: dict, arm: str) -> None:
+        r = measure(row["model"], arm, sizes, device, a.steps, a.warmup, a.repeats)
+        r["tflop_per_s"] = row["gflop_per_image"] * r["images_per_s"] / 1e3
+        r["share_of_bf16_peak"] = r["tflop_per_s"] / peak if peak else None
+        row[arm] = r
+        report(row, arm)
+        save()
+
+    for model in a.models:  # plain and fast of every model first; compilation (slow to start) comes last
+        row = {"model": model, "mask": "random_blocks", **sizes, "gflop_per_image": gflop_per_image(model, sizes, device)}
         rows.append(row)
+        run_arm(row, "plain")
+        run_arm(row, "fast")
+        row["speedup"] = row["fast"]["images_per_s"] / row["plain"]["images_per_s"]
+        save()
+    for row in rows:
+        if row["model"] not in compiled_models:
+            continue
+        run_arm(row, "compiled")
+        pay = compile_payback(row["fast"], row["compiled"], a.warmup, a.batch_size)
+        row["compile"] = pay
+        samples = pay["break_even_samples"]
+        when = "never (not faster)" if samples is None else f"after {samples:.3g} samples"
+        verdict = "pays back" if pay["pays_back_within_1M"] else "does NOT pay back"
+        print(f"{row['model']:7s} torch.compile: {pay['compile_overhead_s']:.1f} s of compilation, break-even {when}: "
+              f"{verdict} within a 1 M-sample run")
+        save()
     if not compiled_models:
         print("torch.compile: not measured here (--compile-models MODEL to measure it); it is off by default")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"provenance": prov, "bf16_peak_tflops": peak, "quick": a.quick,
-                                            "warmup": a.warmup, "steps": a.steps, "repeats": a.repeats,
-                                            "results": rows}, indent=1))
         print(f"wrote {a.json}")
 
 

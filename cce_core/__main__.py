@@ -83,7 +83,8 @@ def _train(a: argparse.Namespace) -> None:
         a.ce64 = load_checkpoint(out)["config"]["ce64"]  # the 64 CE is stored inside the cascade's checkpoint
     cfg = make_config(a.preset, model=a.model, mask=a.mask, data=a.data, steps=a.steps, batch_size=a.batch_size,
                       bottleneck=a.bottleneck, width=a.width, variant=a.variant, ce64=a.ce64, seed=a.seed,
-                      device=a.device, limit=a.limit, upscale=a.upscale, max_bad_fraction=a.max_bad_fraction)
+                      device=a.device, limit=a.limit, upscale=a.upscale, max_bad_fraction=a.max_bad_fraction,
+                      fast=a.fast or None)
     existed = out.exists()
     try:
         path = train(cfg, out, resume=a.resume, force=a.force, progress=not a.quiet)
@@ -146,7 +147,7 @@ def _reproduce(a: argparse.Namespace) -> None:
     from .reproduce import reproduce
     reproduce(preset=a.preset, data=a.data, eval_data=a.eval_data, ood_data=a.ood_data, out=a.out,
               device=a.device, seed=a.seed, book=not a.no_book, force=a.force, time_budget=a.time_budget,
-              pack=a.pack, seeds=a.seeds)
+              pack=a.pack, seeds=a.seeds, fast=a.fast)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of unreadable or too small image files tolerated (default: 0.05)")
     t.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and masks")
     t.add_argument("--device", default="auto", help=device_help)
+    t.add_argument("--fast", action="store_true",
+                   help="the fast training path: same model and loss; masks and batches drawn on the device, D frozen in the "
+                        "G step; on CUDA also bf16 autocast, channels-last, fused Adam (see cce_core.train)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
@@ -213,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--seeds", type=int, nargs="+", metavar="K",
                       help="train and measure every model once per seed (runs/seed<K>); the book shows the first")
     r.add_argument("--no-book", action="store_true", help="skip building the HTML book")
+    r.add_argument("--fast", action="store_true",
+                   help="the fast training path: same model and loss; masks and batches drawn on the device, D frozen in the "
+                        "G step; on CUDA also bf16 autocast, channels-last, fused Adam (see cce_core.train)")
     r.add_argument("--time-budget", type=_seconds, metavar="SECONDS",
                    help="bound the whole call: each training stops at its share, the NSD and figures still run")
     r.add_argument("--pack", metavar="FILE.tar.gz",

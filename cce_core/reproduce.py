@@ -15,7 +15,6 @@ samples each model actually saw. ``pack`` writes ``OUT/generated`` as one ``.tar
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import json
 import shutil
@@ -72,12 +71,9 @@ def run_name(model: str, mask: str) -> str:
     return f"{model}-{mask}"
 
 
-def _train_has_time_limit() -> bool:
-    return "time_limit" in inspect.signature(train).parameters
-
-
 def ensure_run(runs_dir: str | Path, model: str, mask: str, preset: str, data: list[str], seed: int = 0,
-               device: str = "auto", progress: bool = False, time_limit: float | None = None) -> Path:
+               device: str = "auto", progress: bool = False, time_limit: float | None = None,
+               fast: bool | None = None) -> Path:
     """Train (or resume, or reuse) one model's run in ``runs_dir/<model>-<mask>``; returns its checkpoint.
 
     For the cascade (``cce128``) the 64 CE of the same mask strategy is ensured first. Notebooks call this so
@@ -85,15 +81,15 @@ def ensure_run(runs_dir: str | Path, model: str, mask: str, preset: str, data: l
     makes; in a reproduction the runs already exist and are reused. ``time_limit`` (seconds) stops this
     model's training early with its checkpoint (``train``'s option); the run then counts as finished.
     """
-    ce64 = ensure_run(runs_dir, "ce64", mask, preset, data, seed, device, progress) if model == "cce128" else None
+    run = Path(runs_dir) / run_name(model, mask)
+    if fast is None:  # a notebook reusing a run: take the fast-path switch the run was trained with
+        stored = run / "config.json"
+        fast = bool(json.loads(stored.read_text())["config"].get("fast", False)) if stored.exists() else False
+    ce64 = (ensure_run(runs_dir, "ce64", mask, preset, data, seed, device, progress, fast=fast)
+            if model == "cce128" else None)
     cfg = make_config(preset, model=model, mask=mask, data=list(data), seed=seed, device=device,
-                      ce64=str(ce64) if ce64 else None)
-    extra = {}
-    if time_limit is not None:
-        if not _train_has_time_limit():
-            raise ValueError("this version of cce_core.train.train has no time_limit: --time-budget needs it")
-        extra["time_limit"] = time_limit
-    return train(cfg, Path(runs_dir) / run_name(model, mask), resume="auto", progress=progress, **extra)
+                      ce64=str(ce64) if ce64 else None, fast=fast)
+    return train(cfg, run, resume="auto", progress=progress, time_limit=time_limit)
 
 
 # --- the notebooks --------------------------------------------------------------------------------------------
@@ -248,12 +244,14 @@ def write_pack(generated: Path, pack: Path) -> int:
 def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: list[str] | None = None,
               ood_data: list[str] | None = None, out: str | Path = "_build/smoke", device: str = "auto",
               seed: int = 0, book: bool = True, force: bool = False, time_budget: float | None = None,
-              pack: str | Path | None = None, seeds: list[int] | None = None) -> Path:
+              pack: str | Path | None = None, seeds: list[int] | None = None, fast: bool = False) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
     ``out/runs`` are reused (``force`` retrains them); interrupted ones are resumed. ``time_budget`` (seconds)
     bounds the call (see the module docstring); ``pack`` names a ``.tar.gz`` of ``out/generated`` to write.
+    ``fast`` trains with :class:`cce_core.train.TrainConfig`'s fast path (same model and loss; on CUDA bf16
+    autocast, channels-last, fused Adam; masks and batches drawn on the device), recorded in each config.json.
     ``seeds`` (several): the six models are trained once per seed into ``out/runs/seed<k>``; the first seed's
     notebooks are the book's (``out/generated``), each other seed gets its training and NSD notebooks (with its
     ``metrics.json``) in ``out/generated/seed<k>``; ``run.json`` lists the seeds and each one's training.
@@ -284,8 +282,6 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
         if time_budget <= reserve:
             raise ValueError(f"--time-budget {time_budget:g} s leaves nothing for training: the NSD and figures "
                              f"notebooks of preset {preset!r} alone are estimated at {reserve:g} s")
-        if not _train_has_time_limit():
-            raise ValueError("--time-budget needs cce_core.train.train(..., time_limit=...), which this version lacks")
     try:
         import nbformat  # noqa: F401
         import papermill  # noqa: F401
@@ -322,7 +318,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
         """run.json as things stand; with ``pack``, the archive too (so a run killed later still left one)."""
         training = ({f"seed{s}": _training_record(run_dirs[s]) for s in seeds} if multi
                     else _training_record(runs))
-        rec = {"preset": preset, "seed": seed, "seeds": seeds, "eval_sizes": EVAL_SIZES[preset], **sources,
+        rec = {"preset": preset, "fast": fast, "seed": seed, "seeds": seeds, "eval_sizes": EVAL_SIZES[preset], **sources,
                "provenance": provenance(resolve_device(device)), "training": training,
                "wall_seconds": {k: round(v, 1) for k, v in timings.items()},
                "total_wall_seconds": round(time.perf_counter() - started, 1), "status": status}
@@ -355,7 +351,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
                 t = time.perf_counter()
                 with contextlib.chdir(nb_dir):  # the very configuration the notebook's ensure_run will ask for
                     ensure_run(common["runs_dir"], model, mask, preset, rel(data, nb_dir), seed=s, device=device,
-                               time_limit=share)
+                               time_limit=share, fast=fast)
                 train_wall = time.perf_counter() - t
                 _free_device_memory()
                 execute_notebook("train", nb_dir / f"train-{name}.ipynb",

@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask
-from .data import load_images, sample_batch
+from .data import describe_sources, load_images, sample_batch
 from .masks import (MASK_GENERATORS, center_box, central_mask, fill_hole, invalid_mask_count, make_masks,
                     unchecked_masks)
 from .models import ContextEncoder, Discriminator
-from .provenance import provenance, resolve_device
+from .provenance import portable_config, provenance, resolve_device
 
 MODELS = ("ce64", "ce128", "cce128")
 MASKS = ("central", "random_blocks", "random_region")
@@ -473,8 +473,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
     if not resume:  # the 64 CE and the data are valid: only now is a previous run (force=True) deleted
         for p in (ckpt_path, log_path, cfg_path):
             p.unlink(missing_ok=True)
-        meta = {"config": asdict(cfg), "data": {"description": data.description, "images": len(data),
-                "skipped": {k: len(v) for k, v in data.skipped.items()}}, "provenance": provenance(device)}
+        meta = {"config": portable_config(asdict(cfg)),
+                "data": {"description": data.description, "images": len(data),
+                         "skipped": {k: len(v) for k, v in data.skipped.items()},
+                         "sources": describe_sources(cfg.data, cfg.embedded_count, verify=False)},
+                "provenance": provenance(device)}
         cfg_path.write_text(json.dumps(meta, indent=2))
         log_path.write_text("")
     else:  # drop log records written after the checkpoint; config.json gets the configuration resumed
@@ -482,7 +485,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
         log_path.write_text("".join(ln + "\n" for ln in lines))
         if cfg_path.exists():
             meta = json.loads(cfg_path.read_text())
-            meta["config"] = asdict(cfg)
+            meta["config"] = portable_config(asdict(cfg))
             meta.pop("cut_by_time", None)
             cfg_path.write_text(json.dumps(meta, indent=2))
 
@@ -535,7 +538,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                 if cut:  # the run is finished at the samples it saw
                     cfg = replace(cfg, steps=done, planned_steps=cfg.planned_steps or cfg.steps)
                     meta = json.loads(cfg_path.read_text())
-                    meta["config"] = asdict(cfg)
+                    meta["config"] = portable_config(asdict(cfg))
                     meta["cut_by_time"] = {"steps": done, "planned_steps": cfg.planned_steps, "time_limit_s": time_limit}
                     cfg_path.write_text(json.dumps(meta, indent=2))
                 if (done == end or cut or (cfg.checkpoint_every is not None and done % cfg.checkpoint_every == 0)
