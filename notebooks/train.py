@@ -72,11 +72,13 @@ print(f"run: {run.name}")
 
 # %% tags=["nbval-ignore-output"]
 keys = ["model", "mask", "preset", "steps", "batch_size", "bottleneck", "width", "variant", "lr_g", "lr_d",
-        "beta1", "wtl2", "overlap_weight", "full_known_weight", "upscale", "seed"]
-table = pd.DataFrame({"value": [str(cfg[k]) for k in keys]}, index=keys)
+        "beta1", "wtl2", "overlap_weight", "full_known_weight", "upscale", "seed", "mask_generator", "fast",
+        "planned_steps"]
+table = pd.DataFrame({"value": [str(cfg.get(k)) for k in keys]}, index=keys)
 samples = cfg["steps"] * cfg["batch_size"]
 print(f"data: {meta['data']['description']} ({meta['data']['images']} images, skipped {meta['data']['skipped']})")
-print(f"image samples seen: {samples:,} (Pathak's recipe: about 7.5 M)")
+cut = f", cut by its time limit from {cfg['planned_steps'] * cfg['batch_size']:,} planned" if cfg.get("planned_steps") else ""
+print(f"image samples seen: {samples:,}{cut} (Pathak's recipe: about 7.5 M)")
 print("provenance:", meta["provenance"])
 table
 

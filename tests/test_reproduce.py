@@ -60,13 +60,12 @@ def test_paired_notebooks_are_up_to_date():
 def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
     """The GPU box's reproduce line with the smoke preset: a budget that cuts the trainings short, an archive,
     the samples actually seen, nothing changed in the repository; then the archive builds a book."""
-    cut = rp._train_has_time_limit()  # until train(..., time_limit) exists, the same run without a budget
     before = git_state()
     ood, out, pack = photo_zip(tmp_path / "ood.zip"), tmp_path / "run", tmp_path / "out" / "run.tar.gz"
     budget = EVAL_RESERVE_S["smoke"] + 1  # leaves under a second for six trainings: each one is cut
     r = subprocess.run([sys.executable, "-m", "cce_core", "reproduce", "--preset", "smoke", "--device", "cpu",
                         "--data", "embedded", "--eval-data", "embedded", "--ood-data", str(ood), "--out", str(out),
-                        "--no-book", "--pack", str(pack)] + (["--time-budget", str(budget)] if cut else []),
+                        "--no-book", "--fast", "--pack", str(pack), "--time-budget", str(budget)],
                        capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert git_state() == before  # a reproduction writes only under its --out (and the archive)
@@ -88,11 +87,9 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
     training = run["training"]
     assert set(training) == {run_name(m, k) for k, m in TRAIN_ORDER}
     assert all(0 < t["samples"] <= t["planned_samples"] for t in training.values())
-    if cut:
-        assert run["time_budget"]["seconds"] == budget and len(run["time_budget"]["training_shares_seconds"]) == 6
-        assert any(t["samples"] < t["planned_samples"] for t in training.values()), training
-    else:
-        assert all(t["samples"] == t["planned_samples"] for t in training.values())
+    assert run["time_budget"]["seconds"] == budget and len(run["time_budget"]["training_shares_seconds"]) == 6
+    assert any(t["samples"] < t["planned_samples"] for t in training.values()), training
+    assert run["fast"] is True
     notebook = json.loads((generated / "nsd_eval.ipynb").read_text())
     injected = next(c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
     assert str(tmp_path) not in "".join(injected["source"])  # notebooks get paths relative to generated/
@@ -106,7 +103,8 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
 
 def test_failed_notebook_still_packs_and_exits_nonzero(tmp_path, monkeypatch):
     """A notebook that fails: the archive holds what exists, run.json the error, error.txt the traceback."""
-    def fake_run(runs_dir, model, mask, preset, data, seed=0, device="auto", progress=False, time_limit=None):
+    def fake_run(runs_dir, model, mask, preset, data, seed=0, device="auto", progress=False, time_limit=None,
+                 fast=None):
         run = Path(runs_dir) / run_name(model, mask)
         run.mkdir(parents=True, exist_ok=True)
         cfg = {"steps": 3, "planned_steps": 20, "batch_size": 16}
@@ -122,7 +120,6 @@ def test_failed_notebook_still_packs_and_exits_nonzero(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rp, "ensure_run", fake_run)
     monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
-    monkeypatch.setattr(rp, "_train_has_time_limit", lambda: True)
     pack = tmp_path / "run.tar.gz"
     with pytest.raises(ReproductionFailed, match="boom.*packed in"):
         reproduce(preset="smoke", out=tmp_path / "out", book=False, time_budget=1000, pack=pack)
@@ -161,7 +158,8 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
     and NSD, not figures) in generated/seed5; every notebook gets its seed and paths relative to its folder."""
     calls = []
 
-    def fake_run(runs_dir, model, mask, preset, data, seed=0, device="auto", progress=False, time_limit=None):
+    def fake_run(runs_dir, model, mask, preset, data, seed=0, device="auto", progress=False, time_limit=None,
+                 fast=None):
         run = Path(runs_dir).resolve() / run_name(model, mask)
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps({"config": {"steps": 20, "batch_size": 16, "seed": seed},
