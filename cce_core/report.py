@@ -118,7 +118,7 @@ def verdict_nsd_training(nsd_cmp: PairedComparison, quality_diffs: dict[str, tup
             worse.append(name)
         elif (qlo > 0) if up else (qhi < 0):
             better.append(name)
-    nsd_text = (f"λ = {weight:g} − λ = 0 BN-normalised NSD {nsd_cmp.mean:+.3g}, 95% CI [{lo:+.3g}, {hi:+.3g}]"
+    nsd_text = (f"BN-normalised NSD(λ = {weight:g}) − NSD(λ = 0) = {nsd_cmp.mean:+.3g}, 95% CI [{lo:+.3g}, {hi:+.3g}]"
                 f" ({'lower' if lower else 'higher' if lo > 0 else 'not significantly different'})")
     names = {"l1": "in-hole L1", "psnr": "PSNR", "ssim": "SSIM"}
     q_text = ("inpainting significantly worse in " + ", ".join(names[n] for n in worse) if worse else
