@@ -104,8 +104,11 @@ def batch_penalty(cfg, g, x: torch.Tensor, gen: torch.Generator, prepare) -> tor
     """NSD_batch of the step's images ``x`` (B, 3, s, s) under m fresh masks each, BN-normalised (see module doc).
 
     ``prepare(images, masks)`` builds G's input (``fill_hole``, or the cascade's eq. (1) input); ``g`` is the
-    trained :class:`cce_core.models.ContextEncoder` (the cascade's 128 CE).
+    trained :class:`cce_core.models.ContextEncoder` (the cascade's 128 CE), or a wrapper of it with ``.module``
+    (DistributedDataParallel: the gradients of these passes reach the same parameters and are reduced with the
+    main forward's, as autograd sums them before each parameter's hook runs).
     """
+    g = getattr(g, "module", g)
     b, m = len(x), cfg.nsd_masks
     masks = draw_nsd_masks(cfg, gen, b, x.device)
     xs = x[None].expand(m, *x.shape).reshape(m * b, *x.shape[1:])

@@ -151,6 +151,19 @@ def test_cascade_and_64_ce_train_with_the_penalty(tmp_path, folder):
         load_model(out)  # loads as a plain model: the penalty adds no weights
 
 
+def test_penalty_under_the_accelerated_options_rehearsed_on_cpu(tmp_path, folder, monkeypatch):
+    """The fast path's CUDA-only options (bf16 autocast, channels-last, fused Adam), rehearsed on the CPU as
+    tests/test_fast.py does, with the penalty on: the run trains, resumes exactly and logs a finite NSD_batch."""
+    monkeypatch.setattr(T, "_accelerated", lambda device: True)
+    c = tiny(folder, fast=True, nsd_weight=1.0, nsd_masks=3)
+    whole = load_checkpoint(train(c, tmp_path / "whole", progress=False))
+    train(c, tmp_path / "part", progress=False, stop_after=2)
+    resumed = load_checkpoint(train(c, tmp_path / "part", progress=False, resume=True))
+    for key in ("G", "opt_g", "nsd_rng"):
+        assert_same(whole[key], resumed[key], key)
+    assert all(np.isfinite(r["nsd"]) and r["nsd"] > 0 for r in read_log(tmp_path / "part"))
+
+
 def test_bad_options_are_clear_errors(folder):
     with pytest.raises(ValueError, match="varying masks"):
         tiny(folder, mask="central", nsd_weight=1.0)
