@@ -93,3 +93,40 @@ def verdict_value(result: NSDResult, paper_mean: float, scale: RunScale, seed: i
     if note:
         return f"{note}; {observed}"
     return ("reproduced" if inside else "not reproduced") + f": {observed}"
+
+
+def verdict_nsd_training(nsd_cmp: PairedComparison, quality_diffs: dict[str, tuple[float, float]], scale: RunScale,
+                         weight: float) -> str:
+    """The paper's belief (last paragraph): training with an NSD loss gives a lower NSD and so better inpainting.
+
+    ``nsd_cmp``: paired BN-normalised NSD of the model trained with NSD weight ``weight`` minus the model trained
+    without (same images and masks); ``quality_diffs``: per quality measure, the 95% CI of the paired difference
+    (with-penalty minus without) of in-hole ``l1`` (lower is better), ``psnr`` and ``ssim`` (higher is better).
+    Rule: supported when the NSD difference's 95% CI lies below 0 AND no quality measure is significantly worse
+    (its CI entirely on the worse side); "better" inpainting is named where a CI lies entirely on the better side.
+    """
+    higher_better = {"l1": False, "psnr": True, "ssim": True}
+    missing = set(higher_better) - set(quality_diffs)
+    if missing:
+        raise ValueError(f"quality_diffs lacks {sorted(missing)}")
+    lo, hi = nsd_cmp.ci
+    lower = hi < 0
+    worse, better = [], []
+    for name, up in higher_better.items():
+        qlo, qhi = quality_diffs[name]
+        if (qhi < 0) if up else (qlo > 0):
+            worse.append(name)
+        elif (qlo > 0) if up else (qhi < 0):
+            better.append(name)
+    nsd_text = (f"BN-normalised NSD(λ = {weight:g}) − NSD(λ = 0) = {nsd_cmp.mean:+.3g}, 95% CI [{lo:+.3g}, {hi:+.3g}]"
+                f" ({'lower' if lower else 'higher' if lo > 0 else 'not significantly different'})")
+    names = {"l1": "in-hole L1", "psnr": "PSNR", "ssim": "SSIM"}
+    q_text = ("inpainting significantly worse in " + ", ".join(names[n] for n in worse) if worse else
+              "inpainting not worse" + (", significantly better in " + ", ".join(names[n] for n in better)
+                                        if better else " (no significant difference)"))
+    if lower and not worse:
+        observed = f"supported: {nsd_text}; {q_text}"
+    else:
+        observed = f"not supported: {nsd_text}; {q_text}"
+    note = scale_note(scale)
+    return f"{note}; observed here: {observed}" if note else observed

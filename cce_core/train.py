@@ -40,6 +40,7 @@ from .data import describe_sources, load_images, sample_batch
 from .masks import (MASK_GENERATORS, center_box, central_mask, fill_hole, invalid_mask_count, make_masks,
                     unchecked_masks)
 from .models import ContextEncoder, Discriminator
+from .nsd_loss import batch_penalty, make_nsd_generator
 from .provenance import portable_config, provenance, resolve_device
 
 MODELS = ("ce64", "ce128", "cce128")
@@ -85,6 +86,9 @@ class TrainConfig:
     max_bad_fraction: float = 0.05    # fail if more than this share of the image files is corrupt or too small
     mask_generator: str = "batched"   # batched | reference: masks.random_blocks or its loop version (same law)
     planned_steps: int | None = None  # set when train(time_limit=...) cut the run: the steps it was asked for
+    # --- beyond the paper (issue 13, cce_core.nsd_loss): lambda * NSD_batch added to G's loss. 0: the recipe. ----
+    nsd_weight: float = 0.0           # lambda
+    nsd_masks: int = 2                # m: extra masks per image and step for NSD_batch (m encoder passes per step)
     # --- the fast path (same model and loss; see the module docstring). None: follow `fast`. ----------------
     fast: bool = False
     device_rng: bool | None = None      # indices, flips and masks drawn on the training device (device generator)
@@ -123,6 +127,13 @@ class TrainConfig:
             raise ValueError(f"checkpoint_seconds must be positive or None, got {self.checkpoint_seconds}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (BatchNorm needs a batch)")
+        self.nsd_weight, self.nsd_masks = float(self.nsd_weight), int(self.nsd_masks)
+        if not (math.isfinite(self.nsd_weight) and self.nsd_weight >= 0):
+            raise ValueError(f"nsd_weight must be a finite number >= 0, got {self.nsd_weight}")
+        if self.nsd_masks < 2:
+            raise ValueError(f"nsd_masks must be an integer >= 2 (NSD compares codes under several masks), got {self.nsd_masks}")
+        if self.nsd_weight > 0 and self.mask == "central":
+            raise ValueError("nsd_weight > 0 needs varying masks (random_blocks or random_region): the central mask is one mask")
         if self.model == "cce128" and not self.ce64:
             raise ValueError("model 'cce128' (the cascade) needs the trained 64 CE: pass its checkpoint as ce64 (--ce64 CKPT)")
 
@@ -332,8 +343,9 @@ def setup_training(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, device
 
 
 def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torch.optim.Optimizer,
-              opt_d: torch.optim.Optimizer, prepare=fill_hole):
-    """One training iteration as a function ``step(images, mask) -> tensor([d, g_adv, g_rec, l2])``.
+              opt_d: torch.optim.Optimizer, prepare=fill_hole, nsd_gen: torch.Generator | None = None):
+    """One training iteration as a function ``step(images, mask) -> tensor([d, g_adv, g_rec, l2])`` (with a fifth
+    entry, ``nsd``, when ``cfg.nsd_weight`` > 0).
 
     ``images`` and ``mask`` are at the model's resolution; ``prepare`` builds G's input from them
     (:func:`cce_core.masks.fill_hole` for a plain CE, ``CascadeContextEncoder.prepare_input`` for the cascade).
@@ -345,7 +357,14 @@ def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torc
     :func:`cce_core.masks.unchecked_masks`), on CUDA ``amp`` (G and D run under bf16 autocast; the losses are
     computed in fp32) and ``channels_last``, and ``compile`` (torch.compile of G and of ``D.logits``, the
     method the step calls).
+
+    Beyond the paper: with ``cfg.nsd_weight`` = lambda > 0, G's loss gains lambda * NSD_batch, the BN-normalised NSD
+    of the batch's images under ``cfg.nsd_masks`` extra masks each, drawn from ``nsd_gen``
+    (:func:`cce_core.nsd_loss.make_nsd_generator`; see :mod:`cce_core.nsd_loss`). With lambda = 0 nothing is
+    drawn or computed: the step is the recipe's, bit for bit.
     """
+    if cfg.nsd_weight > 0 and nsd_gen is None:
+        raise ValueError("nsd_weight > 0 needs the generator of the extra masks (nsd_gen, see make_nsd_generator)")
     device = next(g.parameters()).device
     cuda = _accelerated(device)
     amp = bool(cfg.amp and cuda)
@@ -380,10 +399,16 @@ def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torc
         sq = (fake.float() - real) ** 2
         rec = (reconstruction_weights(cfg, m) * sq).mean()
         loss_g = (1 - cfg.wtl2) * adv + rec
+        losses = [loss_d, adv, rec, sq.mean()]
+        if cfg.nsd_weight > 0:  # beyond the paper: lambda * NSD_batch (cce_core.nsd_loss)
+            with checks(), autocast():
+                penalty = batch_penalty(cfg, g, x, nsd_gen, prepare)
+            loss_g = loss_g + cfg.nsd_weight * penalty
+            losses.append(penalty)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        return torch.stack([loss_d, adv, rec, sq.mean()]).detach()
+        return torch.stack(losses).detach()
     return step
 
 
@@ -455,6 +480,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
         prepare = cascade.prepare_input
     opt_g, opt_d = setup_training(cfg, g, d, device, extra=cascade if cfg.model == "cce128" else None)
     gen = make_generator(cfg, device)
+    nsd_gen = make_nsd_generator(cfg, device) if cfg.nsd_weight > 0 else None  # its own stream (nsd_loss)
     if ckpt is not None:
         g.load_state_dict(ckpt["G"])
         d.load_state_dict(ckpt["D"])
@@ -465,6 +491,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
             raise ValueError(f"{ckpt_path} holds the random state of a {saved_on} generator (device_rng on "
                              f"{saved_on}); resume it on a {saved_on} device to continue it exactly")
         gen.set_state(ckpt["rng"])
+        if nsd_gen is not None:
+            if ckpt.get("nsd_rng_device", "cpu") != nsd_gen.device.type:
+                raise ValueError(f"{ckpt_path} holds the random state of a {ckpt.get('nsd_rng_device', 'cpu')} "
+                                 "generator for the NSD masks; resume it on that kind of device to continue it exactly")
+            nsd_gen.set_state(ckpt["nsd_rng"])
 
     data = load_images(cfg.data, limit=cfg.limit, embedded_count=cfg.embedded_count, seed=cfg.seed,
                        max_bad_fraction=cfg.max_bad_fraction,
@@ -494,15 +525,17 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                  "cut_by_time": cfg.planned_steps is not None,
                  "G": g.state_dict(), "D": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                  "rng": gen.get_state(), "rng_device": gen.device.type}
+        if nsd_gen is not None:
+            state.update(nsd_rng=nsd_gen.get_state(), nsd_rng_device=nsd_gen.device.type)
         if ce64_ckpt is not None:
             state["ce64"] = {k: ce64_ckpt[k] for k in ("format", "config", "step", "G")}
         _atomic_save(state, ckpt_path)
 
     g.train()
     d.train()
-    step_fn = make_step(cfg, g, d, opt_g, opt_d, prepare)
+    step_fn = make_step(cfg, g, d, opt_g, opt_d, prepare, nsd_gen=nsd_gen)
     masks = make_mask_stream(cfg, device, start)
-    sums = torch.zeros(4, device=device)  # d, g_adv, g_rec, l2 since the last log line
+    sums = torch.zeros(4 + (nsd_gen is not None), device=device)  # d, g_adv, g_rec, l2 (, nsd) since the last log line
     bad_masks = torch.zeros((), dtype=torch.long, device=device)  # device_checks: invalid mask values seen
     t_start = last = last_save = time.perf_counter()
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
@@ -524,11 +557,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                                      f"{done}; the last good checkpoint is kept in {ckpt_path}")
                 if not all(math.isfinite(v) for v in vals):
                     raise TrainingDiverged(f"a loss became NaN/inf between steps {done - n_steps + 1} and {done} "
-                                           f"({dict(zip(('d', 'g_adv', 'g_rec', 'l2'), vals))}); the last good "
+                                           f"({dict(zip(('d', 'g_adv', 'g_rec', 'l2', 'nsd'), vals))}); the last good "
                                            f"checkpoint is kept in {ckpt_path}")
                 now = time.perf_counter()
                 rec_line = {"step": done, "d": vals[0], "g_adv": vals[1], "g_rec": vals[2], "l2": vals[3],
                             "images_per_s": n_steps * cfg.batch_size / max(now - last, 1e-9)}
+                if nsd_gen is not None:
+                    rec_line["nsd"] = vals[4]  # NSD_batch (BN-normalised), before lambda
                 last = now
                 with log_path.open("a") as f:
                     f.write(json.dumps(rec_line) + "\n")

@@ -1,0 +1,213 @@
+"""NSD as a training loss (issue 13, ``cce_core.nsd_loss``): the penalty is section 3's estimator, its gradient
+vanishes on mask-invariant codes, lambda = 0 is today's recipe bit for bit, the extra masks leave the run's own
+stream alone, resume is exact, and a large lambda does not collapse the codes at smoke size. CPU, tiny sizes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import cce_core.nsd_loss as L
+import cce_core.train as T
+from cce_core.evaluate import code_scale, encode_all, eval_masks
+from cce_core.masks import fill_hole
+from cce_core.nsd import nsd
+from cce_core.report import RunScale, verdict_nsd_training
+from cce_core.train import build_models, load_checkpoint, load_model, make_config, read_log, train
+
+from test_train import _write_pictures, assert_same
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("images")
+    _write_pictures(d, 12)
+    return str(d)
+
+
+def tiny(folder: str, **kw) -> T.TrainConfig:
+    values = dict(model="ce128", mask="random_blocks", data=[folder], steps=4, batch_size=4, width=8, bottleneck=16,
+                  log_every=1, checkpoint_every=2, device="cpu")
+    return make_config("smoke", **{**values, **kw})
+
+
+def trained_g(seed: int = 0):
+    """A tiny 128 CE (random blocks) in train mode whose bottleneck BN has non-trivial running statistics."""
+    torch.manual_seed(seed)
+    cfg = make_config("smoke", model="ce128", mask="random_blocks", batch_size=4, width=8, bottleneck=16,
+                      nsd_weight=1.0, nsd_masks=3)
+    g, _ = build_models(cfg)
+    with torch.no_grad():
+        g.bottleneck_bn.running_var.uniform_(0.2, 3.0)
+        g.bottleneck_bn.running_mean.normal_()
+    return cfg, g.train()
+
+
+def test_penalty_is_the_nsd_estimator_on_the_same_codes():
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(5, 3, 7, generator=g, dtype=torch.float64) * torch.rand(7, generator=g, dtype=torch.float64)
+    scale = torch.rand(7, generator=g, dtype=torch.float64) + 0.5
+    assert L.nsd_penalty(codes, scale).item() == pytest.approx(nsd(codes, scale=scale).mean, rel=1e-6)
+    # the BN-normalised codes of normalize_code give the same value (the running mean cancels)
+    _, ce = trained_g()
+    z = torch.randn(5, 3, 16, generator=g)
+    direct = L.nsd_penalty(z, ce.code_scale())
+    normalised = ce.normalize_code(z.view(-1, 16)).view(5, 3, 16)
+    assert direct.item() == pytest.approx(nsd(normalised, scale=torch.ones(16)).mean, rel=1e-5)
+    assert direct.item() == pytest.approx(nsd(z, scale=ce.code_scale()).mean, rel=1e-5)
+    with pytest.raises(ValueError, match="m >= 2"):
+        L.nsd_penalty(z[:, :1], ce.code_scale())
+
+
+def test_batch_penalty_encodes_each_image_under_its_m_masks():
+    """The step's penalty equals nsd() on codes computed by hand from the same masks: image j under mask i is
+    row i * B + j of the draw; the encoder's BatchNorm running statistics are left as they were."""
+    cfg, g = trained_g()
+    x = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    p = L.batch_penalty(cfg, g, x, L.make_nsd_generator(cfg, torch.device("cpu")), fill_hole)
+    assert_same(before, g.state_dict(), "state after the penalty's passes")
+    masks = L.draw_nsd_masks(cfg, L.make_nsd_generator(cfg, torch.device("cpu")), 4, torch.device("cpu"))
+    with L.keep_running_stats(g.encoder):
+        z = g.encode(x.repeat(3, 1, 1, 1), masks).detach()
+    codes = torch.stack([z[i * 4:(i + 1) * 4] for i in range(3)], 1)  # (B, m, D)
+    assert p.item() == pytest.approx(nsd(codes, scale=g.code_scale()).mean, rel=1e-5)
+    assert p.item() > 0
+
+
+def test_gradient_is_zero_when_the_codes_of_an_image_are_equal(monkeypatch):
+    base = torch.randn(4, 1, 16, requires_grad=True)
+    L.nsd_penalty(base.expand(4, 4, 16), torch.rand(16) + 0.5).backward()
+    assert torch.equal(base.grad, torch.zeros_like(base.grad))
+    # through the network: the m masks of every image all equal -> no gradient reaches G
+    cfg, g = trained_g()
+    one = L.draw_nsd_masks(cfg, torch.Generator().manual_seed(5), 1, torch.device("cpu"))[:1]
+    monkeypatch.setattr(L, "draw_nsd_masks", lambda c, gen, b, dev: one.expand(c.nsd_masks * b, -1, -1, -1))
+    x = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    L.batch_penalty(cfg, g, x, torch.Generator(), fill_hole).backward()
+    grads = [p.grad.abs().max().item() for p in g.parameters() if p.grad is not None]
+    assert grads and max(grads) < 1e-9, max(grads)
+
+
+def test_zero_weight_is_the_recipe_bit_for_bit(tmp_path, folder, monkeypatch):
+    """lambda = 0 (with any m) trains exactly the run of the configuration without the option, and never touches
+    the penalty's code."""
+    plain = load_checkpoint(train(tiny(folder), tmp_path / "plain", progress=False))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("lambda = 0 must not draw extra masks or encode")
+
+    monkeypatch.setattr(T, "make_nsd_generator", forbidden)
+    monkeypatch.setattr(T, "batch_penalty", forbidden)
+    zero = load_checkpoint(train(tiny(folder, nsd_weight=0.0, nsd_masks=5), tmp_path / "zero", progress=False))
+    for key in ("G", "D", "opt_g", "opt_d", "rng"):
+        assert_same(plain[key], zero[key], key)
+    assert "nsd_rng" not in zero and "nsd" not in read_log(tmp_path / "zero")[-1]
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_penalty_leaves_the_batches_and_main_masks_alone(tmp_path, folder, monkeypatch, fast):
+    """The extra masks come from their own generator: the batches and main masks are those of lambda = 0."""
+    seen: dict[str, list] = {"zero": [], "nsd": []}
+    real = T.next_batch
+    for name, lam in (("zero", 0.0), ("nsd", 1.0)):
+        monkeypatch.setattr(T, "next_batch", lambda *a, _n=name, **k: seen[_n].append(real(*a, **k)) or seen[_n][-1])
+        train(tiny(folder, nsd_weight=lam, fast=fast), tmp_path / name, progress=False)
+    assert len(seen["zero"]) == 4
+    for (x0, m0), (x1, m1) in zip(seen["zero"], seen["nsd"]):
+        assert torch.equal(x0, x1) and torch.equal(m0, m1)
+
+
+def test_resume_is_exact_and_recorded(tmp_path, folder):
+    c = tiny(folder, nsd_weight=0.5, nsd_masks=3)
+    whole = load_checkpoint(train(c, tmp_path / "whole", progress=False))
+    train(c, tmp_path / "part", progress=False, stop_after=2)
+    resumed = load_checkpoint(train(c, tmp_path / "part", progress=False, resume=True))
+    for key in ("G", "D", "opt_g", "opt_d", "rng", "nsd_rng"):
+        assert_same(whole[key], resumed[key], key)
+    stored = json.loads((tmp_path / "part" / "config.json").read_text())["config"]
+    assert (stored["nsd_weight"], stored["nsd_masks"]) == (0.5, 3)
+    log = read_log(tmp_path / "part")
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["nsd"]) and r["nsd"] > 0 for r in log)
+    with pytest.raises(FileExistsError, match="another configuration"):  # auto-resume refuses another lambda
+        train(tiny(folder, nsd_weight=1.0, nsd_masks=3), tmp_path / "part", progress=False, resume="auto")
+
+
+def test_cascade_and_64_ce_train_with_the_penalty(tmp_path, folder):
+    ce64 = train(tiny(folder, model="ce64", steps=2, checkpoint_every=1), tmp_path / "ce64", progress=False)
+    for model, extra in (("ce64", {}), ("cce128", {"ce64": str(ce64)})):
+        out = tmp_path / f"{model}-nsd"
+        train(tiny(folder, model=model, steps=2, checkpoint_every=1, nsd_weight=1.0, **extra), out, progress=False)
+        assert all(r["nsd"] > 0 for r in read_log(out))
+        load_model(out)  # loads as a plain model: the penalty adds no weights
+
+
+def test_penalty_under_the_accelerated_options_rehearsed_on_cpu(tmp_path, folder, monkeypatch):
+    """The fast path's CUDA-only options (bf16 autocast, channels-last, fused Adam), rehearsed on the CPU as
+    tests/test_fast.py does, with the penalty on: the run trains, resumes exactly and logs a finite NSD_batch."""
+    monkeypatch.setattr(T, "_accelerated", lambda device: True)
+    c = tiny(folder, fast=True, nsd_weight=1.0, nsd_masks=3)
+    whole = load_checkpoint(train(c, tmp_path / "whole", progress=False))
+    train(c, tmp_path / "part", progress=False, stop_after=2)
+    resumed = load_checkpoint(train(c, tmp_path / "part", progress=False, resume=True))
+    for key in ("G", "opt_g", "nsd_rng"):
+        assert_same(whole[key], resumed[key], key)
+    assert all(np.isfinite(r["nsd"]) and r["nsd"] > 0 for r in read_log(tmp_path / "part"))
+
+
+def test_bad_options_are_clear_errors(folder):
+    with pytest.raises(ValueError, match="varying masks"):
+        tiny(folder, mask="central", nsd_weight=1.0)
+    with pytest.raises(ValueError, match="nsd_masks"):
+        tiny(folder, nsd_masks=1)
+    with pytest.raises(ValueError, match="nsd_weight"):
+        tiny(folder, nsd_weight=-1.0)
+    tiny(folder, mask="central", nsd_weight=0.0)  # lambda = 0: the recipe, any mask
+
+
+def test_large_weight_lowers_nsd_without_collapsing_the_codes(tmp_path, folder):
+    """At smoke size (60 steps), lambda = 10 (G's other losses are ~0.1) lowers the BN-normalised NSD but the
+    normalised codes still differ between images: their between-image variance stays a sizeable share of
+    lambda = 0's, and it is still most of the codes' variance (the standardised NSD stays small)."""
+    from cce_core.data import load_images
+
+    images = load_images([folder], progress=False).images[:8]
+    masks = eval_masks("random_blocks", 6, seed=1)
+    stats = {}
+    for lam in (0.0, 10.0):
+        c = tiny(folder, steps=60, batch_size=8, log_every=60, checkpoint_every=60, nsd_weight=lam)
+        g = load_model(train(c, tmp_path / f"nsd{lam:g}", progress=False))
+        acc = encode_all(g, images, masks, progress=False)
+        scale = code_scale(g).double()
+        stats[lam] = {"nsd": acc.result(scale=scale).mean, "between": float((acc.mean / scale).var(0).mean()),
+                      "share": acc.result(standardize=True).mean}
+    s0, s1 = stats[0.0], stats[10.0]
+    assert s1["nsd"] < 0.8 * s0["nsd"], stats
+    assert s1["between"] > 0.25 * s0["between"], stats
+    assert s1["share"] < 0.5, stats
+
+
+def test_verdict_rule():
+    from cce_core.nsd import NSDResult, paired_comparison
+
+    paper = RunScale(samples_per_model=2_000_000, bottleneck=4000, width=64)
+    a = NSDResult(np.linspace(0.5, 0.9, 20), n=10, dims=4, normalized=True)
+    lower = NSDResult(a.per_image - 0.1, n=10, dims=4, normalized=True)
+    cmp = paired_comparison(a, lower)
+    same = {"l1": (-0.01, 0.01), "psnr": (-0.2, 0.3), "ssim": (-0.01, 0.02)}
+    assert verdict_nsd_training(cmp, same, paper, 1.0).startswith("supported")
+    assert "significantly better in PSNR" in verdict_nsd_training(cmp, {**same, "psnr": (0.1, 0.5)}, paper, 1.0)
+    worse = verdict_nsd_training(cmp, {**same, "l1": (0.001, 0.02)}, paper, 1.0)
+    assert worse.startswith("not supported") and "worse in in-hole L1" in worse
+    assert verdict_nsd_training(paired_comparison(lower, a), same, paper, 1.0).startswith("not supported")
+    small = RunScale(samples_per_model=1000, bottleneck=64, width=16)
+    assert verdict_nsd_training(cmp, same, small, 1.0).startswith("not testable at this scale")
