@@ -84,7 +84,7 @@ def _train(a: argparse.Namespace) -> None:
     cfg = make_config(a.preset, model=a.model, mask=a.mask, data=a.data, steps=a.steps, batch_size=a.batch_size,
                       bottleneck=a.bottleneck, width=a.width, variant=a.variant, ce64=a.ce64, seed=a.seed,
                       device=a.device, limit=a.limit, upscale=a.upscale, max_bad_fraction=a.max_bad_fraction,
-                      fast=a.fast or None)
+                      fast=a.fast or None, nsd_weight=a.nsd_weight, nsd_masks=a.nsd_masks)
     existed = out.exists()
     try:
         path = train(cfg, out, resume=a.resume, force=a.force, progress=not a.quiet)
@@ -147,7 +147,7 @@ def _reproduce(a: argparse.Namespace) -> None:
     from .reproduce import reproduce
     reproduce(preset=a.preset, data=a.data, eval_data=a.eval_data, ood_data=a.ood_data, out=a.out,
               device=a.device, seed=a.seed, book=not a.no_book, force=a.force, time_budget=a.time_budget,
-              pack=a.pack, seeds=a.seeds, fast=a.fast)
+              pack=a.pack, seeds=a.seeds, fast=a.fast, nsd_loss=a.nsd_loss)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of unreadable or too small image files tolerated (default: 0.05)")
     t.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and masks")
     t.add_argument("--device", default="auto", help=device_help)
+    t.add_argument("--nsd-weight", type=float, metavar="LAMBDA",
+                   help="beyond the paper: weight of the NSD loss added to G's (default 0: the paper's recipe)")
+    t.add_argument("--nsd-masks", type=int, metavar="M",
+                   help="masks per image and step for the NSD loss (default 2; only with --nsd-weight)")
     t.add_argument("--fast", action="store_true",
                    help="the fast training path: same model and loss; masks and batches drawn on the device, D frozen in the "
                         "G step; on CUDA also bf16 autocast, channels-last, fused Adam (see cce_core.train)")
@@ -217,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--seeds", type=int, nargs="+", metavar="K",
                       help="train and measure every model once per seed (runs/seed<K>); the book shows the first")
     r.add_argument("--no-book", action="store_true", help="skip building the HTML book")
+    r.add_argument("--nsd-loss", action="store_true",
+                   help="beyond the paper: also train the 128 CE with the NSD loss at two weights and add the "
+                        "chapter 'Beyond the paper' (not covered by --time-budget)")
     r.add_argument("--fast", action="store_true",
                    help="the fast training path: same model and loss; masks and batches drawn on the device, D frozen in the "
                         "G step; on CUDA also bf16 autocast, channels-last, fused Adam (see cce_core.train)")

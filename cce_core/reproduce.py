@@ -207,14 +207,16 @@ class Budget:
 def _training_record(runs: Path) -> dict:
     """What each finished run saw, from its config.json: samples done and planned, where and when."""
     trained = {}
-    for mask, model in TRAIN_ORDER:
-        path = runs / run_name(model, mask) / "config.json"
+    names = [run_name(model, mask) for mask, model in TRAIN_ORDER]
+    extra = sorted(p.parent.name for p in runs.glob("*-nsd*/config.json"))  # the NSD-loss chapter's runs
+    for name in names + extra:
+        path = runs / name / "config.json"
         if not path.exists():
             continue
         meta = json.loads(path.read_text())
         cfg = meta["config"]
         planned = cfg.get("planned_steps") or cfg["steps"]
-        trained[run_name(model, mask)] = {
+        trained[name] = {
             "samples": cfg["steps"] * cfg["batch_size"], "planned_samples": planned * cfg["batch_size"],
             "steps": cfg["steps"], "planned_steps": planned, "batch_size": cfg["batch_size"],
             "data": meta.get("data", {}).get("description"),
@@ -244,7 +246,8 @@ def write_pack(generated: Path, pack: Path) -> int:
 def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: list[str] | None = None,
               ood_data: list[str] | None = None, out: str | Path = "_build/smoke", device: str = "auto",
               seed: int = 0, book: bool = True, force: bool = False, time_budget: float | None = None,
-              pack: str | Path | None = None, seeds: list[int] | None = None, fast: bool = False) -> Path:
+              pack: str | Path | None = None, seeds: list[int] | None = None, fast: bool = False,
+              nsd_loss: bool = False) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
@@ -252,6 +255,8 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     bounds the call (see the module docstring); ``pack`` names a ``.tar.gz`` of ``out/generated`` to write.
     ``fast`` trains with :class:`cce_core.train.TrainConfig`'s fast path (same model and loss; on CUDA bf16
     autocast, channels-last, fused Adam; masks and batches drawn on the device), recorded in each config.json.
+    ``nsd_loss`` also runs the "Beyond the paper" chapter (``notebooks/nsd_loss``): the 128 CE with random blocks
+    trained with the NSD loss at two weights beside the reproduction's own run (not covered by ``time_budget``).
     ``seeds`` (several): the six models are trained once per seed into ``out/runs/seed<k>``; the first seed's
     notebooks are the book's (``out/generated``), each other seed gets its training and NSD notebooks (with its
     ``metrics.json``) in ``out/generated/seed<k>``; ``run.json`` lists the seeds and each one's training.
@@ -277,6 +282,8 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     pack = Path(pack).resolve() if pack else None
     if pack:
         check_pack(pack, out)
+    if nsd_loss and time_budget is not None:
+        raise ValueError("--nsd-loss trains two more models that --time-budget does not budget yet: use one or the other")
     reserve = EVAL_RESERVE_S[preset] * (1 + EXTRA_SEED_EVAL * (len(seeds) - 1))
     if time_budget is not None:
         if time_budget <= reserve:
@@ -382,6 +389,12 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
                          k=sizes["k"]), nb_dir)
                 if pack and multi:
                     record("running: figures done")
+                if nsd_loss:
+                    print("[reproduce] beyond the paper: NSD as a training loss", flush=True)
+                    timings["nsd_loss"] = execute_notebook(
+                        "nsd_loss", nb_dir / "nsd_loss.ipynb",
+                        dict(common, data=rel(data, nb_dir), eval_data=rel(eval_data, nb_dir), fig_dir="figures",
+                             **sizes), nb_dir)
     except Exception as e:  # noqa: BLE001 - recorded, packed, then raised as one line
         error = e
         (generated / "error.txt").write_text(traceback.format_exc())
@@ -406,13 +419,26 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
+#: Parts of ``_toc.yml`` that exist only when the run made their notebook (``reproduce --nsd-loss``).
+OPTIONAL_PARTS = {"Beyond the paper": "nsd_loss.ipynb"}
+
+
+def toc_for(generated: str | Path) -> str:
+    """The repository's ``_toc.yml`` without the optional parts whose notebook ``generated`` lacks."""
+    import yaml
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    toc["parts"] = [part for part in toc["parts"] if part.get("caption") not in OPTIONAL_PARTS
+                    or (Path(generated) / OPTIONAL_PARTS[part["caption"]]).exists()]
+    return yaml.safe_dump(toc, sort_keys=False)
+
+
 def build_book(generated: str | Path, dest: str | Path) -> Path:
     """Build the book in ``dest`` from the repository's pages with ``generated`` as its results; returns the HTML dir."""
     generated, dest = Path(generated), Path(dest)
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    for f in ("_config.yml", "_toc.yml"):
-        shutil.copy(REPO / f, dest / f)
+    shutil.copy(REPO / "_config.yml", dest / "_config.yml")
+    (dest / "_toc.yml").write_text(toc_for(generated))
     shutil.copytree(REPO / "book", dest / "book", ignore=shutil.ignore_patterns("generated"))
     shutil.copytree(generated, dest / "book" / "generated")
     (dest / "notebooks").mkdir()
