@@ -149,6 +149,33 @@ def checkpoint_curve(checkpoints: list[str | Path], images: torch.Tensor, nsd_ma
     return rows
 
 
+def curve_summary(curves: dict[str, list[dict]]) -> dict[str, Any]:
+    """Whether NSD falls as the inpainting improves along training (section 3's premise), per model: the steps,
+    BN-normalised NSD and PSNR of each snapshot and their Spearman rank correlation (-1: NSD falls exactly as PSNR
+    rises; None with fewer than 3 snapshots), and one sentence for the report."""
+    from scipy.stats import spearmanr
+
+    out: dict[str, Any] = {"models": {}}
+    parts = []
+    for name, rows in curves.items():
+        steps = [r["step"] for r in rows]
+        nsd_values = [r["nsd_normalized"] for r in rows]
+        psnr_values = [r["psnr"] for r in rows]
+        rho = float(spearmanr(nsd_values, psnr_values).statistic) if len(rows) >= 3 else None
+        out["models"][name] = {"steps": steps, "nsd_normalized": nsd_values, "psnr": psnr_values,
+                               "spearman_nsd_psnr": rho}
+        if rho is None:
+            parts.append(f"{name}: fewer than 3 snapshots, no trend")
+            continue
+        trend = ("NSD fell as PSNR rose" if rho <= -0.5 else "NSD rose as PSNR rose" if rho >= 0.5
+                 else "no monotone relation between NSD and PSNR")
+        parts.append(f"{name}: over {len(rows)} snapshots (steps {steps[0]}-{steps[-1]}), NSD "
+                     f"{nsd_values[0]:.3f} → {nsd_values[-1]:.3f}, PSNR {psnr_values[0]:.2f} → {psnr_values[-1]:.2f} dB, "
+                     f"Spearman ρ(NSD, PSNR) = {rho:+.2f}: {trend}")
+    out["summary"] = "; ".join(parts) + "."
+    return out
+
+
 # --- comparisons, verdicts, metrics.json and glue --------------------------------------------------------------
 
 def compare_readings(results: dict[str, ModelNSD], seed: int = 0) -> dict[str, PairedComparison]:

@@ -49,7 +49,7 @@ CHECKPOINT_FORMAT = "cce-companion-checkpoint/1"
 #: The speed options of the fast path; each left at None follows ``TrainConfig.fast``.
 FAST_OPTIONS = ("device_rng", "freeze_d", "device_checks", "amp", "channels_last", "fused_adam", "cudnn_benchmark")
 #: Config fields that may differ between a run and its resumption.
-RESUMABLE = ("steps", "device", "planned_steps")
+RESUMABLE = ("steps", "device", "planned_steps", "snapshot_every")
 
 
 @dataclass
@@ -80,6 +80,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int | None = 100  # checkpoint every this many steps (None: by time and at the end only)
     checkpoint_seconds: float | None = None  # and at the first log step after this many seconds since the last
+    snapshot_every: int | None = None  # also keep G alone every this many steps in snapshots/ (NSD along training)
     limit: int | None = None          # use only the first `limit` images
     embedded_count: int = 512         # crops in the embedded default data set
     data_on_device: bool = True       # keep the decoded uint8 images on the training device
@@ -123,6 +124,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.checkpoint_every is not None and self.checkpoint_every % self.log_every:
             raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of log_every ({self.log_every})")
+        if self.snapshot_every is not None and (int(self.snapshot_every) < 1 or self.snapshot_every % self.log_every):
+            raise ValueError(f"snapshot_every ({self.snapshot_every}) must be a positive multiple of log_every "
+                             f"({self.log_every}) or None")
         if self.checkpoint_seconds is not None and not self.checkpoint_seconds > 0:
             raise ValueError(f"checkpoint_seconds must be positive or None, got {self.checkpoint_seconds}")
         if self.batch_size < 2:
@@ -149,8 +153,10 @@ class TrainConfig:
 #: Named presets. ``smoke``: seconds on a CPU, for tests and nbval; ``cpu``: a meaningful run of minutes on
 #: train-mini; ``paper``: the faithful architecture (D = 4000, width 64) for a GPU.
 PRESETS: dict[str, dict] = {
-    "smoke": dict(steps=20, batch_size=16, bottleneck=64, width=16, log_every=2, checkpoint_every=10),
-    "cpu": dict(steps=300, batch_size=32, bottleneck=512, width=32, log_every=10, checkpoint_every=100),
+    "smoke": dict(steps=20, batch_size=16, bottleneck=64, width=16, log_every=2, checkpoint_every=10,
+                  snapshot_every=10),
+    "cpu": dict(steps=300, batch_size=32, bottleneck=512, width=32, log_every=10, checkpoint_every=100,
+                snapshot_every=60),
     "paper": dict(steps=16000, batch_size=64, bottleneck=4000, width=64, log_every=50, checkpoint_every=None,
                   checkpoint_seconds=60),
 }
@@ -531,6 +537,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
             state["ce64"] = {k: ce64_ckpt[k] for k in ("format", "config", "step", "G")}
         _atomic_save(state, ckpt_path)
 
+    def snapshot(step: int) -> None:  # G alone (and the cascade's 64 CE): enough for load_model and NSD
+        state = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "step": step, "finished": False,
+                 "snapshot": True, "G": g.state_dict()}
+        if ce64_ckpt is not None:
+            state["ce64"] = {k: ce64_ckpt[k] for k in ("format", "config", "step", "G")}
+        (out / "snapshots").mkdir(exist_ok=True)
+        _atomic_save(state, out / "snapshots" / f"step-{step:07d}.pt")
+
     g.train()
     d.train()
     step_fn = make_step(cfg, g, d, opt_g, opt_d, prepare, nsd_gen=nsd_gen)
@@ -585,6 +599,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                                                f"the last good checkpoint is kept in {ckpt_path}")
                     save(done)
                     last_save = time.perf_counter()
+                if cfg.snapshot_every is not None and done % cfg.snapshot_every == 0:
+                    snapshot(done)
                 if cut:
                     break
     except KeyboardInterrupt:
@@ -593,6 +609,17 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
     finally:
         bar.close()
     return ckpt_path
+
+
+def snapshots(run: str | os.PathLike) -> list[Path]:
+    """The snapshots of a run directory (G every ``snapshot_every`` steps), in training order, then its final
+    checkpoint if it is later than the last snapshot: the models along one training run."""
+    run = Path(run)
+    paths = sorted((run / "snapshots").glob("step-*.pt"))
+    final = run / "checkpoint.pt"
+    if final.exists() and (not paths or int(load_checkpoint(final)["step"]) > int(paths[-1].stem.split("-")[1])):
+        paths.append(final)
+    return paths
 
 
 def read_log(run: str | os.PathLike) -> list[dict]:

@@ -43,6 +43,8 @@ ood_data = None  # out-of-distribution NSD images (e.g. eval-bsds100.zip), or No
 k = 8  # images (the paper: 250)
 n = 10  # masks (the paper: 100)
 q = 4  # masks per image for the quality measures (the first q of the n NSD masks)
+curve_k = 50  # images for NSD along training (the snapshots of the 128 CE and the cascade)
+curve_n = 20  # NSD masks for NSD along training (the first curve_n of the n masks)
 mask = "random_blocks"
 seed = 0
 device = "auto"
@@ -64,10 +66,11 @@ from cce_core.data import load_images
 from cce_core.evaluate import READING_LABELS, READINGS, eval_masks, model_nsd
 from cce_core.glue import glue
 from cce_core.masks import central_mask
-from cce_core.metrics import DIRECTION, QUALITY, build_metrics, compare_readings, glue_values, model_quality, run_info
+from cce_core.metrics import (DIRECTION, QUALITY, build_metrics, checkpoint_curve, compare_readings, curve_summary,
+                              glue_values, model_quality, run_info)
 from cce_core.provenance import provenance, resolve_device
 from cce_core.reproduce import ensure_run, run_name
-from cce_core.train import load_checkpoint, load_model
+from cce_core.train import load_checkpoint, load_model, snapshots
 
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
 LABELS = {"ce128": "CE (128)", "cce128": "cascade CE", "ce64": "64 CE alone"}
@@ -181,6 +184,31 @@ else:
     print("no out-of-distribution set given (ood_data=None)")
 
 # %% [markdown]
+# ## Does NSD fall as the inpainting improves?
+#
+# Section 3 reads a lower NSD as a better inpainting. Along one training run this can be checked: the runs keep
+# their generator every `snapshot_every` steps (a training option), and each snapshot of the 128 CE and of the
+# cascade (random blocks) is measured on the first `curve_k` images with the first `curve_n` NSD masks
+# (BN-normalised NSD) and the $q$ quality masks (in-hole PSNR). If NSD tracks the quality of the inpainting, it
+# falls while PSNR rises (a negative rank correlation).
+
+# %% tags=["nbval-ignore-output"]
+curves = {m: checkpoint_curve(snapshots(checkpoints[run_name(m, mask)].parent), images.images[:curve_k],
+                              masks[:curve_n], masks[:q], dev) for m in ("ce128", "cce128")}
+along = curve_summary(curves)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for m, rows in curves.items():
+    steps = [r["step"] for r in rows]
+    axes[0].plot(steps, [r["nsd_normalized"] for r in rows], "o-", label=LABELS[m])
+    axes[1].plot(steps, [r["psnr"] for r in rows], "o-", label=LABELS[m])
+axes[0].set(xlabel="training step", ylabel="NSD, BN-normalised", title="NSD along training")
+axes[1].set(xlabel="training step", ylabel="in-hole PSNR (dB)", title="PSNR along training")
+axes[0].legend()
+fig.tight_layout()
+fig.savefig(Path(fig_dir) / "nsd_along_training.png", dpi=120, bbox_inches="tight")
+print(along["summary"])
+
+# %% [markdown]
 # ## Verdicts and the numbers the report quotes
 #
 # `cce_core.metrics.build_metrics` gathers everything (verdicts by the rules of `cce_core.report`), writes
@@ -190,8 +218,10 @@ else:
 metrics = build_metrics(preset=preset, seed=seed, mask=mask, eval_data=images.description, k=len(images), n=n, q=q,
                         runs=runs, results=results, quality=quality, provenance=provenance(dev), ood=ood,
                         ood_data=ood_images.description if ood_images is not None else None)
+metrics["along_training"] = along
 _ = Path(metrics_path).write_text(json.dumps(metrics, indent=1))
 values = glue_values(metrics)
+values["along_training"] = along["summary"]
 for key, value in values.items():
     glue(key, value, display=False)
 assert values["verdict_lower_normalized"] and np.isfinite(values["diff_normalized_mean"])
