@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ EPILOG = """examples:
   python -m cce_core train --model cce128 --mask random_blocks --preset smoke --ce64 runs/ce64 --out runs/cce
   python -m cce_core nsd --checkpoint runs/cce --data ../shared/data/photos128/eval-imagenet250.zip
   python -m cce_core reproduce --preset smoke --out _build/smoke
+  torchrun --nproc_per_node=4 -m cce_core train --model ce128 --preset paper --data DATA --out runs/ce128
 
 Data: 'embedded' (photos shipped with scikit-image, no download), a folder of JPEG/PNG images, or stored zips
 such as ../shared/data/photos128/train-00.zip (several may be given)."""
@@ -24,8 +26,9 @@ def _train(a: argparse.Namespace) -> None:
     cfg = make_config(a.preset, model=a.model, mask=a.mask, data=a.data, steps=a.steps, batch_size=a.batch_size,
                       bottleneck=a.bottleneck, width=a.width, variant=a.variant, ce64=a.ce64, seed=a.seed,
                       device=a.device, limit=a.limit, upscale=a.upscale, max_bad_fraction=a.max_bad_fraction)
-    path = train(cfg, a.out, resume=a.resume, force=a.force, progress=not a.quiet)
-    print(f"checkpoint: {path}")
+    path = train(cfg, a.out, resume=a.resume, force=a.force, progress=not a.quiet, global_batch=a.global_batch)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
+        print(f"checkpoint: {path}")
 
 
 def _significant(values) -> list[float]:
@@ -92,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--global-batch", action="store_true",
+                   help="under torchrun: every process draws the whole global batch from the single-process "
+                        "stream and keeps its share (the batches of a 1-process run; to check a multi-GPU run)")
     t.set_defaults(func=_train)
 
     n = sub.add_parser("nsd", help="NSD of a trained model over k images x n masks (paper section 3)",
