@@ -26,7 +26,10 @@ def _train(a: argparse.Namespace) -> None:
     cfg = make_config(a.preset, model=a.model, mask=a.mask, data=a.data, steps=a.steps, batch_size=a.batch_size,
                       bottleneck=a.bottleneck, width=a.width, variant=a.variant, ce64=a.ce64, seed=a.seed,
                       device=a.device, limit=a.limit, upscale=a.upscale, max_bad_fraction=a.max_bad_fraction)
-    path = train(cfg, a.out, resume=a.resume, force=a.force, progress=not a.quiet, global_batch=a.global_batch)
+    # under torchrun, `record` hands an exception's traceback to the agent, which reports it as the root cause
+    from torch.distributed.elastic.multiprocessing.errors import record
+    path = record(train)(cfg, a.out, resume=a.resume, force=a.force, progress=not a.quiet,
+                         global_batch=a.global_batch)
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
         print(f"checkpoint: {path}")
 
