@@ -53,8 +53,8 @@ def torchrun(args: list[str], nproc: int = 2) -> subprocess.Popen:
 
 
 def tiny(folder: str, steps: int, **kw):
-    return make_config("smoke", model="ce128", mask="random_blocks", data=[folder], steps=steps, batch_size=16,
-                       width=8, bottleneck=16, device="cpu", **kw)
+    return make_config("smoke", **{**dict(model="ce128", mask="random_blocks", data=[folder], steps=steps,
+                                          batch_size=16, width=8, bottleneck=16, device="cpu"), **kw})
 
 
 def run_torchrun(args: list[str]) -> str:
@@ -153,11 +153,14 @@ def _worker(parent: int, rank: int) -> int | None:
 
 
 def test_killed_rank_ends_the_group_and_the_run_resumes_on_one_process(tmp_path, folder):
-    """SIGKILL rank 1 after the first checkpoint: torchrun ends rank 0 and exits non-zero (no hang); the run then
-    resumes from that checkpoint in a single process (other N: fresh streams) and finishes."""
+    """The cascade's 128 CE (its frozen 64 CE not synchronised), central mask, per-process streams. SIGKILL rank 1
+    after the first checkpoint: torchrun ends rank 0 and exits non-zero (no hang); the run then resumes from that
+    checkpoint in a single process (another N: fresh streams) and finishes."""
+    ce64 = train(tiny(folder, 2, model="ce64", mask="central", batch_size=4), tmp_path / "ce64", progress=False)
     out = tmp_path / "run"
     steps = 60
-    p = torchrun(SIZES + ["--steps", str(steps), "--data", folder, "--out", str(out)])
+    cascade = ["--model", "cce128", "--mask", "central", "--ce64", str(ce64.parent)]
+    p = torchrun(SIZES + cascade + ["--steps", str(steps), "--data", folder, "--out", str(out)])
     try:
         t0 = time.monotonic()
         while not (out / "checkpoint.pt").exists():
@@ -180,7 +183,8 @@ def test_killed_rank_ends_the_group_and_the_run_resumes_on_one_process(tmp_path,
     assert 0 < done < steps and not ckpt["finished"]
     assert ckpt["streams"]["world_size"] == 2 and len(ckpt["streams"]["rng"]) == 2
 
-    path = train(tiny(folder, steps), out, resume=True, progress=False)
+    path = train(tiny(folder, steps, model="cce128", mask="central", ce64=str(ce64.parent)), out, resume=True,
+                 progress=False)
     final = load_checkpoint(path)
     assert final["finished"] and final["step"] == steps
     assert final["streams"] == {"world_size": 1, "origin": done, "rng": final["streams"]["rng"]}
