@@ -13,6 +13,10 @@ launches processes or moves bytes itself. The run's maths does not depend on the
 * gradients are averaged over the processes by DDP, and each process's loss is the mean over its share, so the
   update is the single-process update on the global batch.
 
+One difference remains: with ``mask="random_region"`` (one mask per batch, as Pathak draws it) each process
+draws one mask for its share, so a global batch holds N masks (``global_batch=True`` in
+:func:`cce_core.train.train` keeps one).
+
 A single process (no ``torchrun``, or ``WORLD_SIZE=1``) uses none of this: :func:`setup` returns None.
 """
 
@@ -198,4 +202,7 @@ def wrap(g: nn.Module, d: nn.Module, world: World) -> tuple[DDP, DDP]:
     The synchronised BatchNorms still share the batch statistics in that call, as the maths needs.
     """
     ids = [world.device.index] if world.device.type == "cuda" else None
-    return DDP(g, device_ids=ids), DDP(Logits(d), device_ids=ids)
+    # broadcast_buffers=False: the synchronised BatchNorms compute the same running statistics on every process
+    # (from the same all-gathered moments), so rank 0's need not be broadcast before every forward.
+    return (DDP(g, device_ids=ids, broadcast_buffers=False),
+            DDP(Logits(d), device_ids=ids, broadcast_buffers=False))
