@@ -26,10 +26,11 @@ def _train(a: argparse.Namespace) -> None:
     cfg = make_config(a.preset, model=a.model, mask=a.mask, data=a.data, steps=a.steps, batch_size=a.batch_size,
                       bottleneck=a.bottleneck, width=a.width, variant=a.variant, ce64=a.ce64, seed=a.seed,
                       device=a.device, limit=a.limit, upscale=a.upscale, max_bad_fraction=a.max_bad_fraction)
-    # under torchrun, `record` hands an exception's traceback to the agent, which reports it as the root cause
-    from torch.distributed.elastic.multiprocessing.errors import record
-    path = record(train)(cfg, a.out, resume=a.resume, force=a.force, progress=not a.quiet,
-                         global_batch=a.global_batch)
+    run = train
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun: the agent reports an exception's traceback
+        from torch.distributed.elastic.multiprocessing.errors import record
+        run = record(train)
+    path = run(cfg, a.out, resume=a.resume, force=a.force, progress=not a.quiet, global_batch=a.global_batch)
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
         print(f"checkpoint: {path}")
 

@@ -101,7 +101,6 @@ def test_two_processes_equal_one_process_on_the_same_batches(tmp_path, folder, t
     and with 2 threads differ by about 1% (relative norm) and 8e-3 (largest weight), the same size as 2 x 8 vs
     1 x 16 here (measured); so the 5-step check is that the difference stays at that noise level, not above."""
     out = two_process_run[0]
-    torch.set_num_threads(1)
     one = train(tiny(folder, 1), tmp_path / "one", progress=False)
     a1 = load_checkpoint(one)
     b1 = two_process_run[1]
