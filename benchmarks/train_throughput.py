@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                    # paper sizes (width 64, D = 4000, batch 64)
     python benchmarks/train_throughput.py --json benchmarks/results/h100.json
     python benchmarks/train_throughput.py --quick            # tiny sizes, a few steps: CI on 2 CPU cores
+    torchrun --nproc_per_node=4 benchmarks/train_throughput.py --models ce128   # data-parallel, 4 GPUs
 
 Two arms per model (ce64, ce128 and the cascade's 128 CE, random-block masks), in this process, on this device:
 
@@ -21,28 +22,39 @@ GFLOP per image are counted with ``torch.utils.flop_counter.FlopCounterMode`` on
 backward of D and G, and the cascade's frozen 64 CE); the share of the device's dense bf16 peak is printed for
 known devices. ``--compile-models`` (default: ce128 on CUDA, none elsewhere) adds a third arm, fast +
 ``torch.compile``, and says whether its compile time pays back within a 1 M-sample run.
+
+Under ``torchrun`` (issue 14) each arm trains one model with DistributedDataParallel as ``python -m cce_core
+train`` does (:mod:`cce_core.distributed`: synchronised BatchNorm, ``--batch-size`` is the global batch, each
+process takes its share); images/s are those of the whole group (global batch x steps / rank 0's time; the
+processes move in lockstep), so scaling efficiency on N GPUs is images/s(N) / (N x images/s(1)). GFLOP per image
+are counted on one process's share. Rank 0 prints and writes the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cce_core import distributed  # noqa: E402
 from cce_core.cascade import CascadeContextEncoder  # noqa: E402
 from cce_core.masks import fill_hole, invalid_mask_count  # noqa: E402
 from cce_core.models import ContextEncoder  # noqa: E402
 from cce_core.provenance import provenance, resolve_device  # noqa: E402
 from cce_core.train import (build_models, make_config, make_generator, make_mask_stream, make_step,  # noqa: E402
                             next_batch, setup_training)
+
+WORLD: distributed.World | None = None  # set by main() under torchrun
 
 #: Dense bf16 peaks in TFLOP/s (vendor data sheets); matched against the device name, first match wins.
 BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0))
@@ -71,13 +83,19 @@ def _setup(model: str, arm: str, sizes: dict, device: torch.device):
                       **sizes, **ARMS[arm])
     torch.manual_seed(0)
     g, d = build_models(cfg)
+    if WORLD is not None:
+        distributed.sync_batchnorm(g, WORLD)
+        distributed.sync_batchnorm(d, WORLD)
     prepare, cascade = fill_hole, None
     if model == "cce128":
         ce64 = ContextEncoder(64, cfg.bottleneck, cfg.output, cfg.variant, cfg.width)
         cascade = CascadeContextEncoder(ce64, g)
         prepare = cascade.prepare_input
     opt_g, opt_d = setup_training(cfg, g, d, device, extra=cascade)
-    step = make_step(cfg, g, d, opt_g, opt_d, prepare)
+    step = make_step(cfg, g, d, opt_g, opt_d, prepare, wrappers=distributed.wrap(g, d, WORLD) if WORLD else None)
+    if WORLD is not None:  # this process's share of the global batch, from its own stream
+        cfg = replace(cfg, batch_size=distributed.per_process_batch(cfg.batch_size, WORLD),
+                      seed=distributed.rank_seed(cfg.seed, WORLD.rank, 0))
     images = torch.randint(0, 256, (256, 3, 128, 128), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
     images = images.to(device) if cfg.data_on_device else images
@@ -112,7 +130,7 @@ def measure(model: str, arm: str, sizes: dict, device: torch.device, steps: int,
             iteration()
         sums.tolist()  # one host sync per block, as the training loop does once per log line
         _sync(device)
-        rates.append(steps * cfg.batch_size / (time.perf_counter() - t))
+        rates.append(steps * cfg.batch_size * (WORLD.size if WORLD else 1) / (time.perf_counter() - t))  # group
     assert int(bad) == 0
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -165,12 +183,18 @@ def main(argv: list[str] | None = None) -> None:
         a.threads = a.threads or 1  # tiny models: two threads spin-waiting on a shared 2-core CI box are 10x slower
     if a.threads:
         torch.set_num_threads(a.threads)
-    device = resolve_device(a.device)
+    global WORLD
+    WORLD = distributed.setup(a.device)
+    device = WORLD.device if WORLD else resolve_device(a.device)
+    if WORLD and not WORLD.main:  # rank 0 speaks
+        sys.stdout = open(os.devnull, "w")
+        a.json = None
     compiled_models = a.compile_models if a.compile_models is not None else (["ce128"] if device.type == "cuda" else [])
     sizes = dict(batch_size=a.batch_size, width=a.width, bottleneck=a.bottleneck, device=str(device))
     prov = provenance(device)
     peak = bf16_peak(prov["device"])
-    print(f"device: {prov['device']}, torch {prov['torch']}, commit {prov['commit']}")
+    print(f"device: {prov['device']}, torch {prov['torch']}, commit {prov['commit']}"
+          + (f"; {WORLD.size} processes ({WORLD.backend}), images/s of the whole group" if WORLD else ""))
     print(f"batch {a.batch_size}, width {a.width}, D {a.bottleneck}, random_blocks masks; {a.warmup} warm-up "
           f"iterations, median of {a.repeats} blocks of {a.steps}; dense bf16 peak: "
           f"{f'{peak:.0f} TFLOP/s' if peak else 'n/a (unknown device)'}")
@@ -183,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
             Path(a.json).write_text(json.dumps({"provenance": prov, "bf16_peak_tflops": peak, "quick": a.quick,
                                                 "warmup": a.warmup, "steps": a.steps, "repeats": a.repeats,
-                                                "results": rows}, indent=1))
+                                                "world_size": WORLD.size if WORLD else 1, "results": rows}, indent=1))
 
     def report(row: dict, arm: str) -> None:
         r = row[arm]
@@ -223,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         print("torch.compile: not measured here (--compile-models MODEL to measure it); it is off by default")
     if a.json:
         print(f"wrote {a.json}")
+    distributed.shutdown(WORLD)
 
 
 if __name__ == "__main__":

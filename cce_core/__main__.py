@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ EPILOG = """examples:
   python -m cce_core train --model cce128 --mask random_blocks --preset smoke --ce64 runs/ce64 --out runs/cce
   python -m cce_core nsd --checkpoint runs/cce --data ../shared/data/photos128/eval-imagenet250.zip
   python -m cce_core reproduce --preset smoke --out _build/smoke
+  torchrun --nproc_per_node=4 -m cce_core train --model ce128 --preset paper --data DATA --out runs/ce128
 
 Data: 'embedded' (photos shipped with scikit-image, no download), a folder of JPEG/PNG images, or stored zips
 such as ../shared/data/photos128/train-00.zip (several may be given)."""
@@ -85,14 +87,19 @@ def _train(a: argparse.Namespace) -> None:
                       bottleneck=a.bottleneck, width=a.width, variant=a.variant, ce64=a.ce64, seed=a.seed,
                       device=a.device, limit=a.limit, upscale=a.upscale, max_bad_fraction=a.max_bad_fraction,
                       fast=a.fast or None, nsd_weight=a.nsd_weight, nsd_masks=a.nsd_masks)
+    run = train
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun: the agent reports an exception's traceback
+        from torch.distributed.elastic.multiprocessing.errors import record
+        run = record(train)
     existed = out.exists()
     try:
-        path = train(cfg, out, resume=a.resume, force=a.force, progress=not a.quiet)
+        path = run(cfg, out, resume=a.resume, force=a.force, progress=not a.quiet, global_batch=a.global_batch)
     except BaseException:
         if not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a failed start leaves no empty run folder behind
         raise
-    print(f"checkpoint: {path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
+        print(f"checkpoint: {path}")
 
 
 def _significant(values) -> list[float]:
@@ -187,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the fast training path: same model and loss; masks and batches drawn on the device, D frozen in the "
                         "G step; on CUDA also bf16 autocast, channels-last, fused Adam (see cce_core.train)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--global-batch", action="store_true",
+                   help="under torchrun: every process draws the whole global batch from the single-process "
+                        "stream and keeps its share (the batches of a 1-process run; to check a multi-GPU run)")
     t.set_defaults(func=_train)
 
     n = sub.add_parser("nsd", help="NSD of a trained model over k images x n masks (paper section 3)",

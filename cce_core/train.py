@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed
 from .cascade import CascadeContextEncoder, downscale, downscale_mask
 from .data import describe_sources, load_images, sample_batch
 from .masks import (MASK_GENERATORS, center_box, central_mask, fill_hole, invalid_mask_count, make_masks,
@@ -349,7 +350,8 @@ def setup_training(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, device
 
 
 def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torch.optim.Optimizer,
-              opt_d: torch.optim.Optimizer, prepare=fill_hole, nsd_gen: torch.Generator | None = None):
+              opt_d: torch.optim.Optimizer, prepare=fill_hole, nsd_gen: torch.Generator | None = None,
+              wrappers: tuple | None = None):
     """One training iteration as a function ``step(images, mask) -> tensor([d, g_adv, g_rec, l2])`` (with a fifth
     entry, ``nsd``, when ``cfg.nsd_weight`` > 0).
 
@@ -368,6 +370,10 @@ def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torc
     of the batch's images under ``cfg.nsd_masks`` extra masks each, drawn from ``nsd_gen``
     (:func:`cce_core.nsd_loss.make_nsd_generator`; see :mod:`cce_core.nsd_loss`). With lambda = 0 nothing is
     drawn or computed: the step is the recipe's, bit for bit.
+
+    ``wrappers``: in a data-parallel run, G and ``D.logits`` wrapped in DistributedDataParallel
+    (:func:`cce_core.distributed.wrap`, which explains why): G's forward and the D step's D calls go through
+    them, so their gradients are averaged over the processes; the G step calls the unwrapped ``D.logits``.
     """
     if cfg.nsd_weight > 0 and nsd_gen is None:
         raise ValueError("nsd_weight > 0 needs the generator of the extra masks (nsd_gen, see make_nsd_generator)")
@@ -375,8 +381,10 @@ def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torc
     cuda = _accelerated(device)
     amp = bool(cfg.amp and cuda)
     memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
-    g_forward = torch.compile(g) if cfg.compile else g
+    g_module, d_step_module = wrappers if wrappers is not None else (g, d.logits)
+    g_forward = torch.compile(g_module) if cfg.compile else g_module
     d_logits = torch.compile(d.logits) if cfg.compile else d.logits
+    d_step_logits = d_logits if wrappers is None else (torch.compile(d_step_module) if cfg.compile else d_step_module)
     checks = unchecked_masks if cfg.device_checks else contextlib.nullcontext
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
 
@@ -388,7 +396,7 @@ def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torc
             real = _target(cfg, x)
             # D step: BCE(D(real), 1) + BCE(D(G(x)), 0), real and fake in separate passes (own BN statistics).
             fake = g_forward(inp)
-            logits_real, logits_fake = d_logits(real), d_logits(fake.detach())
+            logits_real, logits_fake = d_step_logits(real), d_step_logits(fake.detach())
         loss_d = (F.binary_cross_entropy_with_logits(logits_real.float(), ones)
                   + F.binary_cross_entropy_with_logits(logits_fake.float(), torch.zeros_like(ones)))
         opt_d.zero_grad(set_to_none=True)
@@ -421,7 +429,8 @@ def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torc
 # --- the loop -------------------------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, force: bool = False,
-          progress: bool = True, stop_after: int | None = None, time_limit: float | None = None) -> Path:
+          progress: bool = True, stop_after: int | None = None, time_limit: float | None = None,
+          global_batch: bool = False) -> Path:
     """Train the model of ``cfg`` into the run directory ``out``; returns the path of ``checkpoint.pt``.
 
     ``resume`` continues a run from its checkpoint exactly (weights, optimisers, step, random state), with the
@@ -435,6 +444,16 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
     done and ``planned_steps`` = the steps asked for, and ``config.json`` and the checkpoint say
     ``cut_by_time``. ``resume="auto"`` with the original configuration then returns at once; ``resume=True``
     continues it (to ``planned_steps`` or the ``steps`` asked for, if more).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the N processes train one model with DistributedDataParallel
+    (:mod:`cce_core.distributed`): each takes ``batch_size / N`` of the global batch, BatchNorm is synchronised,
+    and rank 0 alone writes the run directory (losses averaged over the processes; checkpoints in the
+    single-process format). Each process draws its images and masks from its own stream, seeded from
+    (``seed``, rank, origin step); a checkpoint stores every process's generator, so a resumption with the same
+    N continues exactly; with another N (1 included) the streams restart, seeded from (``seed``, rank, the
+    checkpoint's step): reproducible, but not the batches the old N would have drawn. ``global_batch=True``
+    makes every process draw the whole global batch from the run's single-process stream and keep its slice:
+    the batches of a single-process run, at N times the sampling work (for checking a multi-process run).
     """
     out = Path(out)
     ckpt_path, log_path, cfg_path = out / "checkpoint.pt", out / "log.jsonl", out / "config.json"
@@ -469,9 +488,16 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                               "or force=True (--force) to overwrite it")
     out.mkdir(parents=True, exist_ok=True)
 
-    device = resolve_device(cfg.device)
+    world = distributed.setup(cfg.device)  # None: a single process (no torchrun)
+    main = world is None or world.main
+    progress = progress and main
+    device = world.device if world is not None else resolve_device(cfg.device)
+    local_batch = distributed.per_process_batch(cfg.batch_size, world)
     torch.manual_seed(cfg.seed)
     g, d = build_models(cfg)
+    if world is not None:  # G's and D's BatchNorms over the global batch (not the frozen 64 CE's: eval mode)
+        distributed.sync_batchnorm(g, world)
+        distributed.sync_batchnorm(d, world)
     ce64_ckpt = None
     prepare = fill_hole
     if cfg.model == "cce128":
@@ -485,29 +511,43 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
         cascade = CascadeContextEncoder(_ce64_from(ce64_ckpt), g, upscale=cfg.upscale)
         prepare = cascade.prepare_input
     opt_g, opt_d = setup_training(cfg, g, d, device, extra=cascade if cfg.model == "cce128" else None)
-    gen = make_generator(cfg, device)
-    nsd_gen = make_nsd_generator(cfg, device) if cfg.nsd_weight > 0 else None  # its own stream (nsd_loss)
+    # This process's stream of images and masks (see the docstring): `origin` None is the single-process
+    # stream (seeded with cfg.seed, as always); else the streams of N processes started at step `origin`.
+    n_proc, rank = (1, 0) if world is None or global_batch else (world.size, world.rank)
+    streams = (ckpt.get("streams", {"world_size": 1, "origin": None, "rng": [ckpt["rng"]]})
+               if ckpt is not None else {"world_size": n_proc, "origin": None if n_proc == 1 else 0, "rng": None})
+    same_streams = streams["world_size"] == n_proc
+    origin = streams["origin"] if same_streams else start
+    rcfg = cfg if origin is None and n_proc == 1 else \
+        replace(cfg, seed=distributed.rank_seed(cfg.seed, rank, origin), batch_size=cfg.batch_size // n_proc)
+    gen = make_generator(rcfg, device)
+    # the NSD loss's extra masks: their own stream (nsd_loss), per process under torchrun like the batches
+    nsd_gen = make_nsd_generator(rcfg, device) if cfg.nsd_weight > 0 else None
     if ckpt is not None:
         g.load_state_dict(ckpt["G"])
         d.load_state_dict(ckpt["D"])
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
         saved_on = ckpt.get("rng_device", "cpu")
-        if saved_on != gen.device.type:
+        if same_streams and saved_on != gen.device.type:
             raise ValueError(f"{ckpt_path} holds the random state of a {saved_on} generator (device_rng on "
                              f"{saved_on}); resume it on a {saved_on} device to continue it exactly")
-        gen.set_state(ckpt["rng"])
-        if nsd_gen is not None:
+        if same_streams:
+            gen.set_state(streams["rng"][rank])
+        if nsd_gen is not None and n_proc == 1 and "nsd_rng" in ckpt:  # several processes: re-derived (above)
             if ckpt.get("nsd_rng_device", "cpu") != nsd_gen.device.type:
                 raise ValueError(f"{ckpt_path} holds the random state of a {ckpt.get('nsd_rng_device', 'cpu')} "
                                  "generator for the NSD masks; resume it on that kind of device to continue it exactly")
             nsd_gen.set_state(ckpt["nsd_rng"])
+    wrappers = distributed.wrap(g, d, world) if world is not None else None
 
     data = load_images(cfg.data, limit=cfg.limit, embedded_count=cfg.embedded_count, seed=cfg.seed,
                        max_bad_fraction=cfg.max_bad_fraction,
                        progress=progress, workers=min(8, os.cpu_count() or 1))
     images = data.images.to(device) if cfg.data_on_device else data.images
-    if not resume:  # the 64 CE and the data are valid: only now is a previous run (force=True) deleted
+    if not main:  # rank 0 alone writes the run directory
+        pass
+    elif not resume:  # the 64 CE and the data are valid: only now is a previous run (force=True) deleted
         for p in (ckpt_path, log_path, cfg_path):
             p.unlink(missing_ok=True)
         meta = {"config": portable_config(asdict(cfg)),
@@ -515,6 +555,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                          "skipped": {k: len(v) for k, v in data.skipped.items()},
                          "sources": describe_sources(cfg.data, cfg.embedded_count, verify=False)},
                 "provenance": provenance(device)}
+        if world is not None:
+            meta["distributed"] = {"world_size": world.size, "backend": world.backend, "global_batch": global_batch}
         cfg_path.write_text(json.dumps(meta, indent=2))
         log_path.write_text("")
     else:  # drop log records written after the checkpoint; config.json gets the configuration resumed
@@ -527,12 +569,18 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
             cfg_path.write_text(json.dumps(meta, indent=2))
 
     def save(step: int) -> None:
+        states = [gen.get_state()] if world is None else world.gather(gen.get_state())
+        if not main:
+            return
         state = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "step": step, "finished": step >= cfg.steps,
                  "cut_by_time": cfg.planned_steps is not None,
                  "G": g.state_dict(), "D": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                 "rng": gen.get_state(), "rng_device": gen.device.type}
+                 "rng": states[0], "rng_device": gen.device.type}
         if nsd_gen is not None:
             state.update(nsd_rng=nsd_gen.get_state(), nsd_rng_device=nsd_gen.device.type)
+        if origin is not None or n_proc > 1:  # not the single-process stream: the streams of every process
+            state["streams"] = {"world_size": n_proc, "origin": origin,
+                                "rng": states if n_proc > 1 else states[:1]}
         if ce64_ckpt is not None:
             state["ce64"] = {k: ce64_ckpt[k] for k in ("format", "config", "step", "G")}
         _atomic_save(state, ckpt_path)
@@ -547,8 +595,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
 
     g.train()
     d.train()
-    step_fn = make_step(cfg, g, d, opt_g, opt_d, prepare, nsd_gen=nsd_gen)
-    masks = make_mask_stream(cfg, device, start)
+    step_fn = make_step(cfg, g, d, opt_g, opt_d, prepare, nsd_gen=nsd_gen, wrappers=wrappers)
+    masks = make_mask_stream(rcfg, device, start)
+    share = slice(None) if world is None or not global_batch else \
+        slice(world.rank * local_batch, (world.rank + 1) * local_batch)
     sums = torch.zeros(4 + (nsd_gen is not None), device=device)  # d, g_adv, g_rec, l2 (, nsd) since the last log line
     bad_masks = torch.zeros((), dtype=torch.long, device=device)  # device_checks: invalid mask values seen
     t_start = last = last_save = time.perf_counter()
@@ -558,13 +608,18 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
     step, n_steps = start, 0
     try:
         for step in bar:
-            x, m = next_batch(cfg, images, gen, device, masks)
+            x, m = next_batch(rcfg, images, gen, device, masks)
+            x, m = x[share], m[share]
             if cfg.device_checks:
                 bad_masks += invalid_mask_count(m)
             sums += step_fn(x, m)
             done, n_steps = step + 1, n_steps + 1
             cut = time_limit is not None and done < end and time.perf_counter() - t_start >= time_limit
+            if world is not None and time_limit is not None:
+                cut = world.agree(cut)  # rank 0's clock decides for all
             if done % cfg.log_every == 0 or done == end or cut:
+                if world is not None:  # the losses averaged over the processes; invalid masks of any
+                    world.mean_(sums), world.sum_(bad_masks)
                 vals = (sums / n_steps).tolist()
                 if cfg.device_checks and int(bad_masks):
                     raise ValueError(f"a mask held values other than 0 and 1 between steps {done - n_steps + 1} and "
@@ -579,19 +634,24 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
                 if nsd_gen is not None:
                     rec_line["nsd"] = vals[4]  # NSD_batch (BN-normalised), before lambda
                 last = now
-                with log_path.open("a") as f:
-                    f.write(json.dumps(rec_line) + "\n")
+                if main:
+                    with log_path.open("a") as f:
+                        f.write(json.dumps(rec_line) + "\n")
                 bar.set_postfix(d=f"{vals[0]:.3f}", rec=f"{vals[2]:.4f}")
                 sums.zero_()
                 n_steps = 0
                 if cut:  # the run is finished at the samples it saw
                     cfg = replace(cfg, steps=done, planned_steps=cfg.planned_steps or cfg.steps)
+                if cut and main:
                     meta = json.loads(cfg_path.read_text())
                     meta["config"] = portable_config(asdict(cfg))
                     meta["cut_by_time"] = {"steps": done, "planned_steps": cfg.planned_steps, "time_limit_s": time_limit}
                     cfg_path.write_text(json.dumps(meta, indent=2))
+                by_time = cfg.checkpoint_seconds is not None and now - last_save >= cfg.checkpoint_seconds
+                if world is not None and cfg.checkpoint_seconds is not None:
+                    by_time = world.agree(by_time)
                 if (done == end or cut or (cfg.checkpoint_every is not None and done % cfg.checkpoint_every == 0)
-                        or (cfg.checkpoint_seconds is not None and now - last_save >= cfg.checkpoint_seconds)):
+                        or by_time):
                     # the losses were computed before this step's update, which may still have broken the weights
                     if not all(torch.isfinite(t).all() for net in (g, d) for t in net.state_dict().values()
                                if t.is_floating_point()):
@@ -608,6 +668,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
         raise
     finally:
         bar.close()
+        distributed.shutdown(world)
     return ckpt_path
 
 
