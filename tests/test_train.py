@@ -418,3 +418,20 @@ def test_model_nsd_matches_stacked_codes(kind):
     for streamed, direct in ((res.raw, nsd(codes)), (res.standardized, nsd(codes, standardize=True))):
         assert streamed.k == 3 and streamed.n == 5 and streamed.dims == direct.dims
         np.testing.assert_allclose(streamed.per_image, direct.per_image, rtol=1e-9, atol=1e-12)
+
+
+def test_snapshots_keep_g_along_training(tmp_path, folder):
+    """snapshot_every keeps G every k steps (NSD along training, issue 11 §3): each snapshot loads as a model whose
+    weights are the run's at that step, and the last one is the final checkpoint's."""
+    cfg = make_config("smoke", model="ce128", mask="random_blocks", data=[str(folder)], steps=6, log_every=2,
+                      checkpoint_every=6, snapshot_every=2, device="cpu")
+    train(cfg, tmp_path / "run", progress=False)
+    paths = train_mod.snapshots(tmp_path / "run")
+    assert [p.name for p in paths] == ["step-0000002.pt", "step-0000004.pt", "step-0000006.pt"]
+    assert [load_checkpoint(p)["step"] for p in paths] == [2, 4, 6]
+    first, last = (load_model(p).state_dict() for p in (paths[0], paths[-1]))
+    final = load_model(tmp_path / "run").state_dict()
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    assert not all(torch.equal(first[k], final[k]) for k in final)  # G moved between the snapshots
+    with pytest.raises(ValueError, match="snapshot_every"):
+        make_config("smoke", snapshot_every=0)
