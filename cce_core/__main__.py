@@ -42,36 +42,26 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive(name: str):
-    def parse(text: str) -> int:
+def _number(name: str, cast: type, valid, rule: str):
+    """An argparse type: ``cast(text)`` that must satisfy ``valid``, else a one-line error naming ``name``."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be {'a whole number' if cast is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"{name} must {rule}, got {value:g}")
         return value
     return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--max-bad-fraction must be a number, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"--max-bad-fraction must lie in [0, 1], got {value}")
-    return value
+def _positive(name: str):
+    return _number(name, int, lambda v: v >= 1, "be at least 1")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--time-budget must be a number of seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"--time-budget must be positive, got {value:g}")
-    return value
+_fraction = _number("--max-bad-fraction", float, lambda v: 0 <= v <= 1, "lie in [0, 1]")
+_seconds = _number("--time-budget", float, lambda v: v > 0, "be a positive number of seconds")
 
 
 def _train(a: argparse.Namespace) -> None:

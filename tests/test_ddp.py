@@ -20,26 +20,13 @@ from cce_core import distributed
 from cce_core.__main__ import main
 from cce_core.train import load_checkpoint, load_model, make_config, read_log, train
 
-from test_train import _write_pictures
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ["--model", "ce128", "--mask", "random_blocks", "--preset", "smoke", "--batch-size", "16", "--width", "8",
          "--bottleneck", "16", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("images")
-    _write_pictures(d, 12)
-    return str(d)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def torchrun(args: list[str], nproc: int = 2) -> subprocess.Popen:

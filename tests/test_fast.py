@@ -17,24 +17,12 @@ from cce_core.masks import (coverage, fill_hole, make_masks, random_blocks, rand
                             random_region_reference, unchecked_masks)
 from cce_core.train import build_models, load_checkpoint, make_config, make_step, read_log, setup_training, train
 
-from test_train import _write_pictures, assert_same
+from test_train import assert_same
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("images")
-    _write_pictures(d, 12)
-    return str(d)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def gen(seed: int) -> torch.Generator:

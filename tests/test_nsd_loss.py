@@ -16,22 +16,10 @@ from cce_core.nsd import nsd
 from cce_core.report import RunScale, verdict_nsd_training
 from cce_core.train import build_models, load_checkpoint, load_model, make_config, read_log, train
 
-from test_train import _write_pictures, assert_same
+from test_train import assert_same
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("images")
-    _write_pictures(d, 12)
-    return str(d)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(folder: str, **kw) -> T.TrainConfig:

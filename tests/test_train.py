@@ -20,42 +20,13 @@ from cce_core.evaluate import eval_masks, model_nsd
 from cce_core.masks import make_masks
 from cce_core.models import ContextEncoder
 from cce_core.nsd import nsd
+from synthetic import picture, write_pictures
 from cce_core.train import (TrainingDiverged, load_checkpoint, load_model, make_config, read_log, train)
 
 TINY = dict(steps=4, batch_size=4, width=8, bottleneck=16, log_every=1, checkpoint_every=2, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a shared 2-core machine two threads that spin-wait
-    for each other are 10x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _picture(seed: int, mode: str = "RGB") -> Image.Image:
-    """A 128x128 picture: a colour gradient plus noise."""
-    rng = np.random.default_rng(seed)
-    ramp = np.linspace(0, 1, 128)
-    base = rng.uniform(0, 255, 3) * ramp[:, None, None] + rng.uniform(0, 255, 3) * ramp[None, :, None]
-    pixels = np.clip(base / 2 + rng.normal(0, 30, (128, 128, 3)), 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels).convert(mode)
-
-
-def _write_pictures(folder: Path, n: int, start: int = 0) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(start, start + n):
-        _picture(i).save(folder / (f"{i:03d}.jpg" if i % 2 else f"{i:03d}.png"), **({"quality": 90} if i % 2 else {}))
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> str:
-    """12 synthetic 128x128 training images, JPEG and PNG."""
-    d = tmp_path_factory.mktemp("images")
-    _write_pictures(d, 12)
-    return str(d)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def cfg(model: str, mask: str, folder: str, **kw):
@@ -139,7 +110,7 @@ def test_smoke_trains_all_three_models(tmp_path, folder, ce64_runs, mask):
     assert_same(model.ce128.state_dict(), ckpt["G"])
     assert all(not p.requires_grad for p in model.ce64.parameters())
 
-    x = to_float(torch.from_numpy(np.array(_picture(99))).permute(2, 0, 1)[None].repeat(2, 1, 1, 1))
+    x = to_float(torch.from_numpy(np.array(picture(99))).permute(2, 0, 1)[None].repeat(2, 1, 1, 1))
     m = make_masks(mask, 2, 128, torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = model.inpaint(x, m)
@@ -182,8 +153,8 @@ def test_resume_is_exact(tmp_path, folder, ce64_runs, model, log_every, stop):
 
 def test_folder_with_bad_files(tmp_path):
     d = tmp_path / "mixed"
-    _write_pictures(d, 19)
-    _picture(100, "L").save(d / "gray.png")  # grayscale: converted to RGB, used
+    write_pictures(d, 19)
+    picture(100, "L").save(d / "gray.png")  # grayscale: converted to RGB, used
     (d / "broken.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
     # 1 bad file of 21: under the 5% that load_images tolerates by default
     with pytest.warns(UserWarning, match="broken.jpg"):
@@ -409,7 +380,7 @@ def test_model_nsd_matches_stacked_codes(kind):
     ce128 = ContextEncoder(128, bottleneck=16, output="full", width=8)
     ce64 = ContextEncoder(64, bottleneck=16, output="full", width=8)
     model = {"ce128": ce128, "ce64": ce64, "cascade": CascadeContextEncoder(ce64, ce128)}[kind].eval()
-    images = torch.stack([torch.from_numpy(np.array(_picture(i))).permute(2, 0, 1) for i in range(3)])
+    images = torch.stack([torch.from_numpy(np.array(picture(i))).permute(2, 0, 1) for i in range(3)])
     masks = eval_masks("random_blocks", 5, seed=0)
 
     res = model_nsd(model, images, masks, batch_size=2, progress=False)  # 3 batches of masks per image
