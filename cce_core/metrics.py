@@ -208,7 +208,13 @@ def scale_of(runs: dict[str, dict]) -> RunScale:
 def run_scale_line(runs: dict[str, dict], eval_data: str, k: int, n: int, device: str) -> str:
     """One line saying the run's scale: samples per model, width, D, training data, evaluation data, k, n, device."""
     r = min(runs.values(), key=lambda r: r["samples"])
-    return (f"{r['samples']:,} image samples per model ({r['steps']:,} steps × batch {r['batch_size']}), "
+    most = max(x["samples"] for x in runs.values())
+    if most > r["samples"]:  # runs cut by a time budget saw different numbers of samples
+        seen = (f"{r['samples']:,} to {most:,} image samples per model (the fewest: {r['steps']:,} steps × batch "
+                f"{r['batch_size']})")
+    else:
+        seen = f"{r['samples']:,} image samples per model ({r['steps']:,} steps × batch {r['batch_size']})"
+    return (f"{seen}, "
             f"width {r['width']}, D = {r['bottleneck']}, trained on {r['train_data']}; NSD on k = {k} images of "
             f"{eval_data} × n = {n} masks; device {device}")
 
