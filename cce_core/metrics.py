@@ -367,8 +367,8 @@ def glue_values(metrics: dict) -> dict[str, float | int | str]:
 
 #: The per-seed numbers compared across seeds: the paired cascade − CE difference of each NSD reading and of each
 #: quality measure (mask of the NSD comparison), with the number format of each.
-SEED_MEASURES = {**{f"nsd_{r}": f"ΔNSD {READING_LABELS[r]}" for r in READINGS},
-                 "l1": "Δ in-hole L1", "psnr": "Δ PSNR (dB)", "ssim": "Δ SSIM"}
+SEED_MEASURES = {**{f"nsd_{r}": f"NSD {READING_LABELS[r]}" for r in READINGS},
+                 "l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}
 _FORMAT = {"psnr": "+.2f"}
 
 
@@ -418,7 +418,7 @@ def seeds_report(metrics_list: list[dict], seed: int = 0) -> dict[str, Any]:
     scale = RunScale(min(int(m["samples_per_model"]) for m in metrics_list), metrics_list[0]["bottleneck"],
                      metrics_list[0]["width"])
     claims = {f"lower_{r}": (f"nsd_{r}", f"cascade lower ({READING_LABELS[r]} NSD)", True) for r in READINGS}
-    claims.update({f"better_{q}": (q, f"cascade better ({SEED_MEASURES[q][2:]})", not QUALITY[q])
+    claims.update({f"better_{q}": (q, f"cascade better ({SEED_MEASURES[q]})", not QUALITY[q])
                    for q in QUALITY if q in measures})
     verdicts, observed = {}, {}
     for key, (x, claim, below) in claims.items():
@@ -436,7 +436,7 @@ def _fmt(x: str, v: float) -> str:
 def _seeds_summary(seeds: list[int], across: dict, observed: dict, scale: RunScale) -> str:
     if len(seeds) < 2:
         return ONE_SEED
-    spread = "; ".join(f"{SEED_MEASURES[x][2:]} {_fmt(x, a['mean'])} (sd {_fmt(x, a['sd']).lstrip('+')}, "
+    spread = "; ".join(f"{SEED_MEASURES[x]} {_fmt(x, a['mean'])} (sd {_fmt(x, a['sd']).lstrip('+')}, "
                        f"{_fmt(x, a['min'])} to {_fmt(x, a['max'])})" for x, a in across.items())
     note = scale_note(scale)
     return (f"{len(seeds)} training seeds ({', '.join(map(str, seeds))}), each evaluated with its own masks and "
@@ -450,10 +450,10 @@ def seeds_rows(report: dict) -> list[dict]:
     seeds, the mean of the per-seed means with their sd across seeds."""
     rows = []
     for s, row in report["per_seed"].items():
-        rows.append({"seed": str(s), **{SEED_MEASURES[x]: f"{_fmt(x, row[x]['mean'])} [{_fmt(x, row[x]['ci95'][0])}, "
+        rows.append({"seed": str(s), **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, row[x]['mean'])} [{_fmt(x, row[x]['ci95'][0])}, "
                                                             f"{_fmt(x, row[x]['ci95'][1])}]" for x in report["across"]}})
     if len(report["seeds"]) > 1:
-        rows.append({"seed": "mean of seeds (sd)", **{SEED_MEASURES[x]: f"{_fmt(x, a['mean'])} (sd {_fmt(x, a['sd']).lstrip('+')})"
+        rows.append({"seed": "mean of seeds (sd)", **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, a['mean'])} (sd {_fmt(x, a['sd']).lstrip('+')})"
                                                         for x, a in report["across"].items()}})
     return rows
 
@@ -527,7 +527,7 @@ def loss_variant_rows(cmp: dict[str, Any]) -> list[dict]:
                                                f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}])")
         for q, v in e["quality"].items():
             f = _FORMAT.get(q, "+.4f")
-            row[SEED_MEASURES[q][2:]] = (f"{v['default']:{f.lstrip('+')}} → {v['hole']:{f.lstrip('+')}} "
+            row[SEED_MEASURES[q]] = (f"{v['default']:{f.lstrip('+')}} → {v['hole']:{f.lstrip('+')}} "
                                          f"({v['mean']:{f}} [{v['ci95'][0]:{f}}, {v['ci95'][1]:{f}}])")
         rows.append(row)
     return rows

@@ -152,13 +152,15 @@ def verdict_across_seeds(cis: dict[int, tuple[float, float]], claim: str, below:
     holds = [s for s, (lo, hi) in cis.items() if (hi < 0 if below else lo > 0)]
     against = [s for s, (lo, hi) in cis.items() if (lo > 0 if below else hi < 0)]
     k = len(cis)
+
+    def named(seeds: list[int]) -> str:
+        return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
     if len(holds) == k:
-        observed = f"{claim} holds in every seed ({k} of {k}: {', '.join(map(str, holds))})"
+        observed = f"{claim} holds in every seed ({k} of {k}: {named(holds)})"
     else:
-        observed = (f"{claim} holds in {len(holds)} of {k} seeds"
-                    + (f" ({', '.join(map(str, holds))})" if holds else "")
-                    + (f"; the opposite, significantly, in seed{'s' if len(against) > 1 else ''} "
-                       f"{', '.join(map(str, against))}" if against else "")
+        observed = (f"{claim} holds in {len(holds)} of {k} seeds" + (f" ({named(holds)})" if holds else "")
+                    + (f"; the opposite, significantly, in {named(against)}" if against else "")
                     + ("; not in every seed" if holds else ""))
     note = scale_note(scale) if scale is not None else None
     return f"{note}; observed across seeds: {observed}" if note else observed

@@ -367,7 +367,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     try:
         n_models, done = len(TRAIN_ORDER) * len(seeds), 0
         for s in seeds:  # every training first: the evaluation's reserve is spent last
-            nb_dir, tag = folders[s], f"seed{s}/" if multi else ""
+            nb_dir, tag = folders[s], f"seed{s}/" if s != seed else ""  # the first seed's are the book's
             nb_dir.mkdir(parents=True, exist_ok=True)
             common = dict(preset=preset, seed=s, device=device, runs_dir=os.path.relpath(run_dirs[s], nb_dir))
             for mask, model in TRAIN_ORDER:
@@ -404,7 +404,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
                     record("running: loss variants done")
         sizes = EVAL_SIZES[preset]
         for s in seeds[1:] + seeds[:1]:  # the first seed's last: it compares the seeds
-            nb_dir, tag = folders[s], f"seed{s}/" if multi else ""
+            nb_dir, tag = folders[s], f"seed{s}/" if s != seed else ""
             common = dict(preset=preset, seed=s, device=device, runs_dir=os.path.relpath(run_dirs[s], nb_dir))
             extra = (dict(other_metrics=[f"seed{o}/metrics.json" for o in seeds[1:]], loss_variants=loss_variants)
                      if s == seed else {})

@@ -31,11 +31,11 @@ def fake_metrics(seed: int, nsd_ci: tuple[float, float], psnr_ci: tuple[float, f
 
 def test_verdict_across_seeds_holds_only_in_every_seed():
     assert verdict_across_seeds({0: (-0.3, -0.1), 1: (-0.2, -0.01), 2: (-0.5, -0.4)}, "cascade lower") \
-        == "cascade lower holds in every seed (3 of 3: 0, 1, 2)"
+        == "cascade lower holds in every seed (3 of 3: seeds 0, 1, 2)"
     text = verdict_across_seeds({0: (-0.3, -0.1), 1: (-0.2, 0.05), 2: (0.1, 0.2)}, "cascade lower")
-    assert text.startswith("cascade lower holds in 1 of 3 seeds (0)") and "opposite, significantly, in seed 2" in text
+    assert text.startswith("cascade lower holds in 1 of 3 seeds (seed 0)") and "opposite, significantly, in seed 2" in text
     assert "not in every seed" in text and "holds in every seed" not in text
-    assert verdict_across_seeds({0: (0.1, 0.2), 1: (0.3, 0.4)}, "cascade better", below=False).endswith("(2 of 2: 0, 1)")
+    assert verdict_across_seeds({0: (0.1, 0.2), 1: (0.3, 0.4)}, "cascade better", below=False).endswith("(2 of 2: seeds 0, 1)")
     assert "holds in 0 of 2" in verdict_across_seeds({0: (0.1, 0.2), 1: (0.3, 0.4)}, "cascade lower")
     assert verdict_across_seeds({0: (-0.3, -0.1)}, "cascade lower") == ONE_SEED
     with pytest.raises(ValueError, match="not an interval"):
@@ -58,16 +58,16 @@ def test_seeds_report_per_seed_and_across():
     assert a["mean"] == pytest.approx(np.mean(means)) and a["sd"] == pytest.approx(np.std(means, ddof=1))
     assert (a["min"], a["max"]) == pytest.approx((-0.4, -0.09))
     assert rep["across"]["nsd_raw"]["mean"] == pytest.approx(10 * np.mean(means))
-    assert "holds in 2 of 3 seeds (0, 2)" in rep["verdicts"]["lower_normalized"]
+    assert "holds in 2 of 3 seeds (seeds 0, 2)" in rep["verdicts"]["lower_normalized"]
     assert "holds in every seed" in rep["verdicts"]["better_l1"] and "holds in every seed" in rep["verdicts"]["better_psnr"]
     assert "0 of 3" in rep["verdicts"]["better_ssim"]
     g = seeds_glue(rep)
     assert g["seeds_n"] == 3 and g["verdict_lower_all_seeds"] == rep["verdicts"]["lower_normalized"]
-    assert "3 training seeds (0, 1, 2)" in g["seeds_summary"] and "-0.2300" in g["seeds_summary"]
+    assert "3 training seeds (0, 1, 2)" in g["seeds_summary"] and "NSD BN-normalised -0.2300 (sd 0.1572" in g["seeds_summary"]
     assert "not testable" not in g["seeds_summary"]  # paper-scale fake metrics
     rows = seeds_rows(rep)
     assert [r["seed"] for r in rows] == ["0", "1", "2", "mean of seeds (sd)"]
-    assert rows[1]["ΔNSD BN-normalised"] == "-0.0900 [-0.2000, +0.0200]"
+    assert rows[1]["Δ NSD BN-normalised"] == "-0.0900 [-0.2000, +0.0200]"
 
 
 def test_seeds_report_one_seed_says_nothing_to_compare():
