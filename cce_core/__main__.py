@@ -144,7 +144,8 @@ def _reproduce(a: argparse.Namespace) -> None:
     from .reproduce import reproduce
     reproduce(preset=a.preset, data=a.data, eval_data=a.eval_data, ood_data=a.ood_data, out=a.out,
               device=a.device, seed=a.seed, book=not a.no_book, force=a.force, time_budget=a.time_budget,
-              pack=a.pack, seeds=a.seeds, fast=a.fast, nsd_loss=a.nsd_loss)
+              pack=a.pack, seeds=a.seeds, fast=a.fast, nsd_loss=a.nsd_loss,
+              loss_variants=a.loss_variants)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,11 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     seed = r.add_mutually_exclusive_group()
     seed.add_argument("--seed", type=int, default=0, help="seed of the trainings and of the NSD masks")
     seed.add_argument("--seeds", type=int, nargs="+", metavar="K",
-                      help="train and measure every model once per seed (runs/seed<K>); the book shows the first")
+                      help="train and measure every model once per seed (the first in runs/, the others in "
+                           "runs/seed<K>); the book shows the first and compares the seeds")
     r.add_argument("--no-book", action="store_true", help="skip building the HTML book")
     r.add_argument("--nsd-loss", action="store_true",
                    help="beyond the paper: also train the 128 CE with the NSD loss at two weights and add the "
                         "chapter 'Beyond the paper' (not covered by --time-budget)")
+    r.add_argument("--loss-variants", action="store_true",
+                   help="also train the three random-block models with the paper's eq. (1) loss weighting (missing "
+                        "pixels only; runs/<model>-random_blocks-hole) and compare their NSD and quality with the "
+                        "default uniform weighting (not covered by --time-budget)")
     r.add_argument("--fast", action="store_true",
                    help="the fast training path: same model and loss; masks and batches drawn on the device, D frozen in the "
                         "G step; on CUDA also bf16 autocast, channels-last, fused Adam (see cce_core.train)")

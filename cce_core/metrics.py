@@ -31,7 +31,7 @@ from .evaluate import READING_LABELS, READINGS, Encoder, ModelNSD, code_scale, e
 from .masks import paste
 from .models import ContextEncoder
 from .nsd import NSDResult, PairedComparison, bootstrap_ci, paired_comparison
-from .report import PAPER, RunScale, verdict_lower, verdict_value
+from .report import ONE_SEED, PAPER, RunScale, observed_order, scale_note, verdict_across_seeds, verdict_lower, verdict_value
 
 #: The quality measures and whether a higher value is better.
 QUALITY = {"l1": False, "psnr": True, "ssim": True}
@@ -367,3 +367,173 @@ def glue_values(metrics: dict) -> dict[str, float | int | str]:
     for key in ("device", "commit", "date", "torch"):
         g[f"prov_{key}"] = str(metrics["provenance"][key])
     return g
+
+
+# --- several training seeds (issue 11 §5) ------------------------------------------------------------------------
+
+#: The per-seed numbers compared across seeds: the paired cascade − CE difference of each NSD reading and of each
+#: quality measure (mask of the NSD comparison), with the number format of each.
+SEED_MEASURES = {**{f"nsd_{r}": f"NSD {READING_LABELS[r]}" for r in READINGS},
+                 "l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}
+_FORMAT = {"psnr": "+.2f"}
+
+
+def load_seed_metrics(paths: list[str | Path]) -> list[dict]:
+    """The ``metrics.json`` of other seeds' evaluations; a missing one is a one-line FileNotFoundError."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"another seed's metrics {p} does not exist (its nsd_eval must run first)")
+        out.append(json.loads(p.read_text()))
+    return out
+
+
+def seeds_report(metrics_list: list[dict], seed: int = 0) -> dict[str, Any]:
+    """Several training seeds side by side (issue 11 §5), from each seed's ``metrics.json`` (the book's seed first).
+
+    Per seed: the paired cascade − CE difference (mean, 95% CI over images) of NSD in each reading and of in-hole
+    L1/PSNR/SSIM (the NSD mask's models). Across seeds: the mean of the per-seed means, their standard deviation
+    (ddof 1) and range. Per claim (cascade lower NSD in each reading; cascade better in each quality measure):
+    :func:`cce_core.report.verdict_across_seeds`, i.e. whether it holds in every seed. Each seed is paired within
+    itself (its own evaluation masks); the seeds must share the mask, k, n, D and width.
+    """
+    if not metrics_list:
+        raise ValueError("seeds_report needs at least one seed's metrics")
+    seeds = [int(m["seed"]) for m in metrics_list]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the metrics repeat a seed: {seeds}")
+    for key in ("mask", "k", "n", "bottleneck", "width", "preset"):
+        values = {m[key] for m in metrics_list}
+        if len(values) > 1:
+            raise ValueError(f"the seeds' metrics differ in {key}: {sorted(values, key=str)}")
+    mask = metrics_list[0]["mask"]
+    per_seed: dict[int, dict[str, dict]] = {}
+    for s, m in zip(seeds, metrics_list):
+        row = {f"nsd_{r}": {"mean": float(m["paired"][r]["mean"]), "ci95": list(m["paired"][r]["ci95"])}
+               for r in READINGS}
+        for q, e in m.get("quality_paired", {}).get(mask, {}).items():
+            row[q] = {"mean": float(e["mean"]), "ci95": list(e["ci95"])}
+        per_seed[s] = row
+    measures = [x for x in SEED_MEASURES if all(x in row for row in per_seed.values())]
+    across = {}
+    for x in measures:
+        means = np.array([per_seed[s][x]["mean"] for s in seeds])
+        across[x] = {"mean": float(means.mean()), "sd": float(means.std(ddof=1)) if len(means) > 1 else None,
+                     "min": float(means.min()), "max": float(means.max())}
+    scale = RunScale(min(int(m["samples_per_model"]) for m in metrics_list), metrics_list[0]["bottleneck"],
+                     metrics_list[0]["width"])
+    claims = {f"lower_{r}": (f"nsd_{r}", f"cascade lower ({READING_LABELS[r]} NSD)", True) for r in READINGS}
+    claims.update({f"better_{q}": (q, f"cascade better ({SEED_MEASURES[q]})", not QUALITY[q])
+                   for q in QUALITY if q in measures})
+    verdicts, observed = {}, {}
+    for key, (x, claim, below) in claims.items():
+        cis = {s: tuple(per_seed[s][x]["ci95"]) for s in seeds}
+        verdicts[key] = verdict_across_seeds(cis, claim, below=below, scale=scale)
+        observed[key] = verdict_across_seeds(cis, claim, below=below)
+    return {"seeds": seeds, "mask": mask, "per_seed": per_seed, "across": across, "verdicts": verdicts,
+            "summary": _seeds_summary(seeds, across, observed, scale)}
+
+
+def _fmt(x: str, v: float) -> str:
+    return format(v, _FORMAT.get(x, "+.4f"))
+
+
+def _seeds_summary(seeds: list[int], across: dict, observed: dict, scale: RunScale) -> str:
+    if len(seeds) < 2:
+        return ONE_SEED
+    spread = "; ".join(f"{SEED_MEASURES[x]} {_fmt(x, a['mean'])} (sd {_fmt(x, a['sd']).lstrip('+')}, "
+                       f"{_fmt(x, a['min'])} to {_fmt(x, a['max'])})" for x, a in across.items())
+    note = scale_note(scale)
+    return (f"{len(seeds)} training seeds ({', '.join(map(str, seeds))}), each evaluated with its own masks and "
+            f"paired within itself. Cascade − CE, mean over the seeds of the per-seed means (sd across seeds, "
+            f"range): {spread}. In every seed? " + "; ".join(observed.values()) + "."
+            + (f" All seeds: {note}." if note else ""))
+
+
+def seeds_rows(report: dict) -> list[dict]:
+    """The per-seed table: one row per seed (mean and 95% CI of each paired difference), then, with several
+    seeds, the mean of the per-seed means with their sd across seeds."""
+    rows = []
+    for s, row in report["per_seed"].items():
+        rows.append({"seed": str(s), **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, row[x]['mean'])} [{_fmt(x, row[x]['ci95'][0])}, "
+                                                            f"{_fmt(x, row[x]['ci95'][1])}]" for x in report["across"]}})
+    if len(report["seeds"]) > 1:
+        rows.append({"seed": "mean of seeds (sd)", **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, a['mean'])} (sd {_fmt(x, a['sd']).lstrip('+')})"
+                                                        for x, a in report["across"].items()}})
+    return rows
+
+
+def seeds_glue(report: dict) -> dict[str, str | int]:
+    """The seed comparison's glue values (besides the table): ``seeds_n``, ``seeds_summary`` and the verdicts
+    ``verdict_lower_all_seeds`` (BN-normalised, the headline), ``verdict_lower_raw_all_seeds``,
+    ``verdict_lower_standardized_all_seeds``, ``verdict_better_<measure>_all_seeds``."""
+    g: dict[str, str | int] = {"seeds_n": len(report["seeds"]), "seeds_summary": report["summary"],
+                               "verdict_lower_all_seeds": report["verdicts"]["lower_normalized"]}
+    for key, text in report["verdicts"].items():
+        if key != "lower_normalized":
+            g[f"verdict_{key}_all_seeds"] = text
+    return g
+
+
+# --- the reconstruction-loss weighting of the random-block models (issue 11 §2) ----------------------------------
+
+#: What the loss-weighting comparison says when the run trained one weighting only.
+ONE_WEIGHTING = ("one weighting only: this run trained the random-block models with the default uniform weighting "
+                 "(reproduce --loss-variants adds eq. (1)'s, missing pixels only)")
+_MODEL_LABELS = {"ce64": "64 CE", "ce128": "CE", "cce128": "cascade"}
+
+
+def loss_variant_comparison(default: dict[str, ModelNSD], hole: dict[str, ModelNSD],
+                            q_default: dict[str, dict[str, np.ndarray]], q_hole: dict[str, dict[str, np.ndarray]],
+                            seed: int = 0) -> dict[str, Any]:
+    """The random-block models trained with eq. (1)'s weighting (``full_known_weight = 0``, ``hole``) against the
+    default uniform one (``default``), per model (``ce128``, ``cce128``), on the same images and masks: the paired
+    difference hole − default (mean, 95% CI) of NSD in each reading and of in-hole L1/PSNR/SSIM; and, under
+    eq. (1)'s weighting, the paired cascade − CE BN-normalised NSD (does the ordering survive the change?)."""
+    out: dict[str, Any] = {"models": {}}
+    for m in hole:
+        nsd_part = {}
+        for r in READINGS:
+            c = paired_comparison(getattr(default[m], r), getattr(hole[m], r), seed=seed)
+            nsd_part[r] = {"default": getattr(default[m], r).mean, "hole": getattr(hole[m], r).mean,
+                           "mean": c.mean, "ci95": list(c.ci)}
+        q_part = {}
+        for q in QUALITY:
+            d = q_hole[m][q] - q_default[m][q]
+            lo, hi = bootstrap_ci(d, seed=seed)
+            q_part[q] = {"default": float(q_default[m][q].mean()), "hole": float(q_hole[m][q].mean()),
+                         "mean": float(d.mean()), "ci95": [lo, hi]}
+        out["models"][m] = {"nsd": nsd_part, "quality": q_part}
+    parts = []
+    for m, e in out["models"].items():
+        n, p = e["nsd"]["normalized"], e["quality"]["psnr"]
+        parts.append(f"{_MODEL_LABELS.get(m, m)}: BN-normalised NSD {n['default']:.4f} → {n['hole']:.4f} "
+                     f"(Δ {n['mean']:+.4f}, 95% CI [{n['ci95'][0]:+.4f}, {n['ci95'][1]:+.4f}]), in-hole PSNR "
+                     f"Δ {p['mean']:+.2f} dB [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]")
+    text = ("Random-block models trained with eq. (1)'s weighting (missing pixels only) against the default uniform "
+            "weighting, same images and masks, eq. (1) − uniform: " + "; ".join(parts) + ".")
+    if "ce128" in hole and "cce128" in hole:
+        c = paired_comparison(hole["ce128"].normalized, hole["cce128"].normalized, seed=seed)
+        out["cascade_minus_ce"] = {"mean": c.mean, "ci95": list(c.ci), "order": observed_order(c)}
+        text += (f" With eq. (1)'s weighting, cascade − CE (BN-normalised) is {c.mean:+.4f}, 95% CI "
+                 f"[{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]: {observed_order(c)}.")
+    out["summary"] = text
+    return out
+
+
+def loss_variant_rows(cmp: dict[str, Any]) -> list[dict]:
+    """The loss-weighting table: one row per model, each NSD reading and quality measure as uniform → eq. (1)
+    with the paired difference and its 95% CI."""
+    rows = []
+    for m, e in cmp["models"].items():
+        row = {"model": _MODEL_LABELS.get(m, m)}
+        for r, v in e["nsd"].items():
+            row[f"NSD {READING_LABELS[r]}"] = (f"{v['default']:.4f} → {v['hole']:.4f} ({v['mean']:+.4f} "
+                                               f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}])")
+        for q, v in e["quality"].items():
+            f = _FORMAT.get(q, "+.4f")
+            row[SEED_MEASURES[q]] = (f"{v['default']:{f.lstrip('+')}} → {v['hole']:{f.lstrip('+')}} "
+                                         f"({v['mean']:{f}} [{v['ci95'][0]:{f}}, {v['ci95'][1]:{f}}])")
+        rows.append(row)
+    return rows

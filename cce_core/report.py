@@ -130,3 +130,37 @@ def verdict_nsd_training(nsd_cmp: PairedComparison, quality_diffs: dict[str, tup
         observed = f"not supported: {nsd_text}; {q_text}"
     note = scale_note(scale)
     return f"{note}; observed here: {observed}" if note else observed
+
+
+#: What the seed comparison says when a run trained one seed only.
+ONE_SEED = "one seed only: nothing to compare"
+
+
+def verdict_across_seeds(cis: dict[int, tuple[float, float]], claim: str, below: bool = True,
+                         scale: RunScale | None = None) -> str:
+    """Does a claim hold in EVERY training seed (issue 11 §5)? ``cis``: per seed, the 95% CI of the paired
+    difference cascade − CE; the claim holds in a seed when its CI lies entirely below 0 (``below``) or entirely
+    above 0 (``below=False``). Rule: "holds in every seed" only if it holds in each of at least two seeds; a seed
+    whose CI lies entirely on the other side is named as contradicting it. ``claim`` is the claim in words, named
+    in the text; with ``scale`` below paper scale the text starts with why it is not testable.
+    """
+    if len(cis) < 2:
+        return ONE_SEED
+    for s, (lo, hi) in cis.items():
+        if not lo <= hi:
+            raise ValueError(f"seed {s}: the CI [{lo}, {hi}] is not an interval")
+    holds = [s for s, (lo, hi) in cis.items() if (hi < 0 if below else lo > 0)]
+    against = [s for s, (lo, hi) in cis.items() if (lo > 0 if below else hi < 0)]
+    k = len(cis)
+
+    def named(seeds: list[int]) -> str:
+        return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+    if len(holds) == k:
+        observed = f"{claim} holds in every seed ({k} of {k}: {named(holds)})"
+    else:
+        observed = (f"{claim} holds in {len(holds)} of {k} seeds" + (f" ({named(holds)})" if holds else "")
+                    + (f"; the opposite, significantly, in {named(against)}" if against else "")
+                    + ("; not in every seed" if holds else ""))
+    note = scale_note(scale) if scale is not None else None
+    return f"{note}; observed across seeds: {observed}" if note else observed

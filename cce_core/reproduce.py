@@ -66,29 +66,38 @@ class ReproductionFailed(RuntimeError):
     """A step of the reproduction failed after it started; what exists was recorded (and packed)."""
 
 
-def run_name(model: str, mask: str) -> str:
-    """The run directory (and generated notebook) name of a model trained with a mask strategy."""
-    return f"{model}-{mask}"
+def run_name(model: str, mask: str, full_known_weight: float = 1.0) -> str:
+    """The run directory (and generated notebook) name of a model trained with a mask strategy; a random-block
+    model trained with eq. (1)'s weighting (``full_known_weight`` 0: missing pixels only) gets ``-hole``, any
+    other known-pixel weight than the default 1 ``-known<w>``."""
+    suffix = "" if full_known_weight == 1 else "-hole" if full_known_weight == 0 else f"-known{full_known_weight:g}"
+    return f"{model}-{mask}{suffix}"
 
 
 def ensure_run(runs_dir: str | Path, model: str, mask: str, preset: str, data: list[str], seed: int = 0,
                device: str = "auto", progress: bool = False, time_limit: float | None = None,
-               fast: bool | None = None) -> Path:
+               fast: bool | None = None, full_known_weight: float = 1.0) -> Path:
     """Train (or resume, or reuse) one model's run in ``runs_dir/<model>-<mask>``; returns its checkpoint.
 
-    For the cascade (``cce128``) the 64 CE of the same mask strategy is ensured first. Notebooks call this so
-    that each one runs on its own (nbval, a reader opening it alone) with the same runs a full reproduction
-    makes; in a reproduction the runs already exist and are reused. ``time_limit`` (seconds) stops this
-    model's training early with its checkpoint (``train``'s option); the run then counts as finished.
+    For the cascade (``cce128``) the 64 CE of the same mask strategy (and loss weighting) is ensured first.
+    Notebooks call this so that each one runs on its own (nbval, a reader opening it alone) with the same runs a
+    full reproduction makes; in a reproduction the runs already exist and are reused. ``time_limit`` (seconds)
+    stops this model's training early with its checkpoint (``train``'s option); the run then counts as finished.
+    ``full_known_weight``: :class:`cce_core.train.TrainConfig`'s weight of the known pixels in the reconstruction
+    loss of full-image (random-mask) models, 1 (Pathak's code, the default) or 0 (the paper's eq. (1)); another
+    value than 1 goes to its own run directory (:func:`run_name`) and is refused for the central mask, whose
+    models predict the hole only.
     """
-    run = Path(runs_dir) / run_name(model, mask)
+    if full_known_weight != 1 and mask == "central":
+        raise ValueError("full_known_weight applies to full-image (random-mask) models only, not to the central mask")
+    run = Path(runs_dir) / run_name(model, mask, full_known_weight)
     if fast is None:  # a notebook reusing a run: take the fast-path switch the run was trained with
         stored = run / "config.json"
         fast = bool(json.loads(stored.read_text())["config"].get("fast", False)) if stored.exists() else False
-    ce64 = (ensure_run(runs_dir, "ce64", mask, preset, data, seed, device, progress, fast=fast)
-            if model == "cce128" else None)
+    ce64 = (ensure_run(runs_dir, "ce64", mask, preset, data, seed, device, progress, fast=fast,
+                       full_known_weight=full_known_weight) if model == "cce128" else None)
     cfg = make_config(preset, model=model, mask=mask, data=list(data), seed=seed, device=device,
-                      ce64=str(ce64) if ce64 else None, fast=fast)
+                      ce64=str(ce64) if ce64 else None, fast=fast, full_known_weight=float(full_known_weight))
     return train(cfg, run, resume="auto", progress=progress, time_limit=time_limit)
 
 
@@ -208,7 +217,8 @@ def _training_record(runs: Path) -> dict:
     """What each finished run saw, from its config.json: samples done and planned, where and when."""
     trained = {}
     names = [run_name(model, mask) for mask, model in TRAIN_ORDER]
-    extra = sorted(p.parent.name for p in runs.glob("*-nsd*/config.json"))  # the NSD-loss chapter's runs
+    extra = sorted(p.parent.name for pattern in ("*-hole/config.json", "*-nsd*/config.json")  # --loss-variants,
+                   for p in runs.glob(pattern))                                             # the NSD-loss chapter
     for name in names + extra:
         path = runs / name / "config.json"
         if not path.exists():
@@ -247,7 +257,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
               ood_data: list[str] | None = None, out: str | Path = "_build/smoke", device: str = "auto",
               seed: int = 0, book: bool = True, force: bool = False, time_budget: float | None = None,
               pack: str | Path | None = None, seeds: list[int] | None = None, fast: bool = False,
-              nsd_loss: bool = False) -> Path:
+              nsd_loss: bool = False, loss_variants: bool = False) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
@@ -257,9 +267,15 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     autocast, channels-last, fused Adam; masks and batches drawn on the device), recorded in each config.json.
     ``nsd_loss`` also runs the "Beyond the paper" chapter (``notebooks/nsd_loss``): the 128 CE with random blocks
     trained with the NSD loss at two weights beside the reproduction's own run (not covered by ``time_budget``).
-    ``seeds`` (several): the six models are trained once per seed into ``out/runs/seed<k>``; the first seed's
-    notebooks are the book's (``out/generated``), each other seed gets its training and NSD notebooks (with its
-    ``metrics.json``) in ``out/generated/seed<k>``; ``run.json`` lists the seeds and each one's training.
+    ``loss_variants`` also trains the three random-block models with the paper's eq. (1) weighting (known-pixel
+    weight 0, :class:`cce_core.train.TrainConfig` ``full_known_weight``) into ``out/runs/<model>-random_blocks-hole``
+    (first seed only; not covered by ``time_budget``), and the NSD notebook compares them with the default ones.
+    ``seeds`` (several): the six models are trained once per seed; the first seed's runs are ``out/runs`` itself
+    (so seeds added to a finished single-seed reproduction reuse its runs), each other seed's ``out/runs/seed<k>``.
+    The first seed's notebooks are the book's (``out/generated``), each other seed gets its training and NSD
+    notebooks (with its ``metrics.json``) in ``out/generated/seed<k>``; the other seeds' NSD notebooks run first,
+    the first seed's last, given their ``metrics.json`` (``other_metrics``) to compare the seeds (see
+    :func:`cce_core.metrics.seeds_report`); ``run.json`` lists the seeds and each one's training.
     All inputs are checked first (ValueError / FileNotFoundError, one line); a failing step afterwards raises
     :class:`ReproductionFailed` once what exists is recorded in ``run.json`` and packed.
     """
@@ -284,6 +300,9 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
         check_pack(pack, out)
     if nsd_loss and time_budget is not None:
         raise ValueError("--nsd-loss trains two more models that --time-budget does not budget yet: use one or the other")
+    if loss_variants and time_budget is not None:
+        raise ValueError("--loss-variants trains three more models that --time-budget does not budget yet: use one or "
+                         "the other")
     reserve = EVAL_RESERVE_S[preset] * (1 + EXTRA_SEED_EVAL * (len(seeds) - 1))
     if time_budget is not None:
         if time_budget <= reserve:
@@ -316,7 +335,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
         return [p if p == "embedded" else os.path.relpath(p, folder) for p in paths] if paths else None
 
     folders = {s: generated / f"seed{s}" if i else generated for i, s in enumerate(seeds)}
-    run_dirs = {s: runs / f"seed{s}" if multi else runs for s in seeds}
+    run_dirs = {s: runs / f"seed{s}" if i else runs for i, s in enumerate(seeds)}  # the first seed's: runs/
     started = time.perf_counter()
     timings: dict[str, float] = {}
     error = None
@@ -325,12 +344,13 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
         """run.json as things stand; with ``pack``, the archive too (so a run killed later still left one)."""
         training = ({f"seed{s}": _training_record(run_dirs[s]) for s in seeds} if multi
                     else _training_record(runs))
-        rec = {"preset": preset, "fast": fast, "seed": seed, "seeds": seeds, "eval_sizes": EVAL_SIZES[preset], **sources,
+        rec = {"preset": preset, "fast": fast, "seed": seed, "seeds": seeds, "loss_variants": loss_variants, "eval_sizes": EVAL_SIZES[preset], **sources,
                "provenance": provenance(resolve_device(device)), "training": training,
                "wall_seconds": {k: round(v, 1) for k, v in timings.items()},
                "total_wall_seconds": round(time.perf_counter() - started, 1), "status": status}
         if multi:
             rec["seed_folders"] = {f"seed{s}": f"seed{s}/" for s in seeds[1:]}  # the first seed's are here
+            rec["seed_runs"] = {f"seed{s}": os.path.relpath(run_dirs[s], out) for s in seeds}
         if budget:
             rec["time_budget"] = {"seconds": time_budget, "eval_reserve_seconds": budget.reserve,
                                   "training_shares_seconds": budget.shares}
@@ -347,7 +367,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     try:
         n_models, done = len(TRAIN_ORDER) * len(seeds), 0
         for s in seeds:  # every training first: the evaluation's reserve is spent last
-            nb_dir, tag = folders[s], f"seed{s}/" if multi else ""
+            nb_dir, tag = folders[s], f"seed{s}/" if s != seed else ""  # the first seed's are the book's
             nb_dir.mkdir(parents=True, exist_ok=True)
             common = dict(preset=preset, seed=s, device=device, runs_dir=os.path.relpath(run_dirs[s], nb_dir))
             for mask, model in TRAIN_ORDER:
@@ -370,15 +390,30 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
                     budget.measured(timings[f"{tag}train-{name}"], train_wall, share)
                 if pack:
                     record(f"running: {tag}{name} done")
+            if loss_variants and s == seed:  # eq. (1)'s weighting, beside the book's random-block models
+                for model in ("ce64", "ce128", "cce128"):
+                    name = run_name(model, "random_blocks", 0.0)
+                    print(f"[reproduce] training {name} ({preset}; eq. (1): missing pixels only)", flush=True)
+                    t = time.perf_counter()
+                    with contextlib.chdir(nb_dir):
+                        ensure_run(common["runs_dir"], model, "random_blocks", preset, rel(data, nb_dir), seed=s,
+                                   device=device, fast=fast, full_known_weight=0.0)
+                    timings[f"train-{name}"] = time.perf_counter() - t
+                    _free_device_memory()
+                if pack:
+                    record("running: loss variants done")
         sizes = EVAL_SIZES[preset]
-        for s in seeds:
-            nb_dir, tag = folders[s], f"seed{s}/" if multi else ""
+        for s in seeds[1:] + seeds[:1]:  # the first seed's last: it compares the seeds
+            nb_dir, tag = folders[s], f"seed{s}/" if s != seed else ""
             common = dict(preset=preset, seed=s, device=device, runs_dir=os.path.relpath(run_dirs[s], nb_dir))
+            extra = (dict(other_metrics=[f"seed{o}/metrics.json" for o in seeds[1:]], loss_variants=loss_variants)
+                     if s == seed else {})
             print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
             timings[f"{tag}nsd_eval"] = execute_notebook(
                 "nsd_eval", nb_dir / "nsd_eval.ipynb",
                 dict(common, data=rel(data, nb_dir), eval_data=rel(eval_data, nb_dir),
-                     ood_data=rel(ood_data, nb_dir), fig_dir="figures", metrics_path="metrics.json", **sizes), nb_dir)
+                     ood_data=rel(ood_data, nb_dir), fig_dir="figures", metrics_path="metrics.json", **sizes,
+                     **extra), nb_dir)
             if pack:
                 record(f"running: {tag}nsd_eval done")
             if s == seed:  # the book's figures: the first seed's models

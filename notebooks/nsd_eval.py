@@ -51,6 +51,8 @@ device = "auto"
 runs_dir = "../_build/nbval/runs"
 fig_dir = "../_build/nbval/figures"
 metrics_path = "../_build/nbval/metrics.json"
+other_metrics = []  # metrics.json of the same reproduction's other training seeds (relative paths), compared below
+loss_variants = False  # also evaluate the random-block models trained with eq. (1)'s loss weighting (runs *-hole)
 
 # %% tags=["hide-input"]
 import json
@@ -66,13 +68,15 @@ from cce_core.data import load_images
 from cce_core.evaluate import READING_LABELS, READINGS, eval_masks, model_nsd
 from cce_core.glue import glue
 from cce_core.masks import central_mask
-from cce_core.metrics import (DIRECTION, QUALITY, build_metrics, checkpoint_curve, compare_readings, curve_summary,
-                              glue_values, model_quality, run_info)
+from cce_core.metrics import (DIRECTION, ONE_WEIGHTING, QUALITY, build_metrics, checkpoint_curve, compare_readings,
+                              curve_summary, glue_values, load_seed_metrics, loss_variant_comparison, loss_variant_rows,
+                              model_quality, run_info, seeds_glue, seeds_report, seeds_rows)
 from cce_core.provenance import provenance, resolve_device
 from cce_core.reproduce import ensure_run, run_name
 from cce_core.train import load_checkpoint, load_model, snapshots
 
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
+PADDED = [{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}]
 LABELS = {"ce128": "CE (128)", "cce128": "cascade CE", "ce64": "64 CE alone"}
 QUALITY_LABELS = {"l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}
 
@@ -166,7 +170,7 @@ quality_table = pd.DataFrame([{"model": LABELS[r["model"]], "mask": r["mask"],
                                **{QUALITY_LABELS[m]: f"{quality[name][m].mean():.3f}" for m in QUALITY},
                                "NSD BN-normalised": f"{results[r['model']].normalized.mean:.3f}" if r["mask"] == mask else "—"}
                               for name, r in runs.items()]).set_index(["mask", "model"])
-quality_table = quality_table.style.set_table_styles([{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}])
+quality_table = quality_table.style.set_table_styles(PADDED)
 glue("quality_table", quality_table, display=False)
 quality_table
 
@@ -209,6 +213,33 @@ fig.savefig(Path(fig_dir) / "nsd_along_training.png", dpi=120, bbox_inches="tigh
 print(along["summary"])
 
 # %% [markdown]
+# ## The reconstruction loss of the random-block models
+#
+# Pathak's `train_random.lua`, whose recipe the paper reuses, weights the L2 reconstruction loss of the random-block
+# models uniformly over all pixels (`TrainConfig.full_known_weight = 1`, the default); the paper's eq. (1) counts the
+# missing pixels only (`full_known_weight = 0`). With `loss_variants`, the 128 CE and the cascade (with its own 64
+# CE) were also trained the eq. (1) way, and are measured here on the same images and masks as the default ones:
+# the paired difference eq. (1) − uniform in each NSD reading and in-hole quality measure.
+
+# %% tags=["nbval-ignore-output"]
+variants = None
+if loss_variants:
+    hole_models = {m: load_model(ensure_run(runs_dir, m, mask, preset, data, seed=seed, device=device,
+                                            full_known_weight=0.0), dev) for m in ("ce128", "cce128")}
+    variants = loss_variant_comparison(
+        {m: results[m] for m in hole_models},
+        {m: model_nsd(g, images.images, masks, progress=False) for m, g in hole_models.items()},
+        {m: quality[run_name(m, mask)] for m in hole_models},
+        {m: model_quality(g, images.images, quality_masks[mask]) for m, g in hole_models.items()}, seed=seed)
+loss_variants_summary = variants["summary"] if variants else ONE_WEIGHTING
+loss_variants_table = (pd.DataFrame(loss_variant_rows(variants)).set_index("model") if variants
+                       else pd.DataFrame({"loss weighting": [ONE_WEIGHTING]}, index=["—"])).style.set_table_styles(PADDED)
+glue("loss_variants_table", loss_variants_table, display=False)
+glue("loss_variants_summary", loss_variants_summary, display=False)
+print(loss_variants_summary)
+loss_variants_table
+
+# %% [markdown]
 # ## Verdicts and the numbers the report quotes
 #
 # `cce_core.metrics.build_metrics` gathers everything (verdicts by the rules of `cce_core.report`), writes
@@ -219,6 +250,8 @@ metrics = build_metrics(preset=preset, seed=seed, mask=mask, eval_data=images.de
                         runs=runs, results=results, quality=quality, provenance=provenance(dev), ood=ood,
                         ood_data=ood_images.description if ood_images is not None else None)
 metrics["along_training"] = along
+if variants:
+    metrics["loss_variants"] = variants
 _ = Path(metrics_path).write_text(json.dumps(metrics, indent=1))
 values = glue_values(metrics)
 values["along_training"] = along["summary"]
@@ -230,6 +263,25 @@ assert values["verdict_lower_normalized"] and np.isfinite(values["diff_normalize
 display(Markdown(f"**Run**: {values['run_scale']}\n\n"
                  + "\n".join(f"* **{key}**: {text}" for key, text in metrics["verdicts"].items())
                  + f"\n\n**NSD and quality**: {values['quality_agreement']}"))
+
+# %% [markdown]
+# ## How much of a result is the training run's luck
+#
+# A reproduction run with several seeds (`reproduce --seeds 0 1 2`) trains every model once per seed and evaluates
+# each seed with its own masks; this notebook, the first seed's, runs last and reads the others' `metrics.json`.
+# Per seed, the paired cascade − CE difference (mean and 95% CI over the images); across seeds, the mean of the
+# per-seed means and their spread; per claim, whether it holds in every seed (`cce_core.report.verdict_across_seeds`).
+
+# %% tags=["nbval-ignore-output"]
+seeds = seeds_report([metrics] + load_seed_metrics(other_metrics), seed=seed)
+seeds_table = pd.DataFrame(seeds_rows(seeds)).set_index("seed").style.set_table_styles(PADDED)
+glue("seeds_table", seeds_table, display=False)
+for key, value in seeds_glue(seeds).items():
+    glue(key, value, display=False)
+metrics["seeds"] = seeds  # metrics.json gains the comparison of the seeds
+_ = Path(metrics_path).write_text(json.dumps(metrics, indent=1))
+print(seeds["summary"])
+seeds_table
 
 # %% [markdown]
 # ## Provenance

@@ -154,8 +154,9 @@ def test_sigterm_still_records_and_packs(tmp_path, monkeypatch):
 
 
 def test_several_seeds_layout(tmp_path, monkeypatch):
-    """--seeds 3 5: runs/seed3 and runs/seed5; the first seed's notebooks are the book's, the second's (training
-    and NSD, not figures) in generated/seed5; every notebook gets its seed and paths relative to its folder."""
+    """--seeds 3 5: the first seed's runs in runs/, the second's in runs/seed5; the first seed's notebooks are the
+    book's, the second's (training and NSD, not figures) in generated/seed5; every notebook gets its seed and paths
+    relative to its folder; the first seed's NSD notebook runs last, given the other seed's metrics.json."""
     calls = []
 
     def fake_run(runs_dir, model, mask, preset, data, seed=0, device="auto", progress=False, time_limit=None,
@@ -168,7 +169,8 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
 
     def fake_notebook(name, output, parameters, cwd):
         calls.append((output.relative_to(tmp_path / "out").as_posix(), parameters["seed"], parameters["runs_dir"]))
-        assert (cwd / parameters["runs_dir"]).resolve() == tmp_path / "out" / "runs" / f"seed{parameters['seed']}"
+        runs = tmp_path / "out" / "runs"
+        assert (cwd / parameters["runs_dir"]).resolve() == (runs if parameters["seed"] == 3 else runs / "seed5")
         output.write_text("{}")
         return 0.0
 
@@ -176,16 +178,67 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
     monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
     reproduce(preset="smoke", out=tmp_path / "out", book=False, seeds=[3, 5])
     nbs = {c[0]: c[1:] for c in calls}
-    assert nbs["generated/train-ce64-central.ipynb"] == (3, "../runs/seed3")
+    assert nbs["generated/train-ce64-central.ipynb"] == (3, "../runs")
     assert nbs["generated/seed5/train-ce64-central.ipynb"] == (5, "../../runs/seed5")
-    assert nbs["generated/nsd_eval.ipynb"] == (3, "../runs/seed3") and "generated/figures.ipynb" in nbs
+    assert nbs["generated/nsd_eval.ipynb"] == (3, "../runs") and "generated/figures.ipynb" in nbs
+    order = [c[0] for c in calls if c[0].endswith("nsd_eval.ipynb")]
+    assert order == ["generated/seed5/nsd_eval.ipynb", "generated/nsd_eval.ipynb"]
     assert nbs["generated/seed5/nsd_eval.ipynb"] == (5, "../../runs/seed5")
     assert "generated/seed5/figures.ipynb" not in nbs and len(calls) == 2 * 6 + 2 + 1
     run = json.loads((tmp_path / "out" / "generated" / "run.json").read_text())
     assert run["seeds"] == [3, 5] and run["seed"] == 3 and set(run["training"]) == {"seed3", "seed5"}
     assert len(run["training"]["seed5"]) == 6 and run["seed_folders"] == {"seed5": "seed5/"}
+    assert run["seed_runs"] == {"seed3": "runs", "seed5": "runs/seed5"}
     with pytest.raises(ValueError, match="repeats"):
         reproduce(preset="smoke", out=tmp_path / "out2", book=False, seeds=[1, 1])
+
+
+def test_adding_seeds_reuses_the_first_seeds_runs(tmp_path, monkeypatch):
+    """A finished single-seed reproduction, then --seeds 0 1 --loss-variants into the same --out: the first seed's
+    six runs are asked for with the very same configuration (so train's resume="auto" returns at once) and only
+    seed 1's six and the three eq. (1) runs are trained; the other seed's NSD notebook runs before the first's,
+    which gets its metrics.json and loss_variants. Training is replaced by a stand-in that refuses a changed
+    configuration of an existing run, as train does."""
+    from dataclasses import asdict
+
+    out, trained, calls = tmp_path / "out", [], []
+
+    def fake_train(cfg, run, resume=False, progress=True, time_limit=None):
+        run = Path(run).resolve()
+        stored = run / "config.json"
+        if stored.exists():
+            assert json.loads(stored.read_text())["config"] == asdict(cfg), f"{run} asked with another configuration"
+        else:
+            run.mkdir(parents=True)
+            stored.write_text(json.dumps({"config": asdict(cfg), "data": {"description": "x"},
+                                          "provenance": {"commit": "c", "date": "d", "device": "cpu"}}))
+            trained.append(run.relative_to(out).as_posix())
+        return run / "checkpoint.pt"
+
+    def fake_notebook(name, output, parameters, cwd):
+        calls.append((output.relative_to(out).as_posix(), parameters))
+        output.write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(rp, "train", fake_train)
+    monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
+    reproduce(preset="smoke", out=out, book=False, seeds=[0])
+    assert sorted(trained) == sorted(f"runs/{run_name(m, k)}" for k, m in TRAIN_ORDER)
+    trained.clear(), calls.clear()
+
+    reproduce(preset="smoke", out=out, book=False, seeds=[0, 1], loss_variants=True)
+    hole = [f"runs/{run_name(m, 'random_blocks', 0.0)}" for m in ("ce64", "ce128", "cce128")]
+    assert sorted(trained) == sorted([f"runs/seed1/{run_name(m, k)}" for k, m in TRAIN_ORDER] + hole)
+    cfg = json.loads((out / hole[2] / "config.json").read_text())["config"]
+    assert cfg["full_known_weight"] == 0.0 and cfg["ce64"].endswith("ce64-random_blocks-hole/checkpoint.pt")
+    nsd = [(path, p) for path, p in calls if path.endswith("nsd_eval.ipynb")]
+    assert [path for path, _ in nsd] == ["generated/seed1/nsd_eval.ipynb", "generated/nsd_eval.ipynb"]
+    assert "other_metrics" not in nsd[0][1] and "loss_variants" not in nsd[0][1]
+    assert nsd[1][1]["other_metrics"] == ["seed1/metrics.json"] and nsd[1][1]["loss_variants"] is True
+    run = json.loads((out / "generated" / "run.json").read_text())
+    assert run["loss_variants"] is True and "ce128-random_blocks-hole" in run["training"]["seed0"]
+    with pytest.raises(ValueError, match="--loss-variants.*--time-budget"):
+        reproduce(preset="smoke", out=tmp_path / "out3", book=False, loss_variants=True, time_budget=1000)
 
 
 def test_pack_over_the_limit_writes_nothing(tmp_path, monkeypatch):
