@@ -148,7 +148,19 @@ def execute_notebook(name: str, output: Path, parameters: dict, cwd: Path) -> fl
         except papermill.PapermillExecutionError as e:
             raise NotebookFailed(f"notebook {output.name} failed in cell {e.exec_count}: {e.ename}: "
                                  f"{str(e.evalue).splitlines()[0] if e.evalue else ''}") from None
+        finally:
+            if output.exists():
+                portable_notebook(output, name)
     return time.perf_counter() - t
+
+
+def portable_notebook(path: Path, name: str) -> None:
+    """Papermill records the input and output paths of this machine in the notebook's metadata: keep the names."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    meta.update(input_path=f"notebooks/{name}.ipynb", output_path=path.name)
+    nbformat.write(nb, path)
 
 
 # --- checks before anything starts ----------------------------------------------------------------------------
