@@ -168,7 +168,11 @@ def test_invalid_masks_are_caught_at_log_time(tmp_path, folder, monkeypatch):
 def test_checkpoints_by_wall_clock(tmp_path, folder, monkeypatch):
     saved = []
     real = train_mod._atomic_save
-    monkeypatch.setattr(train_mod, "_atomic_save", lambda state, path: (saved.append(state["step"]), real(state, path)))
+    def spy(state, path):  # checkpoints only (snapshots are saved the same way, into snapshots/)
+        if path.name == "checkpoint.pt":
+            saved.append(state["step"])
+        real(state, path)
+    monkeypatch.setattr(train_mod, "_atomic_save", spy)
     train(tiny(folder, steps=6, log_every=2, checkpoint_every=None, checkpoint_seconds=3600.0), tmp_path / "a",
           progress=False)
     assert saved == [6]  # only at the end
