@@ -74,7 +74,8 @@ def make_nsd_generator(cfg, device: torch.device) -> torch.Generator:
     """The generator of the penalty's extra masks, seeded from ``cfg.seed`` on a stream of its own: on the training
     device with ``device_rng`` and the batched mask generator (the loop versions draw on the CPU), else the CPU."""
     on = device if cfg.device_rng and cfg.mask_generator == "batched" else torch.device("cpu")
-    return torch.Generator(device=on).manual_seed(((cfg.seed & 0x7FFFFFFF) << 32) | NSD_STREAM)
+    from .train import stream_seed  # train imports this module
+    return torch.Generator(device=on).manual_seed(stream_seed(cfg.seed, NSD_STREAM))
 
 
 def draw_nsd_masks(cfg, gen: torch.Generator, batch: int, device: torch.device) -> torch.Tensor:

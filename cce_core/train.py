@@ -256,6 +256,12 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def stream_seed(seed: int, stream: int) -> int:
+    """The seed of one of a run's extra random streams (a chunk of masks, the NSD loss's masks): the run's seed
+    in the high 32 bits, the stream's number in the low ones, so streams never share a seed."""
+    return ((seed & 0x7FFFFFFF) << 32) | (stream & 0xFFFFFFFF)
+
+
 def make_generator(cfg: TrainConfig, device: torch.device) -> torch.Generator:
     """The run's generator (seeded with ``cfg.seed``) of batch indices, flips and masks: on the training device
     with ``device_rng`` (nothing drawn on the host, nothing copied per step), else on the CPU."""
@@ -280,7 +286,7 @@ class MaskStream:
     def _draw(self, chunk: int) -> torch.Tensor:
         cfg, n = self.cfg, self.cfg.mask_chunk
         on = self.device if cfg.mask_generator == "batched" else torch.device("cpu")  # the loop versions: CPU
-        g = torch.Generator(device=on).manual_seed(((cfg.seed & 0x7FFFFFFF) << 32) | (chunk & 0xFFFFFFFF))
+        g = torch.Generator(device=on).manual_seed(stream_seed(cfg.seed, chunk))
         if cfg.mask == "random_region":
             m = make_masks(cfg.mask, n, 128, g, mask_generator=cfg.mask_generator, per_batch=False)
             m = m[:, None].expand(n, cfg.batch_size, 1, 128, 128)
@@ -567,30 +573,32 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
             meta.pop("cut_by_time", None)
             cfg_path.write_text(json.dumps(meta, indent=2))
 
+    kept_ce64 = {k: ce64_ckpt[k] for k in ("format", "config", "step", "G")} if ce64_ckpt is not None else None
+
+    def model_state(step: int) -> dict:  # what load_model needs: G (and the cascade's 64 CE)
+        state = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "step": step, "G": g.state_dict()}
+        if kept_ce64 is not None:
+            state["ce64"] = kept_ce64
+        return state
+
     def save(step: int) -> None:
         states = [gen.get_state()] if world is None else world.gather(gen.get_state())
         if not main:
             return
-        state = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "step": step, "finished": step >= cfg.steps,
-                 "cut_by_time": cfg.planned_steps is not None,
-                 "G": g.state_dict(), "D": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+        state = {**model_state(step), "finished": step >= cfg.steps, "cut_by_time": cfg.planned_steps is not None,
+                 "D": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                  "rng": states[0], "rng_device": gen.device.type}
         if nsd_gen is not None:
             state.update(nsd_rng=nsd_gen.get_state(), nsd_rng_device=nsd_gen.device.type)
         if origin is not None or n_proc > 1:  # not the single-process stream: the streams of every process
             state["streams"] = {"world_size": n_proc, "origin": origin,
                                 "rng": states if n_proc > 1 else states[:1]}
-        if ce64_ckpt is not None:
-            state["ce64"] = {k: ce64_ckpt[k] for k in ("format", "config", "step", "G")}
         _atomic_save(state, ckpt_path)
 
-    def snapshot(step: int) -> None:  # G alone (and the cascade's 64 CE): enough for load_model and NSD
-        state = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "step": step, "finished": False,
-                 "snapshot": True, "G": g.state_dict()}
-        if ce64_ckpt is not None:
-            state["ce64"] = {k: ce64_ckpt[k] for k in ("format", "config", "step", "G")}
+    def snapshot(step: int) -> None:  # G alone: enough for load_model and NSD
         (out / "snapshots").mkdir(exist_ok=True)
-        _atomic_save(state, out / "snapshots" / f"step-{step:07d}.pt")
+        _atomic_save({**model_state(step), "finished": False, "snapshot": True},
+                     out / "snapshots" / f"step-{step:07d}.pt")
 
     g.train()
     d.train()
