@@ -121,34 +121,23 @@ def batch_penalty(cfg, g, x: torch.Tensor, gen: torch.Generator, prepare) -> tor
 
 # --- the chapter's runs ---------------------------------------------------------------------------------------
 
-def nsd_run_name(weight: float) -> str:
-    """Run directory of the 128 CE (random blocks) trained with NSD weight ``weight`` (> 0)."""
-    return f"ce128-random_blocks-nsd{weight:g}"
-
-
 def ensure_nsd_runs(runs_dir: str | os.PathLike, lambdas: Sequence[float], preset: str, data: list[str],
                     seed: int = 0, device: str = "auto", nsd_masks: int = 2, progress: bool = False) -> dict[float, Path]:
     """Train (or resume, or reuse) the 128 CE with random blocks for each NSD weight; returns {lambda: checkpoint}.
 
     Every run has the same seed, data, preset and therefore the same batches and main masks. lambda = 0 is the
     recipe without the penalty, i.e. the reproduction's own ``ce128-random_blocks`` run (reused if it exists);
-    lambda > 0 trains ``runs_dir/ce128-random_blocks-nsd<lambda>`` with ``nsd_masks`` extra masks per image.
+    lambda > 0 trains ``runs_dir/ce128-random_blocks-nsd<lambda>`` with ``nsd_masks`` extra masks per image
+    (:func:`cce_core.reproduce.ensure_run`, which names and reuses every run of a reproduction).
     """
     from .reproduce import ensure_run  # reproduce imports train, which imports this module
-    from .train import make_config, train
 
     out = {}
-    for lam in lambdas:
-        lam = float(lam)
+    for lam in map(float, lambdas):
         if lam < 0:
             raise ValueError(f"NSD weights must be >= 0, got {lam}")
-        if lam == 0:
-            out[lam] = ensure_run(runs_dir, "ce128", "random_blocks", preset, data, seed=seed, device=device,
-                                  progress=progress)
-            continue
-        cfg = make_config(preset, model="ce128", mask="random_blocks", data=list(data), seed=seed, device=device,
-                          nsd_weight=lam, nsd_masks=nsd_masks)
-        out[lam] = train(cfg, Path(runs_dir) / nsd_run_name(lam), resume="auto", progress=progress)
+        out[lam] = ensure_run(runs_dir, "ce128", "random_blocks", preset, data, seed=seed, device=device,
+                              progress=progress, nsd_weight=lam, nsd_masks=nsd_masks)
     return out
 
 

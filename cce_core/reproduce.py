@@ -66,17 +66,19 @@ class ReproductionFailed(RuntimeError):
     """A step of the reproduction failed after it started; what exists was recorded (and packed)."""
 
 
-def run_name(model: str, mask: str, full_known_weight: float = 1.0) -> str:
+def run_name(model: str, mask: str, full_known_weight: float = 1.0, nsd_weight: float = 0.0) -> str:
     """The run directory (and generated notebook) name of a model trained with a mask strategy; a random-block
     model trained with eq. (1)'s weighting (``full_known_weight`` 0: missing pixels only) gets ``-hole``, any
-    other known-pixel weight than the default 1 ``-known<w>``."""
+    other known-pixel weight than the default 1 ``-known<w>``; one trained with the NSD loss (beyond the paper,
+    :mod:`cce_core.nsd_loss`) ``-nsd<lambda>``."""
     suffix = "" if full_known_weight == 1 else "-hole" if full_known_weight == 0 else f"-known{full_known_weight:g}"
-    return f"{model}-{mask}{suffix}"
+    return f"{model}-{mask}{suffix}" + (f"-nsd{nsd_weight:g}" if nsd_weight else "")
 
 
 def ensure_run(runs_dir: str | Path, model: str, mask: str, preset: str, data: list[str], seed: int = 0,
                device: str = "auto", progress: bool = False, time_limit: float | None = None,
-               fast: bool | None = None, full_known_weight: float = 1.0) -> Path:
+               fast: bool | None = None, full_known_weight: float = 1.0, nsd_weight: float = 0.0,
+               nsd_masks: int = 2) -> Path:
     """Train (or resume, or reuse) one model's run in ``runs_dir/<model>-<mask>``; returns its checkpoint.
 
     For the cascade (``cce128``) the 64 CE of the same mask strategy (and loss weighting) is ensured first.
@@ -86,18 +88,20 @@ def ensure_run(runs_dir: str | Path, model: str, mask: str, preset: str, data: l
     ``full_known_weight``: :class:`cce_core.train.TrainConfig`'s weight of the known pixels in the reconstruction
     loss of full-image (random-mask) models, 1 (Pathak's code, the default) or 0 (the paper's eq. (1)); another
     value than 1 goes to its own run directory (:func:`run_name`) and is refused for the central mask, whose
-    models predict the hole only.
+    models predict the hole only. ``nsd_weight`` > 0 adds the NSD loss with ``nsd_masks`` masks per image (beyond
+    the paper; the cascade's 64 CE is trained without it) in its own run directory.
     """
     if full_known_weight != 1 and mask == "central":
         raise ValueError("full_known_weight applies to full-image (random-mask) models only, not to the central mask")
-    run = Path(runs_dir) / run_name(model, mask, full_known_weight)
+    run = Path(runs_dir) / run_name(model, mask, full_known_weight, nsd_weight)
     if fast is None:  # a notebook reusing a run: take the fast-path switch the run was trained with
         stored = run / "config.json"
         fast = bool(json.loads(stored.read_text())["config"].get("fast", False)) if stored.exists() else False
     ce64 = (ensure_run(runs_dir, "ce64", mask, preset, data, seed, device, progress, fast=fast,
                        full_known_weight=full_known_weight) if model == "cce128" else None)
     cfg = make_config(preset, model=model, mask=mask, data=list(data), seed=seed, device=device,
-                      ce64=str(ce64) if ce64 else None, fast=fast, full_known_weight=float(full_known_weight))
+                      ce64=str(ce64) if ce64 else None, fast=fast, full_known_weight=float(full_known_weight),
+                      nsd_weight=float(nsd_weight), nsd_masks=nsd_masks if nsd_weight else None)
     return train(cfg, run, resume="auto", progress=progress, time_limit=time_limit)
 
 
