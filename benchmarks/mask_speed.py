@@ -39,9 +39,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    for name, fn in (("batched (random_blocks)", random_blocks), ("loop (random_blocks_reference)", random_blocks_reference)):
+    for name, fn in (("batched (random_blocks)", random_blocks),
+                     ("loop (random_blocks_reference)", random_blocks_reference)):
         t = timings(fn, a.batch, a.repeats if fn is random_blocks else max(5, a.repeats // 5))
-        print(f"{name:32s} {a.batch} masks at 128 on the CPU ({a.threads} thread): median {statistics.median(t):6.2f} ms, "
+        print(f"{name:32s} {a.batch} masks at 128 on the CPU ({a.threads} thread): "
+              f"median {statistics.median(t):6.2f} ms, "
               f"best {min(t):6.2f} ms")
 
 

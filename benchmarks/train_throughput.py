@@ -47,12 +47,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cce_core import distributed  # noqa: E402
+from cce_core.batches import make_generator, make_mask_stream, next_batch  # noqa: E402
 from cce_core.cascade import CascadeContextEncoder  # noqa: E402
+from cce_core.checkpoint import build_models  # noqa: E402
+from cce_core.config import make_config  # noqa: E402
 from cce_core.masks import fill_hole, invalid_mask_count  # noqa: E402
 from cce_core.models import ContextEncoder  # noqa: E402
 from cce_core.provenance import provenance, resolve_device  # noqa: E402
-from cce_core.train import (build_models, make_config, make_generator, make_mask_stream, make_step,  # noqa: E402
-                            next_batch, setup_training)
+from cce_core.train import make_step, setup_training  # noqa: E402
 
 WORLD: distributed.World | None = None  # set by main() under torchrun
 
@@ -225,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         save()
 
     for model in a.models:  # plain and fast of every model first; compilation (slow to start) comes last
-        row = {"model": model, "mask": "random_blocks", **sizes, "gflop_per_image": gflop_per_image(model, sizes, device)}
+        row = {"model": model, "mask": "random_blocks", **sizes,
+               "gflop_per_image": gflop_per_image(model, sizes, device)}
         rows.append(row)
         run_arm(row, "plain")
         run_arm(row, "fast")

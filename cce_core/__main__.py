@@ -64,9 +64,15 @@ _fraction = _number("--max-bad-fraction", float, lambda v: 0 <= v <= 1, "lie in 
 _seconds = _number("--time-budget", float, lambda v: v > 0, "be a positive number of seconds")
 
 
+# The command handlers import the library where they run, not at the top: importing it (torch, scikit-image,
+# papermill's callers) takes seconds, and `--help` or a usage error should answer at once. Nothing imports this
+# module, so these imports cannot hide a circle (the layers contract in pyproject.toml has it on top).
+
 def _train(a: argparse.Namespace) -> None:
+    from .checkpoint import load_checkpoint
+    from .config import make_config
     from .provenance import resolve_device
-    from .train import load_checkpoint, make_config, train
+    from .train import train
     resolve_device(a.device)  # an unknown or missing device fails before anything is written
     out = Path(a.out)
     if out.exists() and not out.is_dir():
@@ -112,8 +118,8 @@ def _nsd(a: argparse.Namespace) -> None:
     if out is not None and out.is_dir():  # checked before the NSD is computed, so no work is lost
         raise ValueError(f"--out {out} is a folder; give the name of the JSON file to write")
     sources = describe_sources(a.data, embedded_count=a.images)  # missing or corrupt data: fail now
+    from .checkpoint import load_model
     from .evaluate import eval_masks, model_nsd
-    from .train import load_model
     model = load_model(a.checkpoint, device)
     # embedded crops: another seed than the training crops (seed + 1000, as the notebooks), so they are held out
     loaded = load_images(a.data, limit=a.images, embedded_count=a.images, seed=a.seed + 1000,
@@ -149,6 +155,8 @@ def _reproduce(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser. Long because it declares every option of the three commands, one statement
+    each, in the order ``--help`` shows them; there is no logic to split out."""
     p = ArgumentParser(prog="python -m cce_core", description="Cascade context encoder (arXiv:1803.04033): "
                        "train the context encoders, measure NSD, reproduce the paper's book.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument(f"--{name}", type=_positive(f"--{name}"), metavar="N", help=f"{what} (default: the preset's)")
     t.add_argument("--limit", type=_positive("--limit"), metavar="N", help="use only the first N images (default: all)")
     t.add_argument("--variant", choices=["R", "W"], help="64 CE widths, spec 6.2 (default: R)")
-    t.add_argument("--upscale", choices=["bilinear", "bicubic", "nearest"], help="the cascade's x2 filter (default: bilinear)")
+    t.add_argument("--upscale", choices=["bilinear", "bicubic", "nearest"],
+                   help="the cascade's x2 filter (default: bilinear)")
     t.add_argument("--max-bad-fraction", type=_fraction, metavar="F",
                    help="share of unreadable or too small image files tolerated (default: 0.05)")
     t.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and masks")
@@ -182,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nsd-masks", type=int, metavar="M",
                    help="masks per image and step for the NSD loss (default 2; only with --nsd-weight)")
     t.add_argument("--fast", action="store_true",
-                   help="the fast training path: same model and loss; masks and batches drawn on the device, D frozen in the "
-                        "G step; on CUDA also bf16 autocast, channels-last, fused Adam (see cce_core.train)")
+                   help="the fast training path: same model and loss; masks and batches drawn on the device, D "
+                        "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam "
+                        "(see cce_core.train)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--global-batch", action="store_true",
                    help="under torchrun: every process draws the whole global batch from the single-process "
@@ -195,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--checkpoint", required=True, help="checkpoint.pt or run directory")
     n.add_argument("--data", nargs="+", required=True, metavar="PATH",
                    help="evaluation images (folder, zip, or 'embedded': held-out crops, seed + 1000)")
-    n.add_argument("--images", type=_positive("--images"), default=250, metavar="K", help="k: number of images (the first k)")
+    n.add_argument("--images", type=_positive("--images"), default=250, metavar="K",
+                   help="k: number of images (the first k)")
     n.add_argument("--masks", type=_positive("--masks"), default=100, metavar="N", help="n: number of masks")
     n.add_argument("--mask", default="random_blocks", choices=["random_blocks", "random_region"],
                    help="kind of the n masks")
@@ -231,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "pixels only; runs/<model>-random_blocks-hole) and compare their NSD and quality with the "
                         "default uniform weighting (not covered by --time-budget)")
     r.add_argument("--fast", action="store_true",
-                   help="the fast training path: same model and loss; masks and batches drawn on the device, D frozen in the "
-                        "G step; on CUDA also bf16 autocast, channels-last, fused Adam (see cce_core.train)")
+                   help="the fast training path: same model and loss; masks and batches drawn on the device, D "
+                        "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam "
+                        "(see cce_core.train)")
     r.add_argument("--time-budget", type=_seconds, metavar="SECONDS",
                    help="bound the whole call: each training stops at its share, the NSD and figures still run")
     r.add_argument("--pack", metavar="FILE.tar.gz",

@@ -63,7 +63,7 @@ class CascadeContextEncoder(nn.Module):
         self.ce64.requires_grad_(False)
         self.ce64.eval()
 
-    def train(self, mode: bool = True) -> "CascadeContextEncoder":
+    def train(self, mode: bool = True) -> CascadeContextEncoder:
         super().train(mode)
         self.ce64.eval()  # frozen: BatchNorm keeps its running statistics
         return self

@@ -267,8 +267,8 @@ def embedded_photos(count: int = 512, seed: int = 0, load_size: int = 350) -> Im
         photo = np.asarray(im).transpose(2, 0, 1)
         tops = torch.randint(photo.shape[1] - SIZE + 1, (n,), generator=generator)
         lefts = torch.randint(photo.shape[2] - SIZE + 1, (n,), generator=generator)
-        for j, (t, l) in enumerate(zip(tops.tolist(), lefts.tolist())):
-            images[len(names)] = photo[:, t:t + SIZE, l:l + SIZE]
+        for j, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist())):
+            images[len(names)] = photo[:, top:top + SIZE, left:left + SIZE]
             names.append(f"embedded:{Path(filename).stem}#{j}")
     description = f"embedded scikit-image photos ({count} crops of {min(count, n_photos)} photos, seed {seed})"
     return ImageSet(torch.from_numpy(images), names, {"corrupt": [], "too_small": []}, description)

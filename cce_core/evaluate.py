@@ -1,20 +1,39 @@
-"""NSD of trained models (paper section 5): k images x n masks through an encoder, streamed over masks.
+"""Measuring trained models: NSD (paper section 5), inpaintings and their quality, and both along training.
 
-The same n masks are used for every image and for every model compared, so two models can be compared pairwise
-(:func:`cce_core.nsd.paired_comparison`). A 64 CE is evaluated on the images and masks downscaled by the
-cascade's ``down``, i.e. on what it sees inside the cascade.
+**NSD**: k images x n masks through an encoder, streamed over masks. The same n masks are used for every image
+and for every model compared, so two models can be compared pairwise (:func:`cce_core.stats.paired_comparison`).
+A 64 CE is evaluated on the images and masks downscaled by the cascade's ``down``, i.e. on what it sees inside
+the cascade.
+
+**Quality measures** (per image, over the missing pixels only, on images scaled to [0, 1]):
+
+* ``l1``: mean absolute error in the hole (lower is better);
+* ``psnr``: 10 log10(1 / MSE) in the hole, in dB (higher is better; it rewards blur, as the paper warns in
+  section 3: a blurred mean prediction minimises the squared error);
+* ``ssim``: scikit-image's ``structural_similarity`` (7x7 uniform window, ``data_range=1``) computed on the whole
+  inpainted 128x128 image, its SSIM map then averaged over the missing pixels: the similarity of the local
+  structure around every missing pixel (each window reaches 3 pixels into the known border). Averaging the whole
+  map instead would mostly count known pixels, which are identical by construction.
+
+Every model is measured at 128x128: a 64 CE's inpainting is upscaled x2 into the 128 hole, exactly what the
+cascade feeds its 128 CE (section 4.2, step (iii)), so the six models are measured on the same pixels.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
+from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
-from .cascade import CascadeContextEncoder, downscale, downscale_mask
+from .cascade import CascadeContextEncoder, downscale, downscale_mask, upscale
+from .checkpoint import load_checkpoint, load_model
 from .data import to_float
-from .masks import MaskKind, fill_hole, make_masks
+from .masks import MaskKind, fill_hole, make_masks, paste
 from .models import ContextEncoder
 from .nsd import NSDResult, StreamingNSD
 
@@ -27,7 +46,8 @@ def eval_masks(kind: MaskKind, n: int, seed: int = 0, size: int = 128) -> torch.
         raise ValueError(f"NSD needs at least n=2 masks, got {n}")
     if kind == "central":
         raise ValueError("the central mask is a single mask: NSD needs varying masks (random_blocks or random_region)")
-    return make_masks(kind, n, size, torch.Generator().manual_seed(seed), **({"per_batch": False} if kind == "random_region" else {}))
+    kw = {"per_batch": False} if kind == "random_region" else {}
+    return make_masks(kind, n, size, torch.Generator().manual_seed(seed), **kw)
 
 
 def _is_small(model: Encoder) -> bool:
@@ -155,3 +175,98 @@ def project_2d(points: torch.Tensor) -> torch.Tensor:
     x = (x - x.mean(0)) / x.std(0).clamp(min=1e-12)
     _, _, v = torch.linalg.svd(x, full_matrices=False)
     return (x @ v[:2].T).float()
+
+
+# --- quality of inpaintings ----------------------------------------------------------------------------------
+
+#: The quality measures and whether a higher value is better.
+QUALITY = {"l1": False, "psnr": True, "ssim": True}
+
+
+@torch.no_grad()
+def inpaint_128(model: Encoder, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Inpaintings at 128x128 in [-1, 1] of images (B, 3, 128, 128) with masks (B, 1, 128, 128).
+
+    A 64 CE inpaints the leak-free downscaled image and its result is upscaled (bilinear) into the 128 hole,
+    as the cascade's steps (i)-(iii) do; the other models inpaint at 128 directly.
+    """
+    model.eval()
+    dev = next(model.parameters()).device
+    x = images.to(dev)
+    x = to_float(x) if x.dtype == torch.uint8 else x
+    m = masks.to(dev, x.dtype)
+    if isinstance(model, ContextEncoder) and model.size == 64:
+        small = model.inpaint(downscale(x * (1 - m)), downscale_mask(m))
+        return paste(x, upscale(small), m).cpu()
+    return model.inpaint(x, m).cpu()
+
+
+def hole_quality(inpainted: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> dict[str, np.ndarray]:
+    """In-hole L1, PSNR (dB) and SSIM per image of inpaintings against the originals (both [-1, 1] or uint8 for
+    ``images``), on [0, 1]-scaled pixels; see the module docstring for the SSIM window."""
+    images = to_float(images) if images.dtype == torch.uint8 else images
+    if inpainted.shape != images.shape or masks.shape[0] != images.shape[0]:
+        raise ValueError(f"need inpaintings, images and masks of one batch: got {tuple(inpainted.shape)}, "
+                         f"{tuple(images.shape)}, {tuple(masks.shape)}")
+    x = ((inpainted.double().cpu() + 1) / 2).clamp(0, 1)
+    y = ((images.double().cpu() + 1) / 2).clamp(0, 1)
+    m = masks.double().cpu().expand_as(x)
+    count = m.flatten(1).sum(1)
+    if (count == 0).any():
+        raise ValueError("a mask has no missing pixel: in-hole quality is undefined")
+    l1 = ((x - y).abs() * m).flatten(1).sum(1) / count
+    mse = ((x - y) ** 2 * m).flatten(1).sum(1) / count
+    psnr = 10 * torch.log10(1 / mse.clamp(min=1e-10))
+    ssim = []
+    for xi, yi, mi in zip(x.numpy(), y.numpy(), m.numpy()):
+        _, smap = structural_similarity(yi, xi, channel_axis=0, data_range=1.0, full=True)
+        ssim.append(float((smap * mi).sum() / mi.sum()))
+    return {"l1": l1.numpy(), "psnr": psnr.numpy(), "ssim": np.array(ssim)}
+
+
+def model_quality(model: Encoder, images: torch.Tensor, masks: torch.Tensor,
+                  batch_size: int = 50) -> dict[str, np.ndarray]:
+    """Per-image quality (k,) of a model, averaged over the masks: every image gets each of the q masks
+    (q, 1, 128, 128); the same images and masks for every model make the comparison paired."""
+    if masks.ndim != 4 or masks.shape[0] < 1:
+        raise ValueError(f"masks must have shape (q, 1, 128, 128), got {tuple(masks.shape)}")
+    k = images.shape[0]
+    sums = {name: np.zeros(k) for name in QUALITY}
+    for mask in masks:
+        for i in range(0, k, batch_size):
+            x = images[i:i + batch_size]
+            mm = mask[None].expand(len(x), -1, -1, -1)
+            q = hole_quality(inpaint_128(model, x, mm), x, mm)
+            for name in QUALITY:
+                sums[name][i:i + len(x)] += q[name]
+    return {name: s / masks.shape[0] for name, s in sums.items()}
+
+
+# --- along training, and the NSD-loss runs ------------------------------------------------------------------------
+
+def checkpoint_curve(checkpoints: list[str | Path], images: torch.Tensor, nsd_masks: torch.Tensor,
+                     quality_masks: torch.Tensor, device: str | torch.device = "cpu") -> list[dict]:
+    """BN-normalised NSD and in-hole PSNR/L1/SSIM of a list of checkpoints of one run (e.g. saved at several steps):
+    does NSD fall as the inpainting improves? One dict per checkpoint, with its training step."""
+    rows = []
+    for path in checkpoints:
+        step = int(load_checkpoint(path)["step"])
+        model = load_model(path, device)
+        res = encode_all(model, images, nsd_masks, progress=False).result(scale=code_scale(model))
+        q = model_quality(model, images, quality_masks)
+        rows.append({"checkpoint": str(path), "step": step, "nsd_normalized": res.mean,
+                     **{name: float(v.mean()) for name, v in q.items()}})
+    return rows
+
+
+def evaluate_nsd_runs(checkpoints: dict[float, str | os.PathLike], images: torch.Tensor, nsd_masks: torch.Tensor,
+                      quality_masks: torch.Tensor, device: str | torch.device = "cpu") -> dict[float, dict]:
+    """Per NSD weight: the model's NSD in the three readings (:func:`model_nsd`, the same n
+    masks for every image and model) and its per-image in-hole L1/PSNR/SSIM (:func:`model_quality`,
+    the same q masks): ``{lambda: {"nsd": ModelNSD, "quality": {measure: (k,) array}, "model": model}}``."""
+    out = {}
+    for lam, ckpt in checkpoints.items():
+        model = load_model(ckpt, device)
+        out[lam] = {"model": model, "nsd": model_nsd(model, images, nsd_masks, progress=False),
+                    "quality": model_quality(model, images, quality_masks)}
+    return out

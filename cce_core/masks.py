@@ -20,9 +20,10 @@ and :func:`random_region_reference`, draw the same distributions (tested) and st
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -126,6 +127,9 @@ def random_blocks(batch: int, size: int = 128, generator: torch.Generator | None
     drawn in another order, so a seed gives other masks than the reference, from the same distribution.
     The result is on ``device`` (default: the generator's device); with ``return_blocks`` it comes with the
     number of blocks of each mask, shape (B,).
+
+    Long because the docstring states the law of the masks and the batched algorithm in full (half the lines);
+    the code is one vectorised pass whose steps share their tensors.
     """
     _check_batch(batch)
     lo_side, hi_side = _block_sides(size, block_range, align, min_coverage, max_coverage)
@@ -138,7 +142,8 @@ def random_blocks(batch: int, size: int = 128, generator: torch.Generator | None
     u = torch.rand(B, 4 * K + 1, generator=g, device=dev)
     target = (min_coverage + (max_coverage - min_coverage) * u[:, 0]) * size * size / cell ** 2
 
-    def pick(v: torch.Tensor, lo: int, hi: int | torch.Tensor) -> torch.Tensor:  # uniform on {lo, lo + align, ..., <= hi}
+    # uniform on {lo, lo + align, ..., <= hi}
+    def pick(v: torch.Tensor, lo: int, hi: int | torch.Tensor) -> torch.Tensor:
         n = (hi - lo) // align + 1  # an int, or a tensor for positions (they depend on the side)
         k = (v * n).long()
         return lo + align * torch.where(k < n, k, n - 1)
@@ -272,7 +277,7 @@ def random_region(batch: int, size: int = 128, generator: torch.Generator | None
     kept there) and the first one inside ``coverage`` is used, which is the reference's rule (draw until one
     fits), so the distribution is the same: uniform over the fitting positions. About 29% of positions fit at
     the default settings, so 64 candidates all miss with probability ~3e-10; on the CPU that raises
-    RuntimeError, on a GPU it is not checked (no host synchronisation) and the first candidate is used.
+    RuntimeError, on a GPU it is not checked (no host synchronisation) and the last candidate is used.
     """
     _check_size(size)
     _check_batch(batch)

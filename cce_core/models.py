@@ -51,7 +51,8 @@ def _down(cin: int, cout: int, bn: bool) -> list[nn.Module]:
 
 def _up(cin: int, cout: int, first: bool = False) -> list[nn.Module]:
     """A 4x4 transposed convolution (from 1x1 to 4x4 if ``first``, else doubling), BN, ReLU."""
-    conv = nn.ConvTranspose2d(cin, cout, 4, 1, 0, bias=False) if first else nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False)
+    conv = (nn.ConvTranspose2d(cin, cout, 4, 1, 0, bias=False) if first
+            else nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False))
     return [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 

@@ -86,7 +86,6 @@ def layer_table(model: nn.Module, input_size: int) -> list[dict]:
     prefix = {"encoder": "E", "bottleneck_conv": "E", "bottleneck_act": "E", "decoder": "D", "net": "C"}
     rows: list[dict] = []
     counts: dict[str, int] = {}
-    shapes: dict[int, tuple[int, ...]] = {}
     hooks = []
     for top, child in model.named_children():
         for leaf in (child.modules() if len(list(child.children())) else [child]):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from .data import source_names
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -69,7 +71,7 @@ def provenance(device: torch.device | str = "cpu") -> dict:
     """A record of the code, software and hardware of a run, for the book's provenance boxes."""
     return {
         "commit": git_commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "device": device_name(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -81,7 +83,6 @@ def portable_config(config: dict) -> dict:
     """A training configuration as ``config.json`` should store it: data sources by file name and the 64 CE by
     its run folder and file name, instead of this machine's paths (the checkpoint keeps the paths it resumes
     from). Pair it with :func:`cce_core.data.describe_sources` for the sources' image counts and SHA-256."""
-    from .data import source_names
     out = dict(config)
     out["data"] = source_names(config["data"])
     if config.get("ce64"):

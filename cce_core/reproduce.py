@@ -15,8 +15,8 @@ samples each model actually saw. ``pack`` writes ``OUT/generated`` as one ``.tar
 from __future__ import annotations
 
 import contextlib
-import os
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -26,11 +26,15 @@ import tempfile
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from .config import PRESETS, TrainConfig
 from .data import describe_sources
 from .provenance import REPO, provenance, resolve_device
-from .train import PRESETS, TrainConfig, make_config, train
+from .runs import ensure_run, run_name
 
 NOTEBOOKS = REPO / "notebooks"
 TRAIN_ORDER = [(mask, model) for mask in ("random_blocks", "central") for model in ("ce64", "ce128", "cce128")]
@@ -64,46 +68,6 @@ def _terminated(signum, frame):
 
 class ReproductionFailed(RuntimeError):
     """A step of the reproduction failed after it started; what exists was recorded (and packed)."""
-
-
-def run_name(model: str, mask: str, full_known_weight: float = 1.0, nsd_weight: float = 0.0) -> str:
-    """The run directory (and generated notebook) name of a model trained with a mask strategy; a random-block
-    model trained with eq. (1)'s weighting (``full_known_weight`` 0: missing pixels only) gets ``-hole``, any
-    other known-pixel weight than the default 1 ``-known<w>``; one trained with the NSD loss (beyond the paper,
-    :mod:`cce_core.nsd_loss`) ``-nsd<lambda>``."""
-    suffix = "" if full_known_weight == 1 else "-hole" if full_known_weight == 0 else f"-known{full_known_weight:g}"
-    return f"{model}-{mask}{suffix}" + (f"-nsd{nsd_weight:g}" if nsd_weight else "")
-
-
-def ensure_run(runs_dir: str | Path, model: str, mask: str, preset: str, data: list[str], seed: int = 0,
-               device: str = "auto", progress: bool = False, time_limit: float | None = None,
-               fast: bool | None = None, full_known_weight: float = 1.0, nsd_weight: float = 0.0,
-               nsd_masks: int = 2) -> Path:
-    """Train (or resume, or reuse) one model's run in ``runs_dir/<model>-<mask>``; returns its checkpoint.
-
-    For the cascade (``cce128``) the 64 CE of the same mask strategy (and loss weighting) is ensured first.
-    Notebooks call this so that each one runs on its own (nbval, a reader opening it alone) with the same runs a
-    full reproduction makes; in a reproduction the runs already exist and are reused. ``time_limit`` (seconds)
-    stops this model's training early with its checkpoint (``train``'s option); the run then counts as finished.
-    ``full_known_weight``: :class:`cce_core.train.TrainConfig`'s weight of the known pixels in the reconstruction
-    loss of full-image (random-mask) models, 1 (Pathak's code, the default) or 0 (the paper's eq. (1)); another
-    value than 1 goes to its own run directory (:func:`run_name`) and is refused for the central mask, whose
-    models predict the hole only. ``nsd_weight`` > 0 adds the NSD loss with ``nsd_masks`` masks per image (beyond
-    the paper; the cascade's 64 CE is trained without it) in its own run directory.
-    """
-    if full_known_weight != 1 and mask == "central":
-        raise ValueError("full_known_weight applies to full-image (random-mask) models only, not to the central mask")
-    run = Path(runs_dir) / run_name(model, mask, full_known_weight, nsd_weight)
-    if fast is None:  # a notebook reusing a run: take the fast-path switch the run was trained with
-        stored = run / "config.json"
-        fast = bool(json.loads(stored.read_text())["config"].get("fast", False)) if stored.exists() else False
-    ce64 = (ensure_run(runs_dir, "ce64", mask, preset, data, seed, device, progress, fast=fast,
-                       full_known_weight=full_known_weight) if model == "cce128" else None)
-    cfg = make_config(preset, model=model, mask=mask, data=list(data), seed=seed, device=device,
-                      ce64=str(ce64) if ce64 else None, fast=fast, full_known_weight=float(full_known_weight),
-                      nsd_weight=float(nsd_weight), nsd_masks=nsd_masks if nsd_weight else None)
-    return train(cfg, run, resume="auto", progress=progress, time_limit=time_limit)
-
 
 # --- the notebooks --------------------------------------------------------------------------------------------
 
@@ -279,193 +243,287 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
     ``out/runs`` are reused (``force`` retrains them); interrupted ones are resumed. ``time_budget`` (seconds)
     bounds the call (see the module docstring); ``pack`` names a ``.tar.gz`` of ``out/generated`` to write.
-    ``fast`` trains with :class:`cce_core.train.TrainConfig`'s fast path (same model and loss; on CUDA bf16
+    ``fast`` trains with :class:`cce_core.config.TrainConfig`'s fast path (same model and loss; on CUDA bf16
     autocast, channels-last, fused Adam; masks and batches drawn on the device), recorded in each config.json.
     ``nsd_loss`` also runs the "Beyond the paper" chapter (``notebooks/nsd_loss``): the 128 CE with random blocks
     trained with the NSD loss at two weights beside the reproduction's own run (not covered by ``time_budget``).
     ``loss_variants`` also trains the three random-block models with the paper's eq. (1) weighting (known-pixel
-    weight 0, :class:`cce_core.train.TrainConfig` ``full_known_weight``) into ``out/runs/<model>-random_blocks-hole``
+    weight 0, :class:`cce_core.config.TrainConfig` ``full_known_weight``) into ``out/runs/<model>-random_blocks-hole``
     (first seed only; not covered by ``time_budget``), and the NSD notebook compares them with the default ones.
     ``seeds`` (several): the six models are trained once per seed; the first seed's runs are ``out/runs`` itself
     (so seeds added to a finished single-seed reproduction reuse its runs), each other seed's ``out/runs/seed<k>``.
     The first seed's notebooks are the book's (``out/generated``), each other seed gets its training and NSD
     notebooks (with its ``metrics.json``) in ``out/generated/seed<k>``; the other seeds' NSD notebooks run first,
     the first seed's last, given their ``metrics.json`` (``other_metrics``) to compare the seeds (see
-    :func:`cce_core.metrics.seeds_report`); ``run.json`` lists the seeds and each one's training.
+    :func:`cce_core.report.seeds_report`); ``run.json`` lists the seeds and each one's training.
     All inputs are checked first (ValueError / FileNotFoundError, one line); a failing step afterwards raises
     :class:`ReproductionFailed` once what exists is recorded in ``run.json`` and packed.
+
+    The stages: :func:`check_inputs`, :func:`prepare_out`, :func:`train_models` (with their training notebooks),
+    :func:`run_evaluation` (the NSD, figures and NSD-loss notebooks), ``run.json`` (:class:`Recorder`), the book.
     """
+    plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
+                        nsd_loss, loss_variants)
+    prepare_out(plan)
+    recorder = Recorder(plan)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None  # `timeout`: record first
+    try:
+        train_models(plan, recorder)  # every training first: the evaluation's reserve is spent last
+        run_evaluation(plan, recorder)
+    except Exception as e:  # noqa: BLE001 - recorded, packed, then raised as one line
+        recorder.error = e
+        (plan.generated / "error.txt").write_text(traceback.format_exc())
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    rec = recorder.record("failed" if recorder.error is not None else "complete")
+    if recorder.error is not None:
+        raise ReproductionFailed(f"{rec['error']} (what exists is in {plan.generated}, the traceback in error.txt"
+                                 + (f"; packed in {plan.pack})" if plan.pack else ")"))
+    print(f"[reproduce] executed notebooks in {plan.generated} ({rec['total_wall_seconds']:.0f} s)", flush=True)
+    if book:
+        html = build_book(plan.generated, plan.out / "book")
+        print(f"[reproduce] book: {html / 'index.html'}", flush=True)
+    return plan.generated
+
+
+@dataclass
+class Plan:
+    """A reproduction's inputs, checked and resolved (absolute paths), and the folders it writes."""
+
+    preset: str
+    seeds: list[int]
+    data: list[str]
+    eval_data: list[str]
+    ood_data: list[str] | None
+    out: Path
+    device: str
+    force: bool
+    pack: Path | None
+    fast: bool
+    nsd_loss: bool
+    loss_variants: bool
+    sources: dict
+    budget: Budget | None
+
+    @property
+    def seed(self) -> int:
+        """The first seed: its runs and notebooks are the book's."""
+        return self.seeds[0]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.seeds) > 1
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+    @property
+    def generated(self) -> Path:
+        return self.out / "generated"
+
+    def folder(self, s: int) -> Path:
+        """Where seed ``s``'s notebooks run and are written: ``generated``, ``generated/seed<s>`` after the first."""
+        return self.generated if s == self.seed else self.generated / f"seed{s}"
+
+    def run_dir(self, s: int) -> Path:
+        """Seed ``s``'s training runs: ``runs`` for the first, ``runs/seed<s>`` for the others."""
+        return self.runs if s == self.seed else self.runs / f"seed{s}"
+
+    def tag(self, s: int) -> str:
+        return "" if s == self.seed else f"seed{s}/"
+
+    def rel(self, paths: list[str] | None, folder: Path) -> list[str] | None:
+        """Data paths relative to a notebook's folder: no machine path in the notebooks."""
+        return [p if p == "embedded" else os.path.relpath(p, folder) for p in paths] if paths else None
+
+    def common(self, s: int) -> dict:
+        """The parameters every notebook of seed ``s`` gets."""
+        return dict(preset=self.preset, seed=s, device=self.device,
+                    runs_dir=os.path.relpath(self.run_dir(s), self.folder(s)))
+
+    def data_params(self, s: int) -> dict:
+        """The training and evaluation data, relative to seed ``s``'s notebooks."""
+        return dict(data=self.rel(self.data, self.folder(s)), eval_data=self.rel(self.eval_data, self.folder(s)))
+
+
+def _resolved(paths: list[str]) -> list[str]:
+    return [str(Path(d).resolve()) if d != "embedded" else d for d in paths]
+
+
+def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | None, ood_data: list[str] | None,
+                 out: str | Path, device: str, seed: int, force: bool, time_budget: float | None,
+                 pack: str | Path | None, seeds: list[int] | None, fast: bool, nsd_loss: bool,
+                 loss_variants: bool) -> Plan:
+    """Every input of :func:`reproduce` checked (one-line ValueError / FileNotFoundError) before anything is
+    written: preset, seeds, device, data sources, ``out`` and ``pack``, the budget, papermill, the notebooks."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     seeds = list(seeds) if seeds else [seed]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds repeats a seed: {seeds}")
-    seed, multi = seeds[0], len(seeds) > 1
     resolve_device(device)
-    data = [str(Path(d).resolve()) if d != "embedded" else d for d in (data or ["embedded"])]
+    data = _resolved(data or ["embedded"])
     if eval_data is None:
         if data != ["embedded"]:
             raise ValueError("--eval-data is required when training on your own data (NSD needs held-out images)")
         eval_data = ["embedded"]
-    eval_data = [str(Path(d).resolve()) if d != "embedded" else d for d in eval_data]
-    ood_data = [str(Path(d).resolve()) if d != "embedded" else d for d in ood_data] if ood_data else None
+    eval_data, ood_data = _resolved(eval_data), _resolved(ood_data) if ood_data else None
     out = Path(out).resolve()
     check_out(out, force)
     pack = Path(pack).resolve() if pack else None
     if pack:
         check_pack(pack, out)
     if nsd_loss and time_budget is not None:
-        raise ValueError("--nsd-loss trains two more models that --time-budget does not budget yet: use one or the other")
+        raise ValueError("--nsd-loss trains two more models that --time-budget does not budget yet: use one or "
+                         "the other")
     if loss_variants and time_budget is not None:
         raise ValueError("--loss-variants trains three more models that --time-budget does not budget yet: use one or "
                          "the other")
     reserve = EVAL_RESERVE_S[preset] * (1 + EXTRA_SEED_EVAL * (len(seeds) - 1))
-    if time_budget is not None:
-        if time_budget <= reserve:
-            raise ValueError(f"--time-budget {time_budget:g} s leaves nothing for training: the NSD and figures "
-                             f"notebooks of preset {preset!r} alone are estimated at {reserve:g} s")
+    if time_budget is not None and time_budget <= reserve:
+        raise ValueError(f"--time-budget {time_budget:g} s leaves nothing for training: the NSD and figures "
+                         f"notebooks of preset {preset!r} alone are estimated at {reserve:g} s")
+    _check_papermill()
+    stale = stale_pairs()
+    if stale:
+        raise ValueError(f"notebooks/*.ipynb out of date with their .py ({', '.join(stale)}): run make sync")
+    sources = _check_sources(preset, data, eval_data, ood_data)
+    budget = Budget(time_budget, reserve, MODEL_OVERHEAD_S[preset]) if time_budget else None
+    return Plan(preset, seeds, data, eval_data, ood_data, out, device, force, pack, fast, nsd_loss, loss_variants,
+                sources, budget)
+
+
+def _check_papermill() -> None:
+    """Papermill and nbformat are importable (imported here only to check: the notebooks' functions import them
+    where they run, so that the library works without them)."""
     try:
         import nbformat  # noqa: F401
         import papermill  # noqa: F401
     except ImportError as e:
         raise ValueError(f"reproduce executes the notebooks with papermill, which is not installed ({e}); "
                          "pip install papermill ipykernel (or the wheels in .carry/wheels)") from None
-    stale = stale_pairs()
-    if stale:
-        raise ValueError(f"notebooks/*.ipynb out of date with their .py ({', '.join(stale)}): run make sync")
-    sources = _check_sources(preset, data, eval_data, ood_data)
-    budget = Budget(time_budget, reserve, MODEL_OVERHEAD_S[preset]) if time_budget else None
 
-    # inputs are valid: from here on, only this command's folders inside out are written (and deleted)
-    runs, generated = out / "runs", out / "generated"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by python -m cce_core reproduce: runs/, generated/ and book/ are its own\n")
-    if force:
-        shutil.rmtree(runs, ignore_errors=True)
-    shutil.rmtree(generated, ignore_errors=True)
-    (generated / "figures").mkdir(parents=True)
-    if pack:
-        pack.unlink(missing_ok=True)  # an archive from an earlier call must not pass for this one's
-    # each seed's notebooks run in their folder and get every path relative to it: no machine path in them
-    def rel(paths: list[str] | None, folder: Path) -> list[str] | None:
-        return [p if p == "embedded" else os.path.relpath(p, folder) for p in paths] if paths else None
 
-    folders = {s: generated / f"seed{s}" if i else generated for i, s in enumerate(seeds)}
-    run_dirs = {s: runs / f"seed{s}" if i else runs for i, s in enumerate(seeds)}  # the first seed's: runs/
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    error = None
+def prepare_out(plan: Plan) -> None:
+    """The inputs are valid: from here on, only this command's folders inside ``out`` are written (and deleted)."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    (plan.out / MARKER).write_text("written by python -m cce_core reproduce: runs/, generated/ and book/ are its own\n")
+    if plan.force:
+        shutil.rmtree(plan.runs, ignore_errors=True)
+    shutil.rmtree(plan.generated, ignore_errors=True)
+    (plan.generated / "figures").mkdir(parents=True)
+    if plan.pack:
+        plan.pack.unlink(missing_ok=True)  # an archive from an earlier call must not pass for this one's
 
-    def record(status: str) -> dict:
-        """run.json as things stand; with ``pack``, the archive too (so a run killed later still left one)."""
-        training = ({f"seed{s}": _training_record(run_dirs[s]) for s in seeds} if multi
-                    else _training_record(runs))
-        rec = {"preset": preset, "fast": fast, "seed": seed, "seeds": seeds, "loss_variants": loss_variants, "eval_sizes": EVAL_SIZES[preset], **sources,
-               "provenance": provenance(resolve_device(device)), "training": training,
-               "wall_seconds": {k: round(v, 1) for k, v in timings.items()},
-               "total_wall_seconds": round(time.perf_counter() - started, 1), "status": status}
-        if multi:
-            rec["seed_folders"] = {f"seed{s}": f"seed{s}/" for s in seeds[1:]}  # the first seed's are here
-            rec["seed_runs"] = {f"seed{s}": os.path.relpath(run_dirs[s], out) for s in seeds}
-        if budget:
-            rec["time_budget"] = {"seconds": time_budget, "eval_reserve_seconds": budget.reserve,
-                                  "training_shares_seconds": budget.shares}
-        if error is not None:
-            rec["error"] = f"{type(error).__name__}: {error}"
-        (generated / "run.json").write_text(json.dumps(rec, indent=2))
-        if pack:
-            size = write_pack(generated, pack)
-            print(f"[reproduce] packed {generated} in {pack} ({size / 2**20:.2f} MiB)", flush=True)
+
+class Recorder:
+    """``run.json`` as things stand (and with ``pack`` the archive, so a run killed later still left one): the
+    inputs, provenance, what each training saw, the wall time of each step, the status and any error."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan, self.started = plan, time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self.error: BaseException | None = None
+
+    def record(self, status: str) -> dict:
+        p = self.plan
+        training = ({f"seed{s}": _training_record(p.run_dir(s)) for s in p.seeds} if p.multi
+                    else _training_record(p.runs))
+        rec = {"preset": p.preset, "fast": p.fast, "seed": p.seed, "seeds": p.seeds, "loss_variants": p.loss_variants,
+               "eval_sizes": EVAL_SIZES[p.preset], **p.sources,
+               "provenance": provenance(resolve_device(p.device)), "training": training,
+               "wall_seconds": {k: round(v, 1) for k, v in self.timings.items()},
+               "total_wall_seconds": round(time.perf_counter() - self.started, 1), "status": status}
+        if p.multi:
+            rec["seed_folders"] = {f"seed{s}": f"seed{s}/" for s in p.seeds[1:]}  # the first seed's are here
+            rec["seed_runs"] = {f"seed{s}": os.path.relpath(p.run_dir(s), p.out) for s in p.seeds}
+        if p.budget:
+            rec["time_budget"] = {"seconds": p.budget.seconds, "eval_reserve_seconds": p.budget.reserve,
+                                  "training_shares_seconds": p.budget.shares}
+        if self.error is not None:
+            rec["error"] = f"{type(self.error).__name__}: {self.error}"
+        (p.generated / "run.json").write_text(json.dumps(rec, indent=2))
+        if p.pack:
+            size = write_pack(p.generated, p.pack)
+            print(f"[reproduce] packed {p.generated} in {p.pack} ({size / 2**20:.2f} MiB)", flush=True)
         return rec
 
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None  # `timeout`: record first
-    try:
-        n_models, done = len(TRAIN_ORDER) * len(seeds), 0
-        for s in seeds:  # every training first: the evaluation's reserve is spent last
-            nb_dir, tag = folders[s], f"seed{s}/" if s != seed else ""  # the first seed's are the book's
-            nb_dir.mkdir(parents=True, exist_ok=True)
-            common = dict(preset=preset, seed=s, device=device, runs_dir=os.path.relpath(run_dirs[s], nb_dir))
-            for mask, model in TRAIN_ORDER:
-                name = run_name(model, mask)
-                share = budget.share(tag + name, n_models - done) if budget else None
-                print(f"[reproduce] training {tag}{name} ({preset}"
-                      + (f", at most {share:.1f} s)" if share is not None else ")"), flush=True)
+    def packed(self, status: str) -> None:
+        """With ``pack``: record (and pack) at this point of the run."""
+        if self.plan.pack:
+            self.record(status)
+
+
+def train_models(plan: Plan, recorder: Recorder) -> None:
+    """Every seed's six models in :data:`TRAIN_ORDER` (each with its share of the budget), each followed by its
+    training notebook; then, with ``loss_variants``, the first seed's random-block models under eq. (1)'s weighting."""
+    n_models, done, budget = len(TRAIN_ORDER) * len(plan.seeds), 0, plan.budget
+    for s in plan.seeds:
+        nb_dir, tag, common, dp = plan.folder(s), plan.tag(s), plan.common(s), plan.data_params(s)
+        nb_dir.mkdir(parents=True, exist_ok=True)
+        for mask, model in TRAIN_ORDER:
+            name = run_name(model, mask)
+            share = budget.share(tag + name, n_models - done) if budget else None
+            print(f"[reproduce] training {tag}{name} ({plan.preset}"
+                  + (f", at most {share:.1f} s)" if share is not None else ")"), flush=True)
+            t = time.perf_counter()
+            with contextlib.chdir(nb_dir):  # the very configuration the notebook's ensure_run will ask for
+                ensure_run(common["runs_dir"], model, mask, plan.preset, dp["data"], seed=s, device=plan.device,
+                           time_limit=share, fast=plan.fast)
+            train_wall = time.perf_counter() - t
+            _free_device_memory()
+            execute_notebook("train", nb_dir / f"train-{name}.ipynb", dict(common, model=model, mask=mask, **dp),
+                             nb_dir)
+            recorder.timings[f"{tag}train-{name}"] = time.perf_counter() - t
+            done += 1
+            if budget:
+                budget.measured(recorder.timings[f"{tag}train-{name}"], train_wall, share)
+            recorder.packed(f"running: {tag}{name} done")
+        if plan.loss_variants and s == plan.seed:  # eq. (1)'s weighting, beside the book's random-block models
+            for model in ("ce64", "ce128", "cce128"):
+                name = run_name(model, "random_blocks", 0.0)
+                print(f"[reproduce] training {name} ({plan.preset}; eq. (1): missing pixels only)", flush=True)
                 t = time.perf_counter()
-                with contextlib.chdir(nb_dir):  # the very configuration the notebook's ensure_run will ask for
-                    ensure_run(common["runs_dir"], model, mask, preset, rel(data, nb_dir), seed=s, device=device,
-                               time_limit=share, fast=fast)
-                train_wall = time.perf_counter() - t
+                with contextlib.chdir(nb_dir):
+                    ensure_run(common["runs_dir"], model, "random_blocks", plan.preset, dp["data"], seed=s,
+                               device=plan.device, fast=plan.fast, full_known_weight=0.0)
+                recorder.timings[f"train-{name}"] = time.perf_counter() - t
                 _free_device_memory()
-                execute_notebook("train", nb_dir / f"train-{name}.ipynb",
-                                 dict(common, model=model, mask=mask, data=rel(data, nb_dir),
-                                      eval_data=rel(eval_data, nb_dir)), nb_dir)
-                timings[f"{tag}train-{name}"] = time.perf_counter() - t
-                done += 1
-                if budget:
-                    budget.measured(timings[f"{tag}train-{name}"], train_wall, share)
-                if pack:
-                    record(f"running: {tag}{name} done")
-            if loss_variants and s == seed:  # eq. (1)'s weighting, beside the book's random-block models
-                for model in ("ce64", "ce128", "cce128"):
-                    name = run_name(model, "random_blocks", 0.0)
-                    print(f"[reproduce] training {name} ({preset}; eq. (1): missing pixels only)", flush=True)
-                    t = time.perf_counter()
-                    with contextlib.chdir(nb_dir):
-                        ensure_run(common["runs_dir"], model, "random_blocks", preset, rel(data, nb_dir), seed=s,
-                                   device=device, fast=fast, full_known_weight=0.0)
-                    timings[f"train-{name}"] = time.perf_counter() - t
-                    _free_device_memory()
-                if pack:
-                    record("running: loss variants done")
-        sizes = EVAL_SIZES[preset]
-        for s in seeds[1:] + seeds[:1]:  # the first seed's last: it compares the seeds
-            nb_dir, tag = folders[s], f"seed{s}/" if s != seed else ""
-            common = dict(preset=preset, seed=s, device=device, runs_dir=os.path.relpath(run_dirs[s], nb_dir))
-            extra = (dict(other_metrics=[f"seed{o}/metrics.json" for o in seeds[1:]], loss_variants=loss_variants)
-                     if s == seed else {})
-            print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
-            timings[f"{tag}nsd_eval"] = execute_notebook(
-                "nsd_eval", nb_dir / "nsd_eval.ipynb",
-                dict(common, data=rel(data, nb_dir), eval_data=rel(eval_data, nb_dir),
-                     ood_data=rel(ood_data, nb_dir), fig_dir="figures", metrics_path="metrics.json", **sizes,
-                     **extra), nb_dir)
-            if pack:
-                record(f"running: {tag}nsd_eval done")
-            if s == seed:  # the book's figures: the first seed's models
-                print("[reproduce] figures", flush=True)
-                timings["figures"] = execute_notebook(
-                    "figures", nb_dir / "figures.ipynb",
-                    dict(common, data=rel(data, nb_dir), eval_data=rel(eval_data, nb_dir), fig_dir="figures",
-                         k=sizes["k"]), nb_dir)
-                if pack and multi:
-                    record("running: figures done")
-                if nsd_loss:
-                    print("[reproduce] beyond the paper: NSD as a training loss", flush=True)
-                    timings["nsd_loss"] = execute_notebook(
-                        "nsd_loss", nb_dir / "nsd_loss.ipynb",
-                        dict(common, data=rel(data, nb_dir), eval_data=rel(eval_data, nb_dir), fig_dir="figures",
-                             **sizes), nb_dir)
-    except Exception as e:  # noqa: BLE001 - recorded, packed, then raised as one line
-        error = e
-        (generated / "error.txt").write_text(traceback.format_exc())
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
-    rec = record("failed" if error is not None else "complete")
-    if error is not None:
-        raise ReproductionFailed(f"{rec['error']} (what exists is in {generated}, the traceback in error.txt"
-                                 + (f"; packed in {pack})" if pack else ")"))
-    print(f"[reproduce] executed notebooks in {generated} ({rec['total_wall_seconds']:.0f} s)", flush=True)
-    if book:
-        html = build_book(generated, out / "book")
-        print(f"[reproduce] book: {html / 'index.html'}", flush=True)
-    return generated
+            recorder.packed("running: loss variants done")
+
+
+def run_evaluation(plan: Plan, recorder: Recorder) -> None:
+    """Each seed's NSD notebook (the other seeds' first, the first seed's last: it compares the seeds), then the
+    first seed's figures and, with ``nsd_loss``, the NSD-loss chapter."""
+    sizes, timings = EVAL_SIZES[plan.preset], recorder.timings
+    for s in plan.seeds[1:] + plan.seeds[:1]:
+        nb_dir, tag, common, dp = plan.folder(s), plan.tag(s), plan.common(s), plan.data_params(s)
+        extra = (dict(other_metrics=[f"seed{o}/metrics.json" for o in plan.seeds[1:]],
+                      loss_variants=plan.loss_variants) if s == plan.seed else {})
+        print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
+        timings[f"{tag}nsd_eval"] = execute_notebook(
+            "nsd_eval", nb_dir / "nsd_eval.ipynb",
+            dict(common, **dp, ood_data=plan.rel(plan.ood_data, nb_dir), fig_dir="figures", metrics_path="metrics.json",
+                 **sizes, **extra), nb_dir)
+        recorder.packed(f"running: {tag}nsd_eval done")
+        if s != plan.seed:
+            continue
+        print("[reproduce] figures", flush=True)  # the book's figures: the first seed's models
+        timings["figures"] = execute_notebook("figures", nb_dir / "figures.ipynb",
+                                              dict(common, **dp, fig_dir="figures", k=sizes["k"]), nb_dir)
+        if plan.multi:
+            recorder.packed("running: figures done")
+        if plan.nsd_loss:
+            print("[reproduce] beyond the paper: NSD as a training loss", flush=True)
+            timings["nsd_loss"] = execute_notebook("nsd_loss", nb_dir / "nsd_loss.ipynb",
+                                                   dict(common, **dp, fig_dir="figures", **sizes), nb_dir)
 
 
 def _free_device_memory() -> None:
     """Hand the training's cached GPU memory back before a notebook's kernel needs it."""
-    import torch
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -484,7 +542,8 @@ def toc_for(generated: str | Path) -> str:
 
 
 def build_book(generated: str | Path, dest: str | Path) -> Path:
-    """Build the book in ``dest`` from the repository's pages with ``generated`` as its results; returns the HTML dir."""
+    """Build the book in ``dest`` from the repository's pages with ``generated`` as its results; returns the HTML
+    folder."""
     generated, dest = Path(generated), Path(dest)
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)

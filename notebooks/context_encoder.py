@@ -38,13 +38,14 @@ import pandas as pd
 import torch
 
 from cce_core.cascade import CascadeContextEncoder, downscale, downscale_mask
+from cce_core.config import TrainConfig
 from cce_core.data import load_images, to_float
 from cce_core.evaluate import cascade_stages
 from cce_core.glue import glue
+from cce_core.losses import reconstruction_weights
 from cce_core.masks import center_box, central_mask, default_overlap, random_blocks
 from cce_core.models import ContextEncoder, Discriminator, count_parameters
 from cce_core.plots import image_grid, layer_table, show_grid
-from cce_core.train import TrainConfig, reconstruction_weights
 
 # %% [markdown]
 # ## The 128×128 context encoder
@@ -205,7 +206,7 @@ print(f"trainable parameters: {sum(p.numel() for p in trainable):,} (the 128 CE:
 # the adversarial term being the non-saturating $\mathrm{BCE}(D(F(x)), 1)$. For central masks $L_{rec}$ is a
 # mean squared error over the predicted 64×64 block, weighted 10× on the 4-pixel ring of known pixels around the
 # hole, which makes the prediction blend into its border. Each iteration first updates $D$, then $F$, with Adam.
-# The values below are `cce_core.train.TrainConfig`'s defaults; `tests/test_recipe.py` checks on a fixed
+# The values below are `cce_core.config.TrainConfig`'s defaults; `tests/test_recipe.py` checks on a fixed
 # batch that one training step computes exactly this loss, with these optimiser settings.
 
 # %%

@@ -40,14 +40,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from cce_core.checkpoint import load_model
 from cce_core.data import load_images, to_float
 from cce_core.evaluate import cascade_stages, codes, eval_masks, hole_mse, inpaint, project_2d
-from cce_core.masks import central_mask, fill_hole
 from cce_core.glue import glue
+from cce_core.masks import central_mask, fill_hole
 from cce_core.plots import eval_images_note, image_grid, pick_examples, show_grid
 from cce_core.provenance import provenance, resolve_device
-from cce_core.reproduce import ensure_run
-from cce_core.train import load_model
+from cce_core.runs import ensure_run
 
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
 dev = resolve_device(device)

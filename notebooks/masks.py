@@ -38,12 +38,20 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
-from cce_core.glue import glue
 
 from cce_core.cascade import downscale, downscale_mask
 from cce_core.data import load_images, to_float
-from cce_core.masks import (PATHAK_FILL, center_box, central_mask, coverage, default_overlap,
-                            fill_hole, random_blocks, random_region)
+from cce_core.glue import glue
+from cce_core.masks import (
+    PATHAK_FILL,
+    center_box,
+    central_mask,
+    coverage,
+    default_overlap,
+    fill_hole,
+    random_blocks,
+    random_region,
+)
 from cce_core.plots import draw_box, mask_to_image, show_grid
 
 sns.set_theme(style="whitegrid", context="notebook")

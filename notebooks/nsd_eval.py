@@ -33,7 +33,7 @@
 #   variance due to the mask, and moves with how different the evaluation images are from each other.
 #
 # Beside NSD, the paper's "visibly more plausible" is measured with in-hole L1, PSNR and SSIM of the inpaintings
-# (`cce_core.metrics`).
+# (`cce_core.evaluate`).
 
 # %% tags=["parameters", "remove-cell"]
 preset = "smoke"
@@ -64,16 +64,28 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
+from cce_core.checkpoint import load_checkpoint, load_model, snapshots
 from cce_core.data import load_images
-from cce_core.evaluate import READING_LABELS, READINGS, eval_masks, model_nsd
+from cce_core.evaluate import QUALITY, READING_LABELS, READINGS, checkpoint_curve, eval_masks, model_nsd, model_quality
 from cce_core.glue import glue
 from cce_core.masks import central_mask
-from cce_core.metrics import (DIRECTION, ONE_WEIGHTING, QUALITY, build_metrics, checkpoint_curve, compare_readings,
-                              curve_summary, glue_values, load_seed_metrics, loss_variant_comparison, loss_variant_rows,
-                              model_quality, run_info, seeds_glue, seeds_report, seeds_rows)
 from cce_core.provenance import provenance, resolve_device
-from cce_core.reproduce import ensure_run, run_name
-from cce_core.train import load_checkpoint, load_model, snapshots
+from cce_core.report import (
+    DIRECTION,
+    ONE_WEIGHTING,
+    build_metrics,
+    compare_readings,
+    curve_summary,
+    glue_values,
+    load_seed_metrics,
+    loss_variant_comparison,
+    loss_variant_rows,
+    run_info,
+    seeds_glue,
+    seeds_report,
+    seeds_rows,
+)
+from cce_core.runs import ensure_run, run_name
 
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
 PADDED = [{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}]
@@ -242,7 +254,7 @@ loss_variants_table
 # %% [markdown]
 # ## Verdicts and the numbers the report quotes
 #
-# `cce_core.metrics.build_metrics` gathers everything (verdicts by the rules of `cce_core.report`), writes
+# `cce_core.report.build_metrics` gathers everything (verdicts by the rules of `cce_core.report`), writes
 # `metrics.json`, and `glue_values` turns it into the values the report pastes.
 
 # %%

@@ -34,7 +34,7 @@
 #
 # **Cost.** The $mB$ extra encodes are $m$ encoder forwards (and backwards) per step. They use batch statistics, as
 # the main forward does, but do not update BatchNorm's running statistics. The implementation and its tests:
-# `cce_core/nsd_loss.py`, `tests/test_nsd_loss.py`; the options: `TrainConfig.nsd_weight` ($\lambda$, default 0: the
+# `cce_core/losses.py`, `tests/test_nsd_loss.py`; the options: `TrainConfig.nsd_weight` ($\lambda$, default 0: the
 # paper's recipe, bit for bit) and `nsd_masks` ($m$).
 #
 # **The experiment.** The 128×128 CE with random blocks, trained with $\lambda = 0$ (the reproduction's own run) and
@@ -64,16 +64,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from cce_core.checkpoint import load_checkpoint, read_log
 from cce_core.data import load_images, to_float
-from cce_core.evaluate import eval_masks, inpaint
+from cce_core.evaluate import eval_masks, evaluate_nsd_runs, hole_quality, inpaint
 from cce_core.glue import glue
 from cce_core.masks import fill_hole
-from cce_core.metrics import hole_quality, run_info, run_scale_line, scale_of
-from cce_core.nsd_loss import ensure_nsd_runs, evaluate_nsd_runs, nsd_loss_table, nsd_loss_verdicts
 from cce_core.plots import eval_images_note, image_grid, show_grid
 from cce_core.provenance import resolve_device
-from cce_core.report import scale_note
-from cce_core.train import load_checkpoint, read_log
+from cce_core.report import nsd_loss_table, nsd_loss_verdicts, run_info, run_scale_line, scale_note, scale_of
+from cce_core.runs import ensure_nsd_runs
 
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
 dev = resolve_device(device)

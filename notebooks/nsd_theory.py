@@ -18,7 +18,7 @@
 # Section 3 of the paper {cite}`zielinski2018cascade` defines the *normalized squared-distortion* (NSD), a
 # quality measure for an inpainting encoder that looks at its latent codes instead of its pixels. This page
 # walks through the section step by step. Every formula is checked numerically against the implementation in
-# `cce_core.nsd`, which the rest of the project uses. Nothing on this page trains a network. The codes are
+# `cce_core.nsd` (and `cce_core.stats` for the intervals), which the rest of the project uses. Nothing on this page trains a network. The codes are
 # simulated, so every number here is cheap to recompute: the book executes this page itself on the CPU.
 #
 # **Setup.** $P$ is an image and $M$ a mask (1 on the missing pixels). $E(P, M)$ is the encoder's
@@ -44,12 +44,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from cce_core.glue import glue
 from scipy import stats
 
 from cce_core import nsd as N
+from cce_core.glue import glue
 from cce_core.masks import fill_hole
 from cce_core.models import ContextEncoder
+from cce_core.stats import bootstrap_ci, paired_comparison
 
 rng = np.random.default_rng(seed)
 torch.manual_seed(seed)
@@ -425,9 +426,9 @@ share_ce = np.clip(0.79 * to_share + spread[0], 0.01, 0.99)
 share_cce = np.clip(0.56 * to_share + spread[1], 0.01, 0.99)
 ce = N.nsd(synthetic_codes(share_ce, k_images, n_masks, dims, rng))
 cce = N.nsd(synthetic_codes(share_cce, k_images, n_masks, dims, rng))
-ci_ce = N.bootstrap_ci(ce.per_image, seed=seed)
-ci_cce = N.bootstrap_ci(cce.per_image, seed=seed)
-comparison = N.paired_comparison(ce, cce, seed=seed)
+ci_ce = bootstrap_ci(ce.per_image, seed=seed)
+ci_cce = bootstrap_ci(cce.per_image, seed=seed)
+comparison = paired_comparison(ce, cce, seed=seed)
 se_gap = math.hypot(N.nsd_standard_error(ce.per_image), N.nsd_standard_error(cce.per_image))
 gap_in_se = (ce.mean - cce.mean) / se_gap
 print("simulated CE      :", ce)

@@ -26,7 +26,7 @@
 # %% tags=["parameters", "remove-cell"]
 model = "ce128"  # ce64 | ce128 | cce128
 mask = "random_blocks"  # central | random_blocks | random_region
-preset = "smoke"  # smoke, cpu or paper: see cce_core.train.PRESETS
+preset = "smoke"  # smoke, cpu or paper: see cce_core.config.PRESETS
 data = ["embedded"]  # training images: "embedded", folders, or zips such as ../../shared/data/photos128/train-00.zip
 eval_data = ["embedded"]  # images for the sample inpaintings
 runs_dir = "../_build/nbval/runs"  # where the training runs live
@@ -35,19 +35,18 @@ device = "auto"
 
 # %% tags=["hide-input"]
 import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from cce_core.glue import glue
 
+from cce_core.checkpoint import load_model, read_log
 from cce_core.data import load_images, to_float
 from cce_core.evaluate import inpaint
+from cce_core.glue import glue
 from cce_core.masks import central_mask, fill_hole, random_blocks
 from cce_core.plots import MASK_NAMES, MODEL_NAMES, eval_images_note, show_grid
-from cce_core.reproduce import ensure_run
-from cce_core.train import load_model, read_log
+from cce_core.runs import ensure_run
 
 glue("model_name", MODEL_NAMES[model], display=False)  # the page title names the model and the mask
 glue("mask_name", MASK_NAMES[mask], display=False)

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from synthetic import write_pictures
 
 

@@ -288,7 +288,8 @@ def test_report_page(request: pytest.FixtureRequest) -> None:
         return True
 
     numbers = [t for t in pasted if is_float(t)]
-    assert len(numbers) >= 10, f"report.html has too few glued numbers ({len(numbers)}; pasted-text spans: {pasted[:10]})"
+    assert len(numbers) >= 10, (f"report.html has too few glued numbers ({len(numbers)}; "
+                                f"pasted-text spans: {pasted[:10]})")
 
 
 #: Strings that only a machine's own file system puts in a page (absolute paths of a run or of a build).

@@ -4,7 +4,6 @@ and nothing is lost or left behind (CPU, seconds)."""
 import json
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -85,7 +84,8 @@ def test_garbage_checkpoint_is_not_ours(capsys, tmp_path: Path):
 
 
 def test_corrupt_zip_is_named(capsys, tmp_path: Path, corrupt_zip: Path):
-    err = fails(capsys, "train", "--model", "ce64", "--data", str(corrupt_zip), "--out", str(tmp_path / "run"), "--quiet")
+    err = fails(capsys, "train", "--model", "ce64", "--data", str(corrupt_zip), "--out", str(tmp_path / "run"),
+                "--quiet")
     assert "corrupt zip" in err and not (tmp_path / "run").exists()
 
 
@@ -126,7 +126,8 @@ def test_help_texts(capsys):
         assert "(default: None)" not in text, name
         assert "default: False" not in text, name
         for action in sub._actions:
-            helptext = action.help % {"default": action.default} if action.help and "%(" in action.help else action.help or ""
+            helptext = (action.help % {"default": action.default} if action.help and "%(" in action.help
+                        else action.help or "")
             shown = sub._get_formatter()._get_help_string(action) if action.help else ""
             assert shown.count("default:") <= 1 and shown.count("(0.") == 0, (name, action.dest, shown)
             if action.required:
@@ -174,5 +175,6 @@ def test_bad_fraction_error_names_a_real_option(tmp_path: Path, capsys):
     assert "checkpoint not found" in err  # the checkpoint is read before the images
     with pytest.raises(ValueError, match="--max-bad-fraction") as e:
         cce_core.data.load_images(tmp_path / "imgs", progress=False)
-    assert "--max-bad-fraction" in {a for s in build_parser()._actions[1].choices.values() for a in s._option_string_actions}
+    options = {a for s in build_parser()._actions[1].choices.values() for a in s._option_string_actions}
+    assert "--max-bad-fraction" in options
     assert str(e.value).count("\n") == 0

@@ -5,11 +5,20 @@ import pytest
 import torch
 
 from cce_core.cascade import CascadeContextEncoder, downscale, downscale_mask, upscale
-from cce_core.masks import (PATHAK_FILL, center_box, central_mask, coverage, fill_hole, make_masks, paste,
-                            random_blocks, random_region)
+from cce_core.masks import (
+    PATHAK_FILL,
+    center_box,
+    central_mask,
+    coverage,
+    fill_hole,
+    make_masks,
+    paste,
+    random_blocks,
+    random_region,
+)
 from cce_core.models import ContextEncoder, Discriminator, count_parameters
-from cce_core.nsd import (StreamingNSD, bootstrap_ci, null_expectation, nsd, paired_comparison,
-                          pairwise_distortion)
+from cce_core.nsd import StreamingNSD, nsd, null_expectation, pairwise_distortion
+from cce_core.stats import bootstrap_ci, paired_comparison
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -46,7 +55,8 @@ def test_no_conv_biases_and_init():
     assert abs(gamma.mean().item() - 1) < 0.01 and torch.all(torch.cat([m.bias for m in bns]) == 0)
 
 
-@pytest.mark.parametrize("size, output, out", [(128, "center", 64), (128, "full", 128), (64, "center", 32), (64, "full", 64)])
+@pytest.mark.parametrize("size, output, out",
+                         [(128, "center", 64), (128, "full", 128), (64, "center", 32), (64, "full", 64)])
 def test_shapes(size, output, out):
     g = ContextEncoder(size, bottleneck=32, output=output, width=8)
     d = Discriminator(size, input=output, width=8)
@@ -220,7 +230,8 @@ def test_nsd_zero_for_mask_invariant_codes_and_standardised():
     # standardisation removes the per-dimension scale
     codes = torch.randn(50, 20, 8, generator=gen(3))
     scaled = codes * torch.logspace(-3, 3, 8)
-    np.testing.assert_allclose(nsd(codes, standardize=True).per_image, nsd(scaled, standardize=True).per_image, rtol=1e-6)
+    np.testing.assert_allclose(nsd(codes, standardize=True).per_image, nsd(scaled, standardize=True).per_image,
+                               rtol=1e-6)
     assert abs(nsd(codes, standardize=True).mean - 19 / 20) < 0.05
 
 
@@ -231,7 +242,8 @@ def test_streaming_equals_batch():
         s.update(codes[:5, i:i + 7], index=slice(0, 5))
         s.update(codes[5:, i:i + 7], index=[5, 6, 7, 8])
     for std in (False, True):
-        np.testing.assert_allclose(s.result(standardize=std).per_image, nsd(codes, standardize=std).per_image, rtol=1e-10)
+        np.testing.assert_allclose(s.result(standardize=std).per_image, nsd(codes, standardize=std).per_image,
+                                   rtol=1e-10)
     partial = StreamingNSD(2, 16)
     partial.update(codes[:1, :3], index=[0])
     with pytest.raises(ValueError, match="different numbers"):

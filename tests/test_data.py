@@ -12,8 +12,18 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from cce_core.data import (EMBEDDED, ImageSet, describe_source, describe_sources, embedded_photos, load_images,
-                           sample_batch, source_names, to_float, to_uint8)
+from cce_core.data import (
+    EMBEDDED,
+    ImageSet,
+    describe_source,
+    describe_sources,
+    embedded_photos,
+    load_images,
+    sample_batch,
+    source_names,
+    to_float,
+    to_uint8,
+)
 
 DATA = Path(os.environ.get("CCE_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/photos128")
 

@@ -18,8 +18,9 @@ from torch import nn
 
 from cce_core import distributed
 from cce_core.__main__ import main
-from cce_core.train import load_checkpoint, load_model, make_config, read_log, train
-
+from cce_core.checkpoint import load_checkpoint, load_model, read_log
+from cce_core.config import make_config
+from cce_core.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ["--model", "ce128", "--mask", "random_blocks", "--preset", "smoke", "--batch-size", "16", "--width", "8",

@@ -10,14 +10,24 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from test_train import assert_same
 
 import cce_core.train as train_mod
+from cce_core.batches import MaskStream, make_mask_stream
 from cce_core.cascade import downscale_mask
-from cce_core.masks import (coverage, fill_hole, make_masks, random_blocks, random_blocks_reference, random_region,
-                            random_region_reference, unchecked_masks)
-from cce_core.train import build_models, load_checkpoint, make_config, make_step, read_log, setup_training, train
-
-from test_train import assert_same
+from cce_core.checkpoint import build_models, load_checkpoint, load_model, read_log
+from cce_core.config import FAST_OPTIONS, make_config
+from cce_core.masks import (
+    coverage,
+    fill_hole,
+    make_masks,
+    random_blocks,
+    random_blocks_reference,
+    random_region,
+    random_region_reference,
+    unchecked_masks,
+)
+from cce_core.train import make_step, setup_training, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +140,7 @@ def test_unchecked_masks_skips_only_value_checks():
 def test_fast_options_resolve_and_are_recorded(tmp_path, folder):
     c = tiny(folder, fast=True, freeze_d=False)
     assert c.device_rng and c.device_checks and c.amp and not c.freeze_d and not c.compile
-    assert not any(getattr(tiny(folder), name) for name in train_mod.FAST_OPTIONS)
+    assert not any(getattr(tiny(folder), name) for name in FAST_OPTIONS)
     train(c, tmp_path / "run", progress=False)
     stored = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert stored["fast"] and stored["device_rng"] and not stored["freeze_d"] and stored["mask_generator"] == "batched"
@@ -167,12 +177,12 @@ def test_invalid_masks_are_caught_at_log_time(tmp_path, folder, monkeypatch):
 
 def test_checkpoints_by_wall_clock(tmp_path, folder, monkeypatch):
     saved = []
-    real = train_mod._atomic_save
+    real = train_mod.atomic_save
     def spy(state, path):  # checkpoints only (snapshots are saved the same way, into snapshots/)
         if path.name == "checkpoint.pt":
             saved.append(state["step"])
         real(state, path)
-    monkeypatch.setattr(train_mod, "_atomic_save", spy)
+    monkeypatch.setattr(train_mod, "atomic_save", spy)
     train(tiny(folder, steps=6, log_every=2, checkpoint_every=None, checkpoint_seconds=3600.0), tmp_path / "a",
           progress=False)
     assert saved == [6]  # only at the end
@@ -276,7 +286,7 @@ def test_accelerated_options_rehearsed_on_cpu(tmp_path, folder, monkeypatch):
         assert ckpt["step"] == 4 and all(torch.isfinite(t).all() for t in ckpt["G"].values() if t.is_floating_point())
         assert all(np.isfinite(r["l2"]) for r in read_log(out))
         assert ckpt["opt_g"]["param_groups"][0]["fused"]
-        assert torch.isfinite(train_mod.load_model(out)(torch.zeros(1, 3, 128, 128), *(
+        assert torch.isfinite(load_model(out)(torch.zeros(1, 3, 128, 128), *(
             (torch.zeros(1, 1, 128, 128),) if model == "cce128" else ()))).all()
     g, d = build_models(tiny(folder, fast=True))
     setup_training(tiny(folder, fast=True), g, d, torch.device("cpu"))
@@ -308,12 +318,12 @@ def test_mask_stream_chunks_and_restarts(folder, mask):
     """Masks drawn 3 steps at a time: a stream started at step 4 (a resumed run) gives the masks of step 4 on;
     random regions stay one mask per batch."""
     c = tiny(folder, mask=mask, batch_size=2, mask_chunk=3)
-    whole = train_mod.MaskStream(c, torch.device("cpu"))
+    whole = MaskStream(c, torch.device("cpu"))
     first = [whole.next() for _ in range(7)]
-    later = train_mod.MaskStream(c, torch.device("cpu"), start=4)
+    later = MaskStream(c, torch.device("cpu"), start=4)
     assert all(torch.equal(later.next(), m) for m in first[4:])
     assert not torch.equal(first[0], first[1]) and not torch.equal(first[2], first[3])
     if mask == "random_region":
         assert all(torch.equal(m[0], m[1]) for m in first)
-    assert train_mod.make_mask_stream(tiny(folder, mask="central", mask_chunk=3), torch.device("cpu")) is None
-    assert train_mod.make_mask_stream(tiny(folder, mask_chunk=1), torch.device("cpu")) is None
+    assert make_mask_stream(tiny(folder, mask="central", mask_chunk=3), torch.device("cpu")) is None
+    assert make_mask_stream(tiny(folder, mask_chunk=1), torch.device("cpu")) is None

@@ -8,7 +8,8 @@ from cce_core.cascade import CascadeContextEncoder
 from cce_core.evaluate import code_scale, model_nsd
 from cce_core.masks import random_blocks
 from cce_core.models import ContextEncoder
-from cce_core.nsd import StreamingNSD, nsd, paired_comparison
+from cce_core.nsd import StreamingNSD, nsd
+from cce_core.stats import paired_comparison
 
 
 def _set_bn(ce: ContextEncoder, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -77,7 +78,8 @@ def test_streaming_scale_and_reading_checks():
     for i in range(0, 12, 5):
         s.update(codes[:, i:i + 5])
     np.testing.assert_allclose(s.result(scale=scale).per_image, nsd(codes, scale=scale).per_image, rtol=1e-10)
-    np.testing.assert_allclose(nsd(codes, scale=scale).per_image, nsd(codes.double() / scale.double()).per_image, rtol=1e-10)
+    np.testing.assert_allclose(nsd(codes, scale=scale).per_image, nsd(codes.double() / scale.double()).per_image,
+                               rtol=1e-10)
     with pytest.raises(ValueError, match="either"):
         s.result(standardize=True, scale=scale)
     with pytest.raises(ValueError, match="D=8"):

@@ -1,4 +1,4 @@
-"""NSD as a training loss (issue 13, ``cce_core.nsd_loss``): the penalty is section 3's estimator, its gradient
+"""NSD as a training loss (issue 13, ``cce_core.losses``): the penalty is section 3's estimator, its gradient
 vanishes on mask-invariant codes, lambda = 0 is today's recipe bit for bit, the extra masks leave the run's own
 stream alone, resume is exact, and a large lambda does not collapse the codes at smoke size. CPU, tiny sizes."""
 
@@ -7,22 +7,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_train import assert_same
 
-import cce_core.nsd_loss as L
+import cce_core.losses as L
 import cce_core.train as T
+from cce_core.checkpoint import build_models, load_checkpoint, load_model, read_log
+from cce_core.config import TrainConfig, make_config
 from cce_core.evaluate import code_scale, encode_all, eval_masks
 from cce_core.masks import fill_hole
 from cce_core.nsd import nsd
 from cce_core.report import RunScale, verdict_nsd_training
-from cce_core.train import build_models, load_checkpoint, load_model, make_config, read_log, train
-
-from test_train import assert_same
-
+from cce_core.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def tiny(folder: str, **kw) -> T.TrainConfig:
+def tiny(folder: str, **kw) -> TrainConfig:
     values = dict(model="ce128", mask="random_blocks", data=[folder], steps=4, batch_size=4, width=8, bottleneck=16,
                   log_every=1, checkpoint_every=2, device="cpu")
     return make_config("smoke", **{**values, **kw})
@@ -185,7 +185,8 @@ def test_large_weight_lowers_nsd_without_collapsing_the_codes(tmp_path, folder):
 
 
 def test_verdict_rule():
-    from cce_core.nsd import NSDResult, paired_comparison
+    from cce_core.nsd import NSDResult
+    from cce_core.stats import paired_comparison
 
     paper = RunScale(samples_per_model=2_000_000, bottleneck=4000, width=64)
     a = NSDResult(np.linspace(0.5, 0.9, 20), n=10, dims=4, normalized=True)

@@ -1,15 +1,24 @@
-"""Verdict rules (report.py), inpainting quality measures and the metrics/glue builder (metrics.py)."""
+"""Verdict rules (report.py), inpainting quality measures (evaluate.py) and the metrics/glue builder (report.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from cce_core.evaluate import model_nsd
+from cce_core.evaluate import QUALITY, hole_quality, model_nsd, model_quality
 from cce_core.masks import central_mask, random_blocks
-from cce_core.metrics import QUALITY, build_metrics, glue_values, hole_quality, model_quality, paired_quality
 from cce_core.models import ContextEncoder
-from cce_core.nsd import NSDResult, nsd, paired_comparison
-from cce_core.report import MIN_SAMPLES, RunScale, scale_note, verdict_lower, verdict_value
+from cce_core.nsd import NSDResult, nsd
+from cce_core.report import (
+    MIN_SAMPLES,
+    RunScale,
+    build_metrics,
+    glue_values,
+    paired_quality,
+    scale_note,
+    verdict_lower,
+    verdict_value,
+)
+from cce_core.stats import paired_comparison
 
 PAPER_SCALE = RunScale(samples_per_model=MIN_SAMPLES, bottleneck=4000, width=64)
 
@@ -112,7 +121,8 @@ def test_build_metrics_and_glue_keys():
            "full_known_weight": 1.0, "train_data": "embedded (16 crops)", "train_images": 16}
     runs = {f"{m}-{mk}": {**run, "model": m, "mask": mk} for m in models for mk in ("random_blocks", "central")}
     quality = {f"{m}-random_blocks": model_quality(models[m], images, masks[:2]) for m in models}
-    quality.update({f"{m}-central": model_quality(models[m], images, central_mask(1, 128)) for m in ("ce128", "cce128")})
+    quality.update({f"{m}-central": model_quality(models[m], images, central_mask(1, 128))
+                    for m in ("ce128", "cce128")})
     prov = {"device": "CPU", "commit": "abc", "date": "today", "torch": "2"}
     metrics = build_metrics(preset="smoke", seed=0, mask="random_blocks", eval_data="embedded (4 crops)", k=4, n=4,
                             q=2, runs=runs, results=results, quality=quality, provenance=prov)
@@ -134,8 +144,9 @@ def test_build_metrics_and_glue_keys():
 def test_checkpoint_curve(tmp_path):
     import shutil
 
-    from cce_core.metrics import checkpoint_curve
-    from cce_core.train import make_config, train
+    from cce_core.config import make_config
+    from cce_core.evaluate import checkpoint_curve
+    from cce_core.train import train
 
     cfg = make_config("smoke", model="ce128", mask="random_blocks", steps=4, batch_size=4, width=8, bottleneck=16,
                       log_every=1, checkpoint_every=2, device="cpu", embedded_count=8)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 import cce_core.train as T
+from cce_core.checkpoint import build_models
+from cce_core.config import make_config
 from cce_core.data import to_float
 from cce_core.masks import central_mask, fill_hole
 
@@ -40,8 +42,8 @@ class Step:
 
     def __init__(self, model: str) -> None:
         torch.manual_seed(0)
-        self.cfg = T.make_config("smoke", model=model, mask="central", **TINY)
-        self.g, self.d = T.build_models(self.cfg)
+        self.cfg = make_config("smoke", model=model, mask="central", **TINY)
+        self.g, self.d = build_models(self.cfg)
         self.g.train()
         self.d.train()
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=self.cfg.lr_g, betas=(self.cfg.beta1, 0.999))
@@ -91,7 +93,8 @@ def test_generator_loss_by_hand(step: Step) -> None:
     assert step.losses[2].item() == pytest.approx(rec.item(), rel=1e-5)
     assert step.losses[3].item() == pytest.approx(((fake - real) ** 2).mean().item(), rel=1e-5)
     for name, p in g0.named_parameters():
-        torch.testing.assert_close(step.g_grads[name], p.grad, rtol=1e-4, atol=1e-7, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(step.g_grads[name], p.grad, rtol=1e-4, atol=1e-7,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_discriminator_loss_by_hand(step: Step) -> None:
@@ -133,7 +136,7 @@ def test_adam_settings(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
         return opt
 
     monkeypatch.setattr(torch.optim, "Adam", recording_adam)
-    cfg = T.make_config("smoke", model="ce64", mask="central", steps=1, log_every=1, checkpoint_every=1,
+    cfg = make_config("smoke", model="ce64", mask="central", steps=1, log_every=1, checkpoint_every=1,
                         embedded_count=4, device="cpu", **TINY)
     assert (cfg.lr_g, cfg.lr_d, cfg.beta1) == (2e-3, 2e-4, 0.5)
     seen = {}

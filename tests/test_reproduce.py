@@ -15,8 +15,17 @@ import pytest
 from PIL import Image
 
 import cce_core.reproduce as rp
-from cce_core.reproduce import (EVAL_RESERVE_S, TRAIN_ORDER, ReproductionFailed, build_book, reproduce, run_name,
-                                stale_pairs, write_pack)
+import cce_core.runs as runs_mod
+from cce_core.reproduce import (
+    EVAL_RESERVE_S,
+    TRAIN_ORDER,
+    ReproductionFailed,
+    build_book,
+    reproduce,
+    stale_pairs,
+    write_pack,
+)
+from cce_core.runs import run_name
 
 REPO = Path(__file__).resolve().parents[1]
 RERUN = REPO / "book" / "rerun.md"
@@ -220,7 +229,7 @@ def test_adding_seeds_reuses_the_first_seeds_runs(tmp_path, monkeypatch):
         output.write_text("{}")
         return 0.0
 
-    monkeypatch.setattr(rp, "train", fake_train)
+    monkeypatch.setattr(runs_mod, "train", fake_train)
     monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
     reproduce(preset="smoke", out=out, book=False, seeds=[0])
     assert sorted(trained) == sorted(f"runs/{run_name(m, k)}" for k, m in TRAIN_ORDER)
@@ -267,7 +276,8 @@ def test_gpu_command_fits_the_device_limit():
     line = gpu_line()
     assert len(line) < 2000
     for flag in ("--preset $PRESET", "--device $DEVICE", "--time-budget", "--pack $OUT/", "--no-book",
-                 "C=.carry;", "$C/wheels/*.whl", "$C/train-gpu.zip", "PYTHONPATH", "nvidia-smi -L", "train_throughput.py", "tee $OUT/"):
+                 "C=.carry;", "$C/wheels/*.whl", "$C/train-gpu.zip", "PYTHONPATH", "nvidia-smi -L",
+                 "train_throughput.py", "tee $OUT/"):
         assert flag in line, flag
     assert "MPLBACKEND" not in line  # a kernel with MPLBACKEND=Agg shows no figures in the executed notebooks
 

@@ -4,11 +4,20 @@ import numpy as np
 import pytest
 
 from cce_core.evaluate import READINGS, ModelNSD
-from cce_core.metrics import (ONE_WEIGHTING, load_seed_metrics, loss_variant_comparison, loss_variant_rows, seeds_glue,
-                              seeds_report, seeds_rows)
 from cce_core.nsd import NSDResult
-from cce_core.report import ONE_SEED, RunScale, verdict_across_seeds
-from cce_core.reproduce import ensure_run, run_name
+from cce_core.report import (
+    ONE_SEED,
+    ONE_WEIGHTING,
+    RunScale,
+    load_seed_metrics,
+    loss_variant_comparison,
+    loss_variant_rows,
+    seeds_glue,
+    seeds_report,
+    seeds_rows,
+    verdict_across_seeds,
+)
+from cce_core.runs import ensure_run, run_name
 
 SMALL = RunScale(samples_per_model=320, bottleneck=64, width=16)
 
@@ -33,9 +42,11 @@ def test_verdict_across_seeds_holds_only_in_every_seed():
     assert verdict_across_seeds({0: (-0.3, -0.1), 1: (-0.2, -0.01), 2: (-0.5, -0.4)}, "cascade lower") \
         == "cascade lower holds in every seed (3 of 3: seeds 0, 1, 2)"
     text = verdict_across_seeds({0: (-0.3, -0.1), 1: (-0.2, 0.05), 2: (0.1, 0.2)}, "cascade lower")
-    assert text.startswith("cascade lower holds in 1 of 3 seeds (seed 0)") and "opposite, significantly, in seed 2" in text
+    assert text.startswith("cascade lower holds in 1 of 3 seeds (seed 0)")
+    assert "opposite, significantly, in seed 2" in text
     assert "not in every seed" in text and "holds in every seed" not in text
-    assert verdict_across_seeds({0: (0.1, 0.2), 1: (0.3, 0.4)}, "cascade better", below=False).endswith("(2 of 2: seeds 0, 1)")
+    text = verdict_across_seeds({0: (0.1, 0.2), 1: (0.3, 0.4)}, "cascade better", below=False)
+    assert text.endswith("(2 of 2: seeds 0, 1)")
     assert "holds in 0 of 2" in verdict_across_seeds({0: (0.1, 0.2), 1: (0.3, 0.4)}, "cascade lower")
     assert verdict_across_seeds({0: (-0.3, -0.1)}, "cascade lower") == ONE_SEED
     with pytest.raises(ValueError, match="not an interval"):
@@ -59,11 +70,13 @@ def test_seeds_report_per_seed_and_across():
     assert (a["min"], a["max"]) == pytest.approx((-0.4, -0.09))
     assert rep["across"]["nsd_raw"]["mean"] == pytest.approx(10 * np.mean(means))
     assert "holds in 2 of 3 seeds (seeds 0, 2)" in rep["verdicts"]["lower_normalized"]
-    assert "holds in every seed" in rep["verdicts"]["better_l1"] and "holds in every seed" in rep["verdicts"]["better_psnr"]
+    assert "holds in every seed" in rep["verdicts"]["better_l1"]
+    assert "holds in every seed" in rep["verdicts"]["better_psnr"]
     assert "0 of 3" in rep["verdicts"]["better_ssim"]
     g = seeds_glue(rep)
     assert g["seeds_n"] == 3 and g["verdict_lower_all_seeds"] == rep["verdicts"]["lower_normalized"]
-    assert "3 training seeds (0, 1, 2)" in g["seeds_summary"] and "NSD BN-normalised -0.2300 (sd 0.1572" in g["seeds_summary"]
+    assert "3 training seeds (0, 1, 2)" in g["seeds_summary"]
+    assert "NSD BN-normalised -0.2300 (sd 0.1572" in g["seeds_summary"]
     assert "not testable" not in g["seeds_summary"]  # paper-scale fake metrics
     rows = seeds_rows(rep)
     assert [r["seed"] for r in rows] == ["0", "1", "2", "mean of seeds (sd)"]
@@ -110,7 +123,8 @@ def test_loss_variant_comparison_is_paired():
     qh = {m: {"l1": base * 0.1, "psnr": base * 20 + 1.0, "ssim": base} for m in default}
     cmp = loss_variant_comparison(default, hole, q, qh)
     ce = cmp["models"]["ce128"]["nsd"]["normalized"]
-    assert ce["mean"] == pytest.approx(-0.1) and ce["ci95"] == pytest.approx([-0.1, -0.1])  # the same shift on every image
+    # the same shift on every image
+    assert ce["mean"] == pytest.approx(-0.1) and ce["ci95"] == pytest.approx([-0.1, -0.1])
     assert cmp["models"]["ce128"]["nsd"]["raw"]["mean"] == pytest.approx(-0.2)
     assert cmp["models"]["cce128"]["quality"]["psnr"]["mean"] == pytest.approx(1.0)
     assert cmp["cascade_minus_ce"]["order"] == "cascade lower, significantly"

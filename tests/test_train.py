@@ -10,18 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from synthetic import picture, write_pictures
 
 import cce_core.train as train_mod
 from cce_core.__main__ import main
 from cce_core.cascade import CascadeContextEncoder, downscale, downscale_mask
+from cce_core.checkpoint import load_checkpoint, load_model, read_log, snapshots
+from cce_core.config import make_config
 from cce_core.data import to_float
 from cce_core.evaluate import eval_masks, model_nsd
 from cce_core.masks import make_masks
 from cce_core.models import ContextEncoder
 from cce_core.nsd import nsd
-from synthetic import picture, write_pictures
-from cce_core.train import (TrainingDiverged, load_checkpoint, load_model, make_config, read_log, train)
+from cce_core.train import TrainingDiverged, train
 
 TINY = dict(steps=4, batch_size=4, width=8, bottleneck=16, log_every=1, checkpoint_every=2, device="cpu")
 
@@ -176,7 +177,8 @@ def test_folder_with_bad_files(tmp_path):
 def test_cascade_needs_a_matching_ce64(tmp_path, folder, ce64_runs):
     with pytest.raises(ValueError, match="--ce64"):
         cfg("cce128", "random_blocks", folder)
-    ce128 = train(cfg("ce128", "random_blocks", folder, steps=1, checkpoint_every=1), tmp_path / "ce128", progress=False)
+    ce128 = train(cfg("ce128", "random_blocks", folder, steps=1, checkpoint_every=1), tmp_path / "ce128",
+                  progress=False)
     with pytest.raises(ValueError, match=r"'ce128'.*'ce64'"):
         train(cfg("cce128", "random_blocks", folder, ce64=str(ce128)), tmp_path / "a", progress=False)
     with pytest.raises(ValueError, match="output"):  # a central 64 CE predicts only the centre
@@ -397,7 +399,7 @@ def test_snapshots_keep_g_along_training(tmp_path, folder):
     cfg = make_config("smoke", model="ce128", mask="random_blocks", data=[str(folder)], steps=6, log_every=2,
                       checkpoint_every=6, snapshot_every=2, device="cpu")
     train(cfg, tmp_path / "run", progress=False)
-    paths = train_mod.snapshots(tmp_path / "run")
+    paths = snapshots(tmp_path / "run")
     assert [p.name for p in paths] == ["step-0000002.pt", "step-0000004.pt", "step-0000006.pt"]
     assert [load_checkpoint(p)["step"] for p in paths] == [2, 4, 6]
     first, last = (load_model(p).state_dict() for p in (paths[0], paths[-1]))

@@ -1,4 +1,10 @@
-"""Beyond the paper: NSD as a training loss (the paper's last paragraph; issue 13).
+"""The generator's losses: the reconstruction loss of Pathak's recipe, and NSD as a training loss (beyond the paper).
+
+**Reconstruction** (spec 7.1): per-pixel L2 weights W (:func:`reconstruction_weights`, lambda_rec included) over
+G's output, against :func:`reconstruction_target`: the central block, or the whole image for the random masks.
+The adversarial loss is plain BCE on D's logits, in :func:`cce_core.train.make_step`.
+
+**Beyond the paper: NSD as a training loss** (the paper's last paragraph; issue 13).
 
 The paper ends: "we plan to include NSD training loss function. We believe that accurately modified loss function
 can produce network with smaller NSD, and in consequence improve the results of inpainting." This module is that
@@ -27,13 +33,13 @@ at smoke size.
 
 **Cost and BatchNorm.** The m B extra encodes are m encoder forwards (and backwards) per step, as one batch of
 m B images (for the cascade also m forwards of the frozen 64 CE, eq. (1)), on top of the step's G and D
-passes; ``benchmarks`` do not time it yet. They run in **train mode** (batch statistics over the m B images, like the main forward:
-the penalty differentiates the same function the network trains) but leave the encoder's BatchNorm running
-statistics untouched (:func:`keep_running_stats`), so these, and the bottleneck BN's scale, are estimated from
-the main stream's inputs only, exactly as without the penalty.
+passes; ``benchmarks`` do not time it yet. They run in **train mode** (batch statistics over the m B images, like
+the main forward: the penalty differentiates the same function the network trains) but leave the encoder's
+BatchNorm running statistics untouched (:func:`keep_running_stats`), so these, and the bottleneck BN's scale, are
+estimated from the main stream's inputs only, exactly as without the penalty.
 
 **Randomness.** The extra masks come from their own generator (:func:`make_nsd_generator`, seeded from the run's
-seed), never from the run's generator or its :class:`cce_core.train.MaskStream`: the batches and main masks of a
+seed), never from the run's generator or its :class:`cce_core.batches.MaskStream`: the batches and main masks of a
 run are the same for every lambda, and lambda = 0 draws nothing at all (bit-identical to the recipe without the
 option). The generator's state is stored in the checkpoint, so a resumed run continues exactly.
 """
@@ -41,17 +47,43 @@ option). The generator's state is stored in the checkpoint, so a resumed run con
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
+from .batches import stream_seed
 from .cascade import downscale_mask
-from .masks import make_masks
+from .config import TrainConfig
+from .masks import center_box, make_masks
 
-#: Added to the run's seed (in the generator's upper bits) so the extra masks' stream is disjoint from the run's.
+# --- the reconstruction loss (Pathak's recipe) -------------------------------------------------------------------
+
+def reconstruction_weights(cfg: TrainConfig, mask: torch.Tensor) -> torch.Tensor:
+    """Per-pixel L2 weights W (lambda_rec included) over G's output, spec 7.1.
+
+    Central block: wtl2 on the hole, ``overlap_weight`` * wtl2 on the overlap ring. Full image (random masks):
+    wtl2 on missing pixels and ``full_known_weight`` * wtl2 on known ones (Pathak's README: uniform).
+    """
+    if cfg.output == "center":
+        lo, hi = center_box(cfg.size)
+        hole = mask[:, :, lo:hi, lo:hi]
+        return cfg.wtl2 * (hole + cfg.overlap_weight * (1 - hole))
+    return cfg.wtl2 * (mask + cfg.full_known_weight * (1 - mask))
+
+
+def reconstruction_target(cfg: TrainConfig, images: torch.Tensor) -> torch.Tensor:
+    """What G's output is compared with: the central block of the images (central mask), else the whole image."""
+    if cfg.output == "center":
+        lo, hi = center_box(cfg.size)
+        return images[:, :, lo:hi, lo:hi]
+    return images
+
+
+# --- beyond the paper: the NSD penalty ------------------------------------------------------------------------
+
+#: The stream number of the extra masks (:func:`cce_core.batches.stream_seed`: the run's seed in the high 32 bits,
+#: this number in the low ones), far above the mask chunks' numbers, so the streams are disjoint.
 NSD_STREAM = 0x4E5344  # "NSD"
 
 
@@ -74,7 +106,6 @@ def make_nsd_generator(cfg, device: torch.device) -> torch.Generator:
     """The generator of the penalty's extra masks, seeded from ``cfg.seed`` on a stream of its own: on the training
     device with ``device_rng`` and the batched mask generator (the loop versions draw on the CPU), else the CPU."""
     on = device if cfg.device_rng and cfg.mask_generator == "batched" else torch.device("cpu")
-    from .train import stream_seed  # train imports this module
     return torch.Generator(device=on).manual_seed(stream_seed(cfg.seed, NSD_STREAM))
 
 
@@ -117,86 +148,3 @@ def batch_penalty(cfg, g, x: torch.Tensor, gen: torch.Generator, prepare) -> tor
         z = g.encode(prepare(xs, masks))  # (m B, D): the bottleneck convolution's output, E(P, M)
     codes = z.view(m, b, -1).transpose(0, 1)  # (B, m, D)
     return nsd_penalty(codes, g.code_scale())
-
-
-# --- the chapter's runs ---------------------------------------------------------------------------------------
-
-def ensure_nsd_runs(runs_dir: str | os.PathLike, lambdas: Sequence[float], preset: str, data: list[str],
-                    seed: int = 0, device: str = "auto", nsd_masks: int = 2, progress: bool = False) -> dict[float, Path]:
-    """Train (or resume, or reuse) the 128 CE with random blocks for each NSD weight; returns {lambda: checkpoint}.
-
-    Every run has the same seed, data, preset and therefore the same batches and main masks. lambda = 0 is the
-    recipe without the penalty, i.e. the reproduction's own ``ce128-random_blocks`` run (reused if it exists);
-    lambda > 0 trains ``runs_dir/ce128-random_blocks-nsd<lambda>`` with ``nsd_masks`` extra masks per image
-    (:func:`cce_core.reproduce.ensure_run`, which names and reuses every run of a reproduction).
-    """
-    from .reproduce import ensure_run  # reproduce imports train, which imports this module
-
-    out = {}
-    for lam in map(float, lambdas):
-        if lam < 0:
-            raise ValueError(f"NSD weights must be >= 0, got {lam}")
-        out[lam] = ensure_run(runs_dir, "ce128", "random_blocks", preset, data, seed=seed, device=device,
-                              progress=progress, nsd_weight=lam, nsd_masks=nsd_masks)
-    return out
-
-
-def evaluate_nsd_runs(checkpoints: dict[float, str | os.PathLike], images: torch.Tensor, nsd_masks: torch.Tensor,
-                      quality_masks: torch.Tensor, device: str | torch.device = "cpu") -> dict[float, dict]:
-    """Per NSD weight: the model's NSD in the three readings (:func:`cce_core.evaluate.model_nsd`, the same n
-    masks for every image and model) and its per-image in-hole L1/PSNR/SSIM (:func:`cce_core.metrics.model_quality`,
-    the same q masks): ``{lambda: {"nsd": ModelNSD, "quality": {measure: (k,) array}, "model": model}}``."""
-    from .evaluate import model_nsd
-    from .metrics import model_quality
-    from .train import load_model
-
-    out = {}
-    for lam, ckpt in checkpoints.items():
-        model = load_model(ckpt, device)
-        out[lam] = {"model": model, "nsd": model_nsd(model, images, nsd_masks, progress=False),
-                    "quality": model_quality(model, images, quality_masks)}
-    return out
-
-
-def nsd_loss_table(results: dict[float, dict], seed: int = 0) -> list[dict]:
-    """One row per NSD weight: NSD mean ± std in the three readings, in-hole L1/PSNR/SSIM means, and for lambda > 0
-    the paired difference to lambda = 0 (BN-normalised NSD and PSNR) with its 95% bootstrap CI."""
-    from .evaluate import READING_LABELS, READINGS
-    from .nsd import bootstrap_ci, paired_comparison
-
-    base = results.get(0.0)
-    rows = []
-    for lam, r in results.items():
-        row: dict = {"λ": lam}
-        for reading in READINGS:
-            res = getattr(r["nsd"], reading)
-            row[f"NSD {READING_LABELS[reading]}"] = f"{res.mean:.4f} ± {res.std:.4f}"
-        for name, v in r["quality"].items():
-            row[{"l1": "L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}[name]] = round(float(v.mean()), 4)
-        if base is not None and lam != 0:
-            c = paired_comparison(base["nsd"].normalized, r["nsd"].normalized, seed=seed)
-            row["ΔNSD vs λ=0 [95% CI]"] = f"{c.mean:+.4f} [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]"
-            d = r["quality"]["psnr"] - base["quality"]["psnr"]
-            lo, hi = bootstrap_ci(d, seed=seed)
-            row["ΔPSNR vs λ=0 [95% CI]"] = f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        rows.append(row)
-    return rows
-
-
-def nsd_loss_verdicts(results: dict[float, dict], scale, seed: int = 0) -> dict[float, str]:
-    """The verdict on the paper's belief (:func:`cce_core.report.verdict_nsd_training`) for each lambda > 0
-    against lambda = 0, on the same images and masks (paired 95% CIs)."""
-    from .nsd import bootstrap_ci, paired_comparison
-    from .report import verdict_nsd_training
-
-    if 0.0 not in results:
-        raise ValueError("the verdict compares with the model trained without the penalty: include lambda = 0")
-    base = results[0.0]
-    out = {}
-    for lam, r in results.items():
-        if lam == 0:
-            continue
-        cmp = paired_comparison(base["nsd"].normalized, r["nsd"].normalized, seed=seed)
-        diffs = {name: bootstrap_ci(r["quality"][name] - base["quality"][name], seed=seed) for name in r["quality"]}
-        out[lam] = verdict_nsd_training(cmp, diffs, scale, lam)
-    return out

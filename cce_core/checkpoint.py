@@ -1,0 +1,125 @@
+"""A run's files on disk: the checkpoint format, its atomic save, loading a trained model, snapshots and the log.
+
+A checkpoint (``checkpoint.pt``, written by :func:`cce_core.train.train`) is a dict with ``format`` =
+:data:`CHECKPOINT_FORMAT`, the run's ``config`` (a :class:`cce_core.config.TrainConfig` as a dict), its ``step``,
+G's weights (``G``) and, for the cascade, the trained 64 CE it was built on (``ce64``, itself a model state):
+that is a *model state*, all :func:`load_model` needs, and all a snapshot (``snapshots/step-NNNNNNN.pt``) holds.
+The training checkpoint adds D, both optimisers and the random streams, so a resumed run continues exactly.
+Everything is loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from .cascade import CascadeContextEncoder
+from .config import TrainConfig
+from .models import ContextEncoder, Discriminator
+
+CHECKPOINT_FORMAT = "cce-companion-checkpoint/1"
+
+
+def build_models(cfg: TrainConfig) -> tuple[ContextEncoder, Discriminator]:
+    """The generator and discriminator of a run, freshly initialised (seeded by the caller)."""
+    variant = cfg.variant if cfg.size == 64 else "R"
+    g = ContextEncoder(cfg.size, cfg.bottleneck, cfg.output, variant, cfg.width)
+    d = Discriminator(cfg.size, cfg.output, variant, cfg.width)
+    return g, d
+
+
+def atomic_save(obj: dict, path: Path) -> None:
+    """``torch.save`` into a temporary file beside ``path``, then renamed: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, model: str | None = None) -> dict:
+    """Load a checkpoint safely (``weights_only=True``) and check it is ours, and of ``model`` if given."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ValueError(f"{path} is not a cce-companion checkpoint (this project's format): unreadable "
+                         f"({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a cce-companion checkpoint (format {CHECKPOINT_FORMAT!r})")
+    if model is not None and ckpt["config"]["model"] != model:
+        raise ValueError(f"{path} holds a {ckpt['config']['model']!r} model (mask {ckpt['config']['mask']!r}), "
+                         f"but a {model!r} checkpoint is needed here")
+    return ckpt
+
+
+def config_from(ckpt: dict) -> TrainConfig:
+    """The :class:`TrainConfig` stored in a checkpoint (fields this version does not know are dropped)."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
+
+
+def ce64_from(ckpt: dict) -> ContextEncoder:
+    """The generator of a model state (a 64 CE's checkpoint, or the ``ce64`` kept inside a cascade's)."""
+    cfg = config_from(ckpt)
+    g, _ = build_models(cfg)
+    g.load_state_dict(ckpt["G"])
+    return g
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ContextEncoder | CascadeContextEncoder:
+    """The trained generator of a checkpoint in eval mode: a :class:`ContextEncoder`, or for a ``cce128``
+    checkpoint the whole :class:`CascadeContextEncoder` (its 64 CE is stored inside the checkpoint)."""
+    ckpt = load_checkpoint(path)
+    cfg = config_from(ckpt)
+    g, _ = build_models(cfg)
+    g.load_state_dict(ckpt["G"])
+    if cfg.model == "cce128":
+        ce64 = ce64_from(ckpt["ce64"])
+        g = CascadeContextEncoder(ce64, g, upscale=cfg.upscale)
+    return g.to(device).eval()
+
+
+def model_state(cfg: TrainConfig, g: ContextEncoder, step: int, ce64: dict | None = None) -> dict:
+    """What :func:`load_model` needs: the format, ``cfg``, ``step``, G's weights (and the cascade's 64 CE, a
+    model state itself: see :func:`kept_ce64`)."""
+    state = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "step": step, "G": g.state_dict()}
+    if ce64 is not None:
+        state["ce64"] = ce64
+    return state
+
+
+def kept_ce64(ckpt: dict | None) -> dict | None:
+    """The part of a 64 CE's checkpoint a cascade's checkpoint keeps: its model state (no D, no optimisers)."""
+    return {k: ckpt[k] for k in ("format", "config", "step", "G")} if ckpt is not None else None
+
+
+def save_snapshot(state: dict, out: Path) -> None:
+    """A model state kept along training: ``out/snapshots/step-NNNNNNN.pt`` (NSD along training)."""
+    (out / "snapshots").mkdir(exist_ok=True)
+    atomic_save({**state, "finished": False, "snapshot": True}, out / "snapshots" / f"step-{state['step']:07d}.pt")
+
+
+def snapshots(run: str | os.PathLike) -> list[Path]:
+    """The snapshots of a run directory (G every ``snapshot_every`` steps), in training order, then its final
+    checkpoint if it is later than the last snapshot: the models along one training run."""
+    run = Path(run)
+    paths = sorted((run / "snapshots").glob("step-*.pt"))
+    final = run / "checkpoint.pt"
+    if final.exists() and (not paths or int(load_checkpoint(final)["step"]) > int(paths[-1].stem.split("-")[1])):
+        paths.append(final)
+    return paths
+
+
+def read_log(run: str | os.PathLike) -> list[dict]:
+    """The loss records of a run directory (one dict per ``log_every`` steps)."""
+    path = Path(run) / "log.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"no training log in {run}")
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln]
