@@ -1,6 +1,6 @@
 # Plain targets that set everything up from nothing and can be re-run (idempotent).
 #   make reproduce   the main job: the smoke reproduction on CPU and its HTML book (_build/smoke)
-#   make test        unit tests, notebooks under nbval, the book built and checked in headless Chromium
+#   make test        lint (ruff, import layers), unit tests, notebooks under nbval, the book checked in Chromium
 #   make carry       what travels to the GPU box (.carry/: data and papermill's wheels); prints the upload size
 #   make rehearse    the GPU command of book/rerun.md, literally, on this CPU (smoke preset)
 PY      ?= python3
@@ -14,7 +14,7 @@ DATA    ?= ../shared/data/photos128
 BUDGET  ?= 150
 CARRY   := .carry
 
-.PHONY: setup chromium sync check-pairs test reproduce book adopt benchmark carry rehearse clean
+.PHONY: setup chromium sync check-pairs lint test reproduce book adopt benchmark carry rehearse clean
 
 $(STAMP): pyproject.toml constraints-ci.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,7 +33,11 @@ sync: setup  # by hand, after editing notebooks/*.py: .py (source of truth) -> p
 check-pairs: setup  # fails (rewrites nothing) when a committed .ipynb is out of date with its .py: run make sync
 	$(BIN)/python -m pytest -q -o addopts="" -p no:cacheprovider tests/test_reproduce.py::test_paired_notebooks_are_up_to_date
 
-test: setup chromium check-pairs
+lint: setup  # ruff's checks and the import layers of cce_core (both configured in pyproject.toml)
+	$(BIN)/ruff check cce_core tests benchmarks notebooks .ci
+	$(BIN)/lint-imports
+
+test: setup chromium check-pairs lint
 	$(BIN)/python -m pytest --nbval -v -rs
 
 reproduce: setup
