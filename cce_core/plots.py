@@ -194,3 +194,36 @@ def draw_box(ax: Axes, lo: float, hi: float, *, color: str = "yellow", linestyle
 
     ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), hi - lo, hi - lo, fill=False, edgecolor=color,
                            linestyle=linestyle, linewidth=linewidth, label=label))
+
+
+def forest_plot(per_seed: list[tuple[str, float, tuple[float, float]]], across: dict, paper_effect: float = -0.23,
+                ax: Axes | None = None, xlabel: str = "paired NSD difference, cascade − CE") -> Axes:
+    """Each seed's paired difference with its image-level 95% CI (thin line, dot), and below them the seed-level
+    interval (thick line, diamond; ``across`` = :meth:`cce_core.stats.SeedInterval.as_dict`, ``ci95`` None with
+    one seed), against 0 and the paper's difference (section 5: 0.56 − 0.79 = −0.23).
+
+    The picture of issue 18: image-level CIs are narrow, so seeds look "significant" in opposite directions,
+    while the interval that speaks about the training procedure is the seed-level one.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 1.4 + 0.45 * (len(per_seed) + 1)), layout="constrained")
+    rows = len(per_seed)
+    for i, (_name, mean, (lo, hi)) in enumerate(per_seed):
+        y = rows - i
+        ax.plot([lo, hi], [y, y], color="tab:blue", linewidth=1.5)
+        ax.plot([mean], [y], "o", color="tab:blue", markersize=6)
+    ci = across.get("ci95")
+    if ci is not None:
+        ax.plot(list(ci), [0, 0], color="black", linewidth=4, solid_capstyle="butt")
+    ax.plot([across["mean"]], [0], "D", color="black", markersize=10)
+    ax.axvline(0, color="grey", linestyle="--", linewidth=1, label="no difference")
+    paper = f"paper: {paper_effect:+.2f}".replace("-", "−")
+    ax.axvline(paper_effect, color="tab:red", linestyle=":", linewidth=1.5, label=paper)
+    ax.set_yticks(range(rows, -1, -1), [name for name, _, _ in per_seed] + ["across seeds"], fontsize=11)
+    ax.set_ylim(-0.7, rows + 0.7)
+    ax.tick_params(axis="x", labelsize=10)
+    ax.set_xlabel(xlabel, fontsize=11)
+    ax.legend(fontsize=10, loc="best")
+    return ax
