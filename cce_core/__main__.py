@@ -111,7 +111,7 @@ def _checkpoint_name(path: str) -> str:
 
 
 def _nsd(a: argparse.Namespace) -> None:
-    from .data import describe_sources, load_images
+    from .data import EVAL_CROPS, describe_sources, load_images
     from .provenance import provenance, resolve_device
     device = resolve_device(a.device)
     out = Path(a.out) if a.out else None
@@ -121,8 +121,8 @@ def _nsd(a: argparse.Namespace) -> None:
     from .checkpoint import load_model
     from .evaluate import eval_masks, model_nsd
     model = load_model(a.checkpoint, device)
-    # embedded crops: another seed than the training crops (seed + 1000, as the notebooks), so they are held out
-    loaded = load_images(a.data, limit=a.images, embedded_count=a.images, seed=a.seed + 1000,
+    # embedded crops: the evaluation stream of the seed (as the notebooks), apart from the training crops
+    loaded = load_images(a.data, limit=a.images, embedded_count=a.images, seed=a.seed, purpose=EVAL_CROPS,
                          max_bad_fraction=a.max_bad_fraction, progress=not a.quiet)
     if len(loaded) < a.images:
         print(f"warning: only {len(loaded)} images in {' '.join(a.data)}, fewer than --images {a.images}",

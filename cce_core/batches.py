@@ -1,9 +1,10 @@
 """Where a training run's randomness comes from: its batches of images and masks, and the seeds of its streams.
 
-A run draws its batch indices, flips and (with ``mask_chunk`` = 1) masks from one generator seeded with
-``cfg.seed`` (:func:`make_generator`); with ``mask_chunk`` > 1 the random masks come in chunks from a
-:class:`MaskStream`; every other stream (a chunk of masks, the NSD loss's masks) gets a seed of its own from
-:func:`stream_seed`. The 64 CE is trained on the 128 crops and masks downscaled by the cascade's own ``down``.
+A run draws its batch indices, flips and (with ``mask_chunk`` = 1) masks from one generator (:func:`make_generator`);
+with ``mask_chunk`` > 1 the random masks come in chunks from a :class:`MaskStream`. Every stream (the batches, each
+chunk of masks, the NSD loss's masks) is seeded with :func:`cce_core.seeding.derive_seed` of the run's seed, its
+purpose and its index, so no stream meets another, nor the evaluation's masks. The 64 CE is trained on the 128 crops
+and masks downscaled by the cascade's own ``down``.
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ from .cascade import downscale, downscale_mask
 from .config import TrainConfig
 from .data import sample_batch
 from .masks import central_mask, make_masks
+from .seeding import derive_seed
 
-
-def stream_seed(seed: int, stream: int) -> int:
-    """The seed of one of a run's extra random streams (a chunk of masks, the NSD loss's masks): the run's seed
-    in the high 32 bits, the stream's number in the low ones, so streams never share a seed."""
-    return ((seed & 0x7FFFFFFF) << 32) | (stream & 0xFFFFFFFF)
+#: The purposes of a run's streams (:func:`cce_core.seeding.derive_seed`).
+BATCH_STREAM, MASK_CHUNK_STREAM = "batches", "mask chunk"
 
 
 def make_generator(cfg: TrainConfig, device: torch.device) -> torch.Generator:
-    """The run's generator (seeded with ``cfg.seed``) of batch indices, flips and masks: on the training device
-    with ``device_rng`` (nothing drawn on the host, nothing copied per step), else on the CPU."""
-    return torch.Generator(device=device if cfg.device_rng else "cpu").manual_seed(cfg.seed)
+    """The run's generator (seeded with ``derive_seed(cfg.seed, "batches")``) of batch indices, flips and masks: on
+    the training device with ``device_rng`` (nothing drawn on the host, nothing copied per step), else on the CPU."""
+    return torch.Generator(device=device if cfg.device_rng else "cpu").manual_seed(derive_seed(cfg.seed, BATCH_STREAM))
 
 
 class MaskStream:
@@ -33,9 +32,9 @@ class MaskStream:
 
     One call of the mask generator per chunk instead of one per step: on a GPU each call launches a few hundred
     small kernels, which would cost about as much host time as the networks' step. Chunk c (steps c N to
-    c N + N - 1) is drawn on the training device from its own generator, seeded with (``cfg.seed``, c), so a
-    resumed run redraws the chunk it stopped in and continues exactly. ``random_region`` keeps one mask per
-    batch (Pathak): a chunk holds N masks, each repeated over its batch.
+    c N + N - 1) is drawn on the training device from its own generator, seeded with
+    ``derive_seed(cfg.seed, "mask chunk", c)``, so a resumed run redraws the chunk it stopped in and continues
+    exactly. ``random_region`` keeps one mask per batch (Pathak): a chunk holds N masks, each repeated over its batch.
     """
 
     def __init__(self, cfg: TrainConfig, device: torch.device, start: int = 0) -> None:
@@ -46,7 +45,7 @@ class MaskStream:
     def _draw(self, chunk: int) -> torch.Tensor:
         cfg, n = self.cfg, self.cfg.mask_chunk
         on = self.device if cfg.mask_generator == "batched" else torch.device("cpu")  # the loop versions: CPU
-        g = torch.Generator(device=on).manual_seed(stream_seed(cfg.seed, chunk))
+        g = torch.Generator(device=on).manual_seed(derive_seed(cfg.seed, MASK_CHUNK_STREAM, chunk))
         if cfg.mask == "random_region":
             m = make_masks(cfg.mask, n, 128, g, mask_generator=cfg.mask_generator, per_batch=False)
             m = m[:, None].expand(n, cfg.batch_size, 1, 128, 128)

@@ -36,8 +36,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .seeding import derive_seed
+
 #: The special source name for the built-in data set (:func:`embedded_photos`).
 EMBEDDED = "embedded"
+#: The streams (:func:`cce_core.seeding.derive_seed` purposes) of a run's embedded training and evaluation crops.
+TRAIN_CROPS, EVAL_CROPS = "training crops", "evaluation crops"
 
 SIZE = 128
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -183,13 +187,14 @@ def _describe(sources: Sequence[str | os.PathLike], n: int, n_skipped: int) -> s
 
 def load_images(sources: str | os.PathLike | Sequence[str | os.PathLike], *, limit: int | None = None,
                 max_bad_fraction: float = 0.05, workers: int = 0, progress: bool = True,
-                embedded_count: int = 512, seed: int = 0) -> ImageSet:
+                embedded_count: int = 512, seed: int = 0, purpose: str | None = None) -> ImageSet:
     """Load every image of ``sources`` (see the module docstring) as a uint8 (N, 3, 128, 128) :class:`ImageSet`.
 
     ``limit`` keeps only the first ``limit`` images (in load order), and only those are decoded. Files that cannot
     be used (corrupt, or short side under 128) are skipped and listed in ``skipped`` with one warning; if they are
     more than ``max_bad_fraction`` of the files, ValueError. ``workers > 0`` decodes on that many threads, with the
-    same result. ``embedded_count`` and ``seed`` are passed to :func:`embedded_photos` for the ``"embedded"`` source.
+    same result. ``embedded_count``, ``seed`` and ``purpose`` are passed to :func:`embedded_photos` for the
+    ``"embedded"`` source.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -202,7 +207,7 @@ def load_images(sources: str | os.PathLike | Sequence[str | os.PathLike], *, lim
     with ExitStack() as zips:
         entries = []
         for src in sources:
-            entries += _list_source(src, zips, lambda: embedded_photos(embedded_count, seed))
+            entries += _list_source(src, zips, lambda: embedded_photos(embedded_count, seed, purpose=purpose))
         entries = entries[:limit]
 
         out = np.empty((len(entries), 3, SIZE, SIZE), dtype=np.uint8)  # numpy: per-image torch copies are slow
@@ -235,12 +240,14 @@ def load_images(sources: str | os.PathLike | Sequence[str | os.PathLike], *, lim
     return ImageSet(torch.from_numpy(images), names, skipped, _describe(sources, len(names), len(bad)))
 
 
-def embedded_photos(count: int = 512, seed: int = 0, load_size: int = 350) -> ImageSet:
+def embedded_photos(count: int = 512, seed: int = 0, load_size: int = 350, purpose: str | None = None) -> ImageSet:
     """``count`` random 128x128 crops of the scikit-image photographs (:data:`EMBEDDED_PHOTOS`), Pathak's way.
 
     Each photo is resized so its short side is ``load_size`` (bicubic, aspect kept), then cropped at random
-    positions drawn from ``torch.Generator().manual_seed(seed)``: ``count // n_photos`` crops per photo, the
-    remainder going to the first photos. The files are read from ``skimage.data.data_dir``; nothing is downloaded.
+    positions drawn from ``torch.Generator().manual_seed(seed)``, or, for a run's stream (``purpose``, e.g.
+    "training crops", "evaluation crops"), from the seed ``cce_core.seeding.derive_seed(seed, purpose)``, so a run's
+    training and evaluation crops never share a stream: ``count // n_photos`` crops per photo, the remainder going
+    to the first photos. The files are read from ``skimage.data.data_dir``; nothing is downloaded.
     """
     if count < 1:
         raise ValueError(f"count must be a positive integer, got {count!r}")
@@ -248,7 +255,7 @@ def embedded_photos(count: int = 512, seed: int = 0, load_size: int = 350) -> Im
         raise ValueError(f"load_size must be at least {SIZE}, got {load_size!r}")
     import skimage.data  # only here: the rest of the module does not need scikit-image
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed if purpose is None else derive_seed(seed, purpose))
     images = np.empty((count, 3, SIZE, SIZE), dtype=np.uint8)
     names: list[str] = []
     n_photos = len(EMBEDDED_PHOTOS)
@@ -270,7 +277,8 @@ def embedded_photos(count: int = 512, seed: int = 0, load_size: int = 350) -> Im
         for j, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist())):
             images[len(names)] = photo[:, top:top + SIZE, left:left + SIZE]
             names.append(f"embedded:{Path(filename).stem}#{j}")
-    description = f"embedded scikit-image photos ({count} crops of {min(count, n_photos)} photos, seed {seed})"
+    stream = f", {purpose}" if purpose else ""
+    description = f"embedded scikit-image photos ({count} crops of {min(count, n_photos)} photos, seed {seed}{stream})"
     return ImageSet(torch.from_numpy(images), names, {"corrupt": [], "too_small": []}, description)
 
 

@@ -23,7 +23,6 @@ A single process (no ``torchrun``, or ``WORLD_SIZE=1``) uses none of this: :func
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
 from torch.nn.parallel import DistributedDataParallel as DDP
+
+from .seeding import derive_seed
 
 #: Seconds a collective waits for the other processes before failing (env ``CCE_DIST_TIMEOUT_S`` overrides it),
 #: so a process whose peer died ends with an error instead of hanging (torchrun also stops the group then).
@@ -122,9 +123,9 @@ def per_process_batch(batch_size: int, world: World | None) -> int:
 
 def rank_seed(seed: int, rank: int, origin: int) -> int:
     """The seed of process ``rank``'s stream of images and masks, started at step ``origin`` (0 for a new run;
-    the step of the checkpoint when a run is resumed with another number of processes). 31 bits."""
-    digest = hashlib.sha256(f"cce-companion/{seed}/{rank}/{origin}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    the step of the checkpoint when a run is resumed with another number of processes): ``derive_seed(seed,
+    "process", rank, origin)``, 63 bits."""
+    return derive_seed(seed, "process", rank, origin)
 
 
 class CpuSyncBatchNorm(nn.BatchNorm2d):

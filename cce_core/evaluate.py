@@ -36,18 +36,25 @@ from .data import to_float
 from .masks import MaskKind, fill_hole, make_masks, paste
 from .models import ContextEncoder
 from .nsd import NSDResult, StreamingNSD
+from .seeding import derive_seed
 
 Encoder = ContextEncoder | CascadeContextEncoder
 
 
+#: The purpose of the evaluation masks' stream (:func:`cce_core.seeding.derive_seed`).
+EVAL_MASK_STREAM = "evaluation masks"
+
+
 def eval_masks(kind: MaskKind, n: int, seed: int = 0, size: int = 128) -> torch.Tensor:
-    """The n evaluation masks (n, 1, size, size), drawn once from ``seed`` and shared by all images and models."""
+    """The n evaluation masks (n, 1, size, size), shared by all images and models, drawn once from
+    ``derive_seed(seed, "evaluation masks")``: a stream of its own, which never meets the training masks of the
+    run with the same seed (:mod:`cce_core.seeding`)."""
     if n < 2:
         raise ValueError(f"NSD needs at least n=2 masks, got {n}")
     if kind == "central":
         raise ValueError("the central mask is a single mask: NSD needs varying masks (random_blocks or random_region)")
     kw = {"per_batch": False} if kind == "random_region" else {}
-    return make_masks(kind, n, size, torch.Generator().manual_seed(seed), **kw)
+    return make_masks(kind, n, size, torch.Generator().manual_seed(derive_seed(seed, EVAL_MASK_STREAM)), **kw)
 
 
 def _is_small(model: Encoder) -> bool:

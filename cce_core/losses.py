@@ -52,10 +52,10 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .batches import stream_seed
 from .cascade import downscale_mask
 from .config import TrainConfig
 from .masks import center_box, make_masks
+from .seeding import derive_seed
 
 # --- the reconstruction loss (Pathak's recipe) -------------------------------------------------------------------
 
@@ -82,9 +82,8 @@ def reconstruction_target(cfg: TrainConfig, images: torch.Tensor) -> torch.Tenso
 
 # --- beyond the paper: the NSD penalty ------------------------------------------------------------------------
 
-#: The stream number of the extra masks (:func:`cce_core.batches.stream_seed`: the run's seed in the high 32 bits,
-#: this number in the low ones), far above the mask chunks' numbers, so the streams are disjoint.
-NSD_STREAM = 0x4E5344  # "NSD"
+#: The purpose of the extra masks' stream (:func:`cce_core.seeding.derive_seed`), apart from every other stream.
+NSD_STREAM = "nsd loss masks"
 
 
 def nsd_penalty(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -106,7 +105,7 @@ def make_nsd_generator(cfg, device: torch.device) -> torch.Generator:
     """The generator of the penalty's extra masks, seeded from ``cfg.seed`` on a stream of its own: on the training
     device with ``device_rng`` and the batched mask generator (the loop versions draw on the CPU), else the CPU."""
     on = device if cfg.device_rng and cfg.mask_generator == "batched" else torch.device("cpu")
-    return torch.Generator(device=on).manual_seed(stream_seed(cfg.seed, NSD_STREAM))
+    return torch.Generator(device=on).manual_seed(derive_seed(cfg.seed, NSD_STREAM))
 
 
 def draw_nsd_masks(cfg, gen: torch.Generator, batch: int, device: torch.device) -> torch.Tensor:

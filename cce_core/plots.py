@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .stats import PAPER_CCE, PAPER_CE
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -226,4 +228,30 @@ def forest_plot(per_seed: list[tuple[str, float, tuple[float, float]]], across: 
     ax.tick_params(axis="x", labelsize=10)
     ax.set_xlabel(xlabel, fontsize=11)
     ax.legend(fontsize=10, loc="best")
+    return ax
+
+
+def nsd_against_paper(models: dict[str, dict], n: int, ax: Axes | None = None) -> Axes:
+    """Each model's BN-normalised NSD per seed (dots) and its mean over seeds with the seed-level 95% interval
+    (diamond, thick line; ``models``: label -> :meth:`cce_core.stats.SeedInterval.as_dict`), against the paper's
+    values (section 5: 0.79 plain CE, 0.56 cascade) and the estimator's null value (n − 1)/n (codes that ignore
+    the image), so the gap to the paper shows at a glance."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 2.4), layout="constrained")
+    paper = {"CE": PAPER_CE, "cascade": PAPER_CCE}
+    for y, (label, a) in enumerate(reversed(models.items())):
+        ax.plot(a["per_seed"], [y] * len(a["per_seed"]), "o", color="tab:blue", alpha=0.6, markersize=6)
+        if a["ci95"] is not None:
+            ax.plot(list(a["ci95"]), [y, y], color="black", linewidth=4, solid_capstyle="butt")
+        ax.plot([a["mean"]], [y], "D", color="black", markersize=9)
+        if label in paper:
+            ax.plot([paper[label]], [y], "s", color="tab:red", markersize=9, fillstyle="none", markeredgewidth=2)
+    ax.axvline((n - 1) / n, color="grey", linestyle="--", linewidth=1, label=f"null value (n − 1)/n, n = {n}")
+    ax.plot([], [], "s", color="tab:red", fillstyle="none", markeredgewidth=2, label="paper (0.79 CE, 0.56 cascade)")
+    ax.set_yticks(range(len(models)), list(reversed(models)), fontsize=11)
+    ax.set_ylim(-0.7, len(models) - 0.3)
+    ax.set_xlabel("NSD, BN-normalised (per seed and mean over seeds)", fontsize=11)
+    ax.legend(fontsize=9, loc="best")
     return ax

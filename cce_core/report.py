@@ -4,11 +4,15 @@ table the book shows (``metrics.json``, the glue values, the seed, loss-variant 
 The measurements come from :mod:`cce_core.evaluate`, their intervals from :mod:`cce_core.stats`; this module only
 compares, decides and formats.
 
-**Verdicts.** Whether a run can test the paper's claims depends on what it did, not on the preset's name: a run is at
-**paper scale** when every model saw at least :data:`MIN_SAMPLES` image samples with the paper's architecture
-(D = 4000, width 64). Below that every verdict says "not testable at this scale" and what was observed.
-The value claims (0.79, 0.56) are judged on the BN-normalised NSD only, the reading whose null model is the
-paper's N(0, I) (section 3); the ordering claim (cascade lower) is judged for each reading.
+**Verdicts** (issue 18). The paper's claims are about a training procedure, so every verdict reads the seed level:
+per training seed, the image-level paired mean of cascade − CE (its image-level CI kept as a description of those two
+networks); across seeds, :func:`cce_core.stats.seed_interval` (``metrics.json``: ``seeds.across.<measure>``). With
+one seed a verdict speaks of "these two trained networks" only. Whether a run can test the paper's claims depends
+on what it did (:func:`cce_core.stats.scale_tier`: samples, D, width and distinct training images), not on the
+preset's name: a verdict is made only at "paper scale"; below it the text says what was observed, and the page
+names the tier once. Value claims (0.79, 0.56) are decided by equivalence (:func:`cce_core.stats.equivalence`) on
+the BN-normalised NSD only, the reading whose null model is the paper's N(0, I) (section 3); the ordering claim
+(cascade lower) is judged for each reading.
 """
 
 from __future__ import annotations
@@ -23,24 +27,45 @@ from scipy.stats import spearmanr
 
 from .evaluate import QUALITY, READING_LABELS, READINGS, ModelNSD
 from .nsd import NSDResult
-from .stats import PairedComparison, bootstrap_ci, paired_comparison, summary
-
-#: The paper's headline numbers (section 5): NSD mean +- std over k = 250 images and n = 100 masks.
-PAPER = {"ce": (0.79, 0.17), "cce": (0.56, 0.17), "k": 250, "n": 100, "train_images": 100_000}
-#: Image samples per model in Pathak's recipe (500 epochs of Paris StreetView, spec 7.2); the paper is silent.
-PATHAK_SAMPLES = 7_500_000
-#: The paper-scale rule: at least this many image samples per model, with D and width as in the paper.
-MIN_SAMPLES = 1_000_000
-PAPER_BOTTLENECK, PAPER_WIDTH = 4000, 64
+from .stats import (
+    EQUIVALENCE_MARGIN,
+    MIN_SAMPLES,
+    PAPER_BOTTLENECK,
+    PAPER_CCE,
+    PAPER_CE,
+    PAPER_EFFECT,
+    PAPER_TRAIN_IMAGES,
+    PAPER_WIDTH,
+    TIER_RULES,
+    Equivalence,
+    PairedComparison,
+    SeedInterval,
+    agree_in_sign,
+    bootstrap_ci,
+    equivalence,
+    paired_comparison,
+    prediction_interval,
+    scale_tier,
+    seed_direction,
+    seed_interval,
+    summary,
+)
 
 
 @dataclass(frozen=True)
 class RunScale:
-    """What a training run did: the fewest image samples any compared model saw, its bottleneck D and width."""
+    """What a training run did: the fewest image samples any compared model saw, its bottleneck D and width, and
+    the fewest distinct training images any of them was trained on (from each run's ``config.json``)."""
 
     samples_per_model: int
     bottleneck: int
     width: int
+    train_images: int
+
+    @property
+    def tier(self) -> str:
+        """"paper scale", "paper architecture, reduced data" or "reduced scale" (:data:`TIER_RULES`)."""
+        return scale_tier(self.samples_per_model, self.bottleneck, self.width, self.train_images)
 
     @property
     def shortfalls(self) -> list[str]:
@@ -52,59 +77,78 @@ class RunScale:
             out.append(f"D = {self.bottleneck} (paper {PAPER_BOTTLENECK})")
         if self.width != PAPER_WIDTH:
             out.append(f"width {self.width} (paper {PAPER_WIDTH})")
+        if self.train_images < PAPER_TRAIN_IMAGES:
+            out.append(f"{self.train_images:,} distinct training images (paper {PAPER_TRAIN_IMAGES:,})")
         return out
 
     @property
     def is_paper_scale(self) -> bool:
-        return not self.shortfalls
+        return self.tier == "paper scale"
 
 
 def scale_note(scale: RunScale) -> str | None:
-    """Why a run cannot test the paper's claims, or None for a paper-scale run."""
+    """Why a run cannot test the paper's claims (its tier and shortfalls), or None for a paper-scale run."""
     if scale.is_paper_scale:
         return None
-    return "not testable at this scale: " + ", ".join(scale.shortfalls)
+    return f"not testable at this scale ({scale.tier}): " + ", ".join(scale.shortfalls)
 
 
-def observed_order(cmp: PairedComparison) -> str:
-    """The sign of the paired difference cascade - CE, from its 95% CI."""
-    lo, hi = cmp.ci
-    if hi < 0:
-        return "cascade lower, significantly"
-    if lo > 0:
-        return "cascade higher, significantly"
-    return "no significant difference"
+def tier_line(scale: RunScale) -> str:
+    """The run's tier in one sentence, stated once per page: what verdicts it allows, and why."""
+    if scale.is_paper_scale:
+        return "Tier: paper scale. The verdicts below decide the paper's claims at the seed level."
+    return (f"Tier: {scale.tier} ({', '.join(scale.shortfalls)}). Verdicts on the paper's claims are made only at "
+            "paper scale; at this tier each line says what was observed, with its seed-level interval.")
 
 
-def verdict_lower(cmp: PairedComparison, scale: RunScale, reading: str | None = None) -> str:
-    """Claim: the cascade has a lower NSD than the plain CE (paired difference cascade - CE < 0, 95% CI below 0).
-
-    ``reading`` (e.g. "BN-normalised") is named in the text."""
-    lo, hi = cmp.ci
-    observed = (f"{observed_order(cmp)} ({reading + ' ' if reading else ''}cascade − CE {cmp.mean:+.3g}, "
-                f"95% CI [{lo:+.3g}, {hi:+.3g}])")
-    note = scale_note(scale)
-    if note:
-        return f"{note}; observed here: {observed}"
-    return f"reproduced: {observed}" if hi < 0 else f"not reproduced: {observed}"
+def image_level_order(ci: tuple[float, float] | list[float]) -> str:
+    """The sign of one seed's paired difference cascade − CE from its image-level 95% CI: a description of these
+    two trained networks, not of the method."""
+    lo, hi = ci
+    return ("cascade lower for these two networks" if hi < 0 else "cascade higher for these two networks" if lo > 0
+            else "no difference detected for these two networks")
 
 
-def verdict_value(result: NSDResult, paper_mean: float, scale: RunScale, seed: int = 0) -> str:
-    """Claim: NSD equals the paper's value; consistent if the paper's mean lies in our 95% bootstrap interval.
+def _ci_text(ci: tuple[float, float] | list[float], fmt: str) -> str:
+    return f"[{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
 
-    Only the BN-normalised reading is comparable with the paper's number (raw depends on an arbitrary scale,
-    eval-standardised on the evaluation set), so any other reading is refused.
-    """
-    if not result.normalized:
-        raise ValueError(f"value verdicts use the BN-normalised NSD only, got the {result.reading} reading")
-    lo, hi = bootstrap_ci(result.per_image, seed=seed)
-    inside = lo <= paper_mean <= hi
-    observed = (f"ours {result.mean:.2f} ± {result.std:.2f} (BN-normalised), 95% CI of the mean "
-                f"[{lo:.2f}, {hi:.2f}] {'contains' if inside else 'excludes'} {paper_mean}")
-    note = scale_note(scale)
-    if note:
-        return f"{note}; {observed}"
-    return ("reproduced" if inside else "not reproduced") + f": {observed}"
+
+def verdict_order(across: dict, per_seed_ci: list[float] | None, scale: RunScale, what: str, good: str,
+                  fmt: str = "+.4f") -> str:
+    """A cascade − CE comparison decided at the seed level (``across``: :meth:`SeedInterval.as_dict` of the S
+    per-seed means, with ``direction``). ``good``: "lower" or "higher", the side the paper's claim (or a better
+    inpainting) is on; ``what`` names the measure. One seed: "these two trained networks", with their image-level
+    CI ``per_seed_ci``, and no verdict. Paper scale: "reproduced" / "not reproduced" from the seed-level 95% CI;
+    below it: "observed", the same numbers without a verdict (the page names the tier)."""
+    s, mean = across["n_seeds"], across["mean"]
+    if across["ci95"] is None:
+        ci = f", image-level 95% CI {_ci_text(per_seed_ci, fmt)}" if per_seed_ci is not None else ""
+        return (f"one seed: these two trained networks differ by {format(mean, fmt)} in {what} (cascade − CE{ci}); "
+                "one seed says nothing about the method")
+    side = {"lower": "cascade lower", "higher": "cascade higher"}.get(across["direction"], "no difference detected")
+    agree, _ = agree_in_sign(across["per_seed"])
+    observed = (f"{side} in {what}: cascade − CE {format(mean, fmt)} over {s} seeds, seed-level 95% CI "
+                f"{_ci_text(across['ci95'], fmt)}; {agree} of {s} seeds agree in sign")
+    if not scale.is_paper_scale:
+        return f"observed: {observed}"
+    return f"{'reproduced' if across['direction'] == good else 'not reproduced'}: {observed}"
+
+
+def verdict_value(ours: dict, eq: Equivalence, paper_mean: float, scale: RunScale, per_seed_ci: list[float] | None,
+                  model: str) -> str:
+    """Claim: the BN-normalised NSD of ``model`` equals the paper's ``paper_mean``, by equivalence
+    (:func:`cce_core.stats.equivalence`, margin :data:`EQUIVALENCE_MARGIN`): "equivalent", "different" or
+    "inconclusive" at paper scale; below it, what was observed; with one seed, these two networks only."""
+    if ours["ci95"] is None:
+        ci = f", image-level 95% CI {_ci_text(per_seed_ci, '.3f')}" if per_seed_ci is not None else ""
+        return (f"one seed: this trained {model} has NSD {ours['mean']:.3f}{ci}; without a seed-level standard "
+                f"error there is no equivalence test against the paper's {paper_mean}")
+    observed = (f"ours {ours['mean']:.3f} over {ours['n_seeds']} seeds (seed-level 95% CI "
+                f"{_ci_text(ours['ci95'], '.3f')}); ours − paper's {paper_mean} = {eq.difference:+.3f}, 90% CI "
+                f"{_ci_text(eq.ci90, '+.3f')} against the margin ±{eq.margin:.3f}")
+    if not scale.is_paper_scale:
+        return f"observed: {observed} (the equivalence test would read {eq.verdict!r})"
+    return f"{eq.verdict}: {observed}"
 
 
 def verdict_nsd_training(nsd_cmp: PairedComparison, quality_diffs: dict[str, tuple[float, float]], scale: RunScale,
@@ -144,40 +188,6 @@ def verdict_nsd_training(nsd_cmp: PairedComparison, quality_diffs: dict[str, tup
     return f"{note}; observed here: {observed}" if note else observed
 
 
-#: What the seed comparison says when a run trained one seed only.
-ONE_SEED = "one seed only: nothing to compare"
-
-
-def verdict_across_seeds(cis: dict[int, tuple[float, float]], claim: str, below: bool = True,
-                         scale: RunScale | None = None) -> str:
-    """Does a claim hold in EVERY training seed (issue 11 §5)? ``cis``: per seed, the 95% CI of the paired
-    difference cascade − CE; the claim holds in a seed when its CI lies entirely below 0 (``below``) or entirely
-    above 0 (``below=False``). Rule: "holds in every seed" only if it holds in each of at least two seeds; a seed
-    whose CI lies entirely on the other side is named as contradicting it. ``claim`` is the claim in words, named
-    in the text; with ``scale`` below paper scale the text starts with why it is not testable.
-    """
-    if len(cis) < 2:
-        return ONE_SEED
-    for s, (lo, hi) in cis.items():
-        if not lo <= hi:
-            raise ValueError(f"seed {s}: the CI [{lo}, {hi}] is not an interval")
-    holds = [s for s, (lo, hi) in cis.items() if (hi < 0 if below else lo > 0)]
-    against = [s for s, (lo, hi) in cis.items() if (lo > 0 if below else hi < 0)]
-    k = len(cis)
-
-    def named(seeds: list[int]) -> str:
-        return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-
-    if len(holds) == k:
-        observed = f"{claim} holds in every seed ({k} of {k}: {named(holds)})"
-    else:
-        observed = (f"{claim} holds in {len(holds)} of {k} seeds" + (f" ({named(holds)})" if holds else "")
-                    + (f"; the opposite, significantly, in {named(against)}" if against else "")
-                    + ("; not in every seed" if holds else ""))
-    note = scale_note(scale) if scale is not None else None
-    return f"{note}; observed across seeds: {observed}" if note else observed
-
-
 # --- comparisons of the CE and the cascade ----------------------------------------------------------------
 
 #: Which way each number points, for the report page.
@@ -188,12 +198,13 @@ DIRECTION = {"nsd": "lower is better (the paper: codes of one image under differ
 
 
 def direction(ci: tuple[float, float] | list[float], higher_is_better: bool) -> str:
-    """How the cascade compares with the CE from the 95% CI of the paired difference (cascade - CE)."""
+    """How one seed's cascade compares with its CE from the image-level 95% CI of the paired difference (cascade −
+    CE): a description of these two trained networks, not of the method."""
     lo, hi = ci
     if lo > 0 or hi < 0:
         better = (lo > 0) == higher_is_better
-        return f"cascade {'better' if better else 'worse'}, significantly"
-    return "no significant difference"
+        return f"cascade {'better' if better else 'worse'} for these two networks"
+    return "no difference detected for these two networks"
 
 
 def paired_quality(a: dict[str, np.ndarray], b: dict[str, np.ndarray], seed: int = 0) -> dict[str, dict]:
@@ -256,12 +267,14 @@ def run_info(config_json: str | Path, step: int | None = None) -> dict[str, Any]
 
 
 def scale_of(runs: dict[str, dict]) -> RunScale:
-    """The run's scale for the verdicts: the fewest samples any model saw, and the compared models' D and width."""
+    """The run's scale for the verdicts: the fewest samples any model saw, the compared models' D and width, and the
+    fewest distinct training images any of them was trained on."""
     dims = {(r["bottleneck"], r["width"]) for r in runs.values()}
     if len(dims) != 1:
         raise ValueError(f"the runs differ in bottleneck/width: {sorted(dims)}")
     (d, w), = dims
-    return RunScale(samples_per_model=min(r["samples"] for r in runs.values()), bottleneck=d, width=w)
+    return RunScale(samples_per_model=min(r["samples"] for r in runs.values()), bottleneck=d, width=w,
+                    train_images=min(int(r["train_images"]) for r in runs.values()))
 
 
 def run_scale_line(runs: dict[str, dict], eval_data: str, k: int, n: int, device: str) -> str:
@@ -305,16 +318,13 @@ def _same_way(nsd_direction: str, quality_direction: str) -> bool:
     return nsd_says == q_says
 
 
-def _verdict_key(reading: str) -> str:
-    """The key of the ordering verdict of an NSD reading in ``metrics.json`` (``lower_std`` for eval-standardised)."""
-    return f"lower_{'std' if reading == 'standardized' else reading}"
-
-
 def build_metrics(*, preset: str, seed: int, mask: str, eval_data: str, k: int, n: int, q: int,
                   runs: dict[str, dict], results: dict[str, ModelNSD], quality: dict[str, dict[str, np.ndarray]],
                   provenance: dict, ood: dict[str, ModelNSD] | None = None, ood_data: str | None = None,
                   checkpoints: list[dict] | None = None) -> dict[str, Any]:
-    """Everything the report quotes, as one JSON-serialisable dict (written to ``metrics.json``).
+    """One seed's numbers, as one JSON-serialisable dict (written to ``metrics.json``): per model and reading the NSD
+    with its image-level interval, and per cascade − CE comparison the image-level paired mean and interval. The
+    verdicts are made across seeds (:func:`seeds_report`, ``metrics["seeds"]`` and ``metrics["verdicts"]``).
 
     ``runs``: :func:`run_info` per run name (``ce128-random_blocks`` ...); ``results``: NSD of ``ce128``,
     ``cce128`` and ``ce64`` (mask ``mask``); ``quality``: :func:`model_quality` per run name (both masks).
@@ -322,23 +332,20 @@ def build_metrics(*, preset: str, seed: int, mask: str, eval_data: str, k: int, 
     compared = {name: r for name, r in runs.items() if r["mask"] == mask}
     scale = scale_of(compared)
     comparisons = compare_readings(results, seed)
-    verdicts = {_verdict_key(r): verdict_lower(comparisons[r], scale, reading=READING_LABELS[r]) for r in READINGS}
-    verdicts["ce_value"] = verdict_value(results["ce128"].normalized, PAPER["ce"][0], scale, seed)
-    verdicts["cce_value"] = verdict_value(results["cce128"].normalized, PAPER["cce"][0], scale, seed)
     metrics: dict[str, Any] = {
         "preset": preset, "seed": seed, "mask": mask, "k": k, "n": n, "quality_masks_per_image": q,
         "samples_per_model": scale.samples_per_model, "bottleneck": scale.bottleneck, "width": scale.width,
-        "paper_scale": scale.is_paper_scale, "eval_data": eval_data,
-        "train_data": next(iter(compared.values()))["train_data"],
+        "train_images": scale.train_images, "tier": scale.tier, "paper_scale": scale.is_paper_scale,
+        "eval_data": eval_data, "train_data": next(iter(compared.values()))["train_data"],
         "run_scale": run_scale_line(compared, eval_data, k, n, provenance["device"]),
-        "runs": runs, "provenance": provenance, "verdicts": verdicts, "models": {}, "paired": {},
+        "runs": runs, "provenance": provenance, "models": {}, "paired": {},
     }
     for m, res in results.items():
         for r in READINGS:
             metrics["models"][f"{m}_{r}"] = _nsd_entry(getattr(res, r), seed)
     for r, c in comparisons.items():
         metrics["paired"][r] = {"mean": c.mean, "ci95": list(c.ci), "p_value": c.p_value,
-                                "fraction_lower": c.fraction_lower, "verdict": verdicts[_verdict_key(r)]}
+                                "fraction_lower": c.fraction_lower, "order": image_level_order(c.ci)}
     metrics["quality"] = {name: {mq: summary(v, seed) for mq, v in qv.items()} for name, qv in quality.items()}
     masks_measured = sorted({runs[name]["mask"] for name in quality})
     metrics["quality_paired"] = {mk: paired_quality(quality[f"ce128-{mk}"], quality[f"cce128-{mk}"], seed)
@@ -346,10 +353,10 @@ def build_metrics(*, preset: str, seed: int, mask: str, eval_data: str, k: int, 
     if mask in metrics["quality_paired"]:
         nsd_means = {f"{m}-{mask}": results[m].normalized.mean for m in results}
         metrics["agreement"] = agreement(nsd_means, metrics["quality"], metrics["quality_paired"][mask],
-                                         observed_order(comparisons["normalized"]))
+                                         image_level_order(comparisons["normalized"].ci))
     if ood:
-        oc = paired_comparison(ood["ce128"].normalized, ood["cce128"].normalized, seed=seed)
-        metrics["ood"] = {"data": ood_data, "paired_normalized": {"mean": oc.mean, "ci95": list(oc.ci)},
+        oc = {r: paired_comparison(getattr(ood["ce128"], r), getattr(ood["cce128"], r), seed=seed) for r in READINGS}
+        metrics["ood"] = {"data": ood_data, "paired": {r: {"mean": c.mean, "ci95": list(c.ci)} for r, c in oc.items()},
                           **{f"{m}_{r}": {"mean": getattr(res, r).mean, "std": getattr(res, r).std}
                              for m, res in ood.items() for r in READINGS}}
     if checkpoints:
@@ -379,8 +386,10 @@ def _agreement_text(metrics: dict) -> str:
 def glue_values(metrics: dict) -> dict[str, float | int | str]:
     """Every value the book pastes from the evaluation notebook, by glue key (floats, ints and strs only)."""
     g: dict[str, float | int | str] = {}
-    for key, text in metrics["verdicts"].items():
+    for key, text in metrics["verdicts"].items():  # made across seeds: metrics["seeds"] (seeds_report)
         g[f"verdict_{key}"] = str(text)
+    if "seeds" in metrics:
+        g.update(seeds_glue(metrics["seeds"]))
     for key, e in metrics["models"].items():
         g[f"nsd_{key}_mean"], g[f"nsd_{key}_std"] = float(e["mean"]), float(e["std"])
         g[f"nsd_{key}_lo"], g[f"nsd_{key}_hi"] = float(e["ci95"][0]), float(e["ci95"][1])
@@ -404,10 +413,11 @@ def glue_values(metrics: dict) -> dict[str, float | int | str]:
     g["quality_q"] = int(metrics["quality_masks_per_image"])
     if "ood" in metrics:
         o = metrics["ood"]
-        lo, hi = o["paired_normalized"]["ci95"]
-        g["ood_summary"] = (f"On {o['data']}: BN-normalised NSD {o['ce128_normalized']['mean']:.3f} (CE) vs "
-                            f"{o['cce128_normalized']['mean']:.3f} (cascade); paired difference (cascade − CE) "
-                            f"{o['paired_normalized']['mean']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]. Raw: "
+        p = o["paired"]["normalized"]
+        g["ood_summary"] = (f"On {o['data']}, seed {metrics['seed']}'s networks: BN-normalised NSD "
+                            f"{o['ce128_normalized']['mean']:.3f} (CE) vs {o['cce128_normalized']['mean']:.3f} "
+                            f"(cascade); paired difference (cascade − CE) {p['mean']:+.3f}, image-level 95% CI "
+                            f"{_ci_text(p['ci95'], '+.3f')}. Raw: "
                             f"{o['ce128_raw']['mean']:.3f} vs {o['cce128_raw']['mean']:.3f}; eval-standardised: "
                             f"{o['ce128_standardized']['mean']:.4f} vs {o['cce128_standardized']['mean']:.4f}.")
     else:
@@ -427,13 +437,22 @@ def glue_values(metrics: dict) -> dict[str, float | int | str]:
     return g
 
 
-# --- several training seeds (issue 11 §5) ------------------------------------------------------------------------
+# --- several training seeds: the unit of inference (issue 11 §5, issue 18) ------------------------------------------
 
-#: The per-seed numbers compared across seeds: the paired cascade − CE difference of each NSD reading and of each
-#: quality measure (mask of the NSD comparison), with the number format of each.
+#: The cascade − CE comparisons made per seed and across seeds: each NSD reading, the quality measures with the
+#: NSD's mask and with the central mask, and each NSD reading out of distribution (where measured).
 SEED_MEASURES = {**{f"nsd_{r}": f"NSD {READING_LABELS[r]}" for r in READINGS},
-                 "l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}
-_FORMAT = {"psnr": "+.2f"}
+                 "l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM",
+                 **{f"central_{q}": f"{lbl}, central mask" for q, lbl in (("l1", "in-hole L1"), ("psnr", "PSNR (dB)"),
+                                                                          ("ssim", "SSIM"))},
+                 **{f"ood_nsd_{r}": f"NSD {READING_LABELS[r]}, out of distribution" for r in READINGS}}
+#: Each model's own BN-normalised NSD per seed (for the value claims and the figure), not a comparison.
+MODEL_MEASURES = {"ce128_nsd_normalized": "CE, NSD BN-normalised",
+                  "cce128_nsd_normalized": "cascade, NSD BN-normalised"}
+_FORMAT = {"psnr": "+.2f", "central_psnr": "+.2f"}
+#: The side of 0 where each comparison favours the cascade (the paper's claim for NSD).
+_GOOD = {**{x: "lower" for x in SEED_MEASURES if "nsd" in x}, "l1": "lower", "central_l1": "lower",
+         **{x: "higher" for x in ("psnr", "ssim", "central_psnr", "central_ssim")}}
 
 
 def load_seed_metrics(paths: list[str | Path]) -> list[dict]:
@@ -447,14 +466,27 @@ def load_seed_metrics(paths: list[str | Path]) -> list[dict]:
     return out
 
 
-def seeds_report(metrics_list: list[dict], seed: int = 0) -> dict[str, Any]:
-    """Several training seeds side by side (issue 11 §5), from each seed's ``metrics.json`` (the book's seed first).
+def _seed_row(m: dict) -> dict[str, dict]:
+    """One seed's image-level means and 95% CIs of every comparison it measured (and both models' NSD)."""
+    row = {f"nsd_{r}": m["paired"][r] for r in READINGS}
+    qp = m.get("quality_paired", {})
+    row.update(qp.get(m["mask"], {}))
+    if m["mask"] != "central":
+        row.update({f"central_{q}": e for q, e in qp.get("central", {}).items()})
+    row.update({f"ood_nsd_{r}": e for r, e in m.get("ood", {}).get("paired", {}).items()})
+    row.update({f"{x}_nsd_normalized": m["models"][f"{x}_normalized"] for x in ("ce128", "cce128")})
+    return {x: {"mean": float(e["mean"]), "ci95": [float(c) for c in e["ci95"]]} for x, e in row.items()}
 
-    Per seed: the paired cascade − CE difference (mean, 95% CI over images) of NSD in each reading and of in-hole
-    L1/PSNR/SSIM (the NSD mask's models). Across seeds: the mean of the per-seed means, their standard deviation
-    (ddof 1) and range. Per claim (cascade lower NSD in each reading; cascade better in each quality measure):
-    :func:`verdict_across_seeds`, i.e. whether it holds in every seed. Each seed is paired within
-    itself (its own evaluation masks); the seeds must share the mask, k, n, D and width.
+
+def seeds_report(metrics_list: list[dict]) -> dict[str, Any]:
+    """The seed-level result of a run (issue 18), from each seed's ``metrics.json`` (the book's seed first).
+
+    Per seed: the image-level paired mean of every cascade − CE comparison (:data:`SEED_MEASURES`) with its
+    image-level 95% CI (a description of that seed's two networks). Across seeds (``across``, one entry per measure
+    and per :data:`MODEL_MEASURES`): :func:`cce_core.stats.seed_interval` (``ci95``, ``method``, ...) with its
+    ``direction`` and how many seeds ``agree`` in sign. ``verdicts`` read from ``across`` only
+    (:func:`verdict_order`, :func:`verdict_value`); ``tier`` is the lowest of the seeds'. Each seed is paired within
+    itself (its own evaluation masks); the seeds must share the mask, k, n, D, width and preset.
     """
     if not metrics_list:
         raise ValueError("seeds_report needs at least one seed's metrics")
@@ -465,74 +497,88 @@ def seeds_report(metrics_list: list[dict], seed: int = 0) -> dict[str, Any]:
         values = {m[key] for m in metrics_list}
         if len(values) > 1:
             raise ValueError(f"the seeds' metrics differ in {key}: {sorted(values, key=str)}")
-    mask = metrics_list[0]["mask"]
-    per_seed: dict[int, dict[str, dict]] = {}
-    for s, m in zip(seeds, metrics_list):
-        row = {f"nsd_{r}": {"mean": float(m["paired"][r]["mean"]), "ci95": list(m["paired"][r]["ci95"])}
-               for r in READINGS}
-        for q, e in m.get("quality_paired", {}).get(mask, {}).items():
-            row[q] = {"mean": float(e["mean"]), "ci95": list(e["ci95"])}
-        per_seed[s] = row
-    measures = [x for x in SEED_MEASURES if all(x in row for row in per_seed.values())]
+    per_seed = {s: _seed_row(m) for s, m in zip(seeds, metrics_list)}
+    measures = [x for x in [*SEED_MEASURES, *MODEL_MEASURES] if all(x in row for row in per_seed.values())]
     across = {}
     for x in measures:
-        means = np.array([per_seed[s][x]["mean"] for s in seeds])
-        across[x] = {"mean": float(means.mean()), "sd": float(means.std(ddof=1)) if len(means) > 1 else None,
-                     "min": float(means.min()), "max": float(means.max())}
-    scale = RunScale(min(int(m["samples_per_model"]) for m in metrics_list), metrics_list[0]["bottleneck"],
-                     metrics_list[0]["width"])
-    claims = {f"lower_{r}": (f"nsd_{r}", f"cascade lower ({READING_LABELS[r]} NSD)", True) for r in READINGS}
-    claims.update({f"better_{q}": (q, f"cascade better ({SEED_MEASURES[q]})", not QUALITY[q])
-                   for q in QUALITY if q in measures})
-    verdicts, observed = {}, {}
-    for key, (x, claim, below) in claims.items():
-        cis = {s: tuple(per_seed[s][x]["ci95"]) for s in seeds}
-        verdicts[key] = verdict_across_seeds(cis, claim, below=below, scale=scale)
-        observed[key] = verdict_across_seeds(cis, claim, below=below)
-    return {"seeds": seeds, "mask": mask, "per_seed": per_seed, "across": across, "verdicts": verdicts,
-            "summary": _seeds_summary(seeds, across, observed, scale)}
+        iv = seed_interval([per_seed[s][x]["mean"] for s in seeds])
+        across[x] = {**iv.as_dict(), "direction": seed_direction(iv), "agree": list(agree_in_sign(iv.per_seed)),
+                     "prediction95": prediction_interval(iv.per_seed)}
+    first = metrics_list[0]
+    scale = RunScale(min(int(m["samples_per_model"]) for m in metrics_list), first["bottleneck"], first["width"],
+                     min(int(m["train_images"]) for m in metrics_list))
+    one = per_seed[seeds[0]] if len(seeds) == 1 else None
+    verdicts = {f"lower_{'std' if x == 'nsd_standardized' else x[4:]}" if x.startswith("nsd_") else
+                f"ood_lower_{x[8:]}" if x.startswith("ood_") else f"better_{x}":
+                verdict_order(across[x], one[x]["ci95"] if one else None, scale, SEED_MEASURES[x], _GOOD[x],
+                              _FORMAT.get(x, "+.4f")) for x in measures if x in SEED_MEASURES}
+    equivalences = {}
+    for m, paper in (("ce128", PAPER_CE), ("cce128", PAPER_CCE)):
+        x = f"{m}_nsd_normalized"
+        eq = equivalence(_interval(across[x]), paper)
+        equivalences[m] = eq.as_dict()
+        verdicts[f"{m.replace('128', '')}_value"] = verdict_value(across[x], eq, paper, scale,
+                                                                  one[x]["ci95"] if one else None, _MODEL_LABELS[m])
+    return {"seeds": seeds, "mask": first["mask"], "per_seed": per_seed, "across": across, "verdicts": verdicts,
+            "equivalence": equivalences, "margin": EQUIVALENCE_MARGIN, "samples_per_model": scale.samples_per_model,
+            "train_images": scale.train_images, "tier": scale.tier, "tier_line": tier_line(scale),
+            "tier_rules": TIER_RULES, "summary": _seeds_summary(seeds, across, scale)}
+
+
+def _interval(a: dict) -> SeedInterval:
+    """The :class:`cce_core.stats.SeedInterval` of an ``across`` entry."""
+    return SeedInterval(a["mean"], tuple(a["ci95"]) if a["ci95"] is not None else None, a["sd"], a["n_seeds"],
+                        tuple(a["per_seed"]), a["method"], a["df"])
 
 
 def _fmt(x: str, v: float) -> str:
     return format(v, _FORMAT.get(x, "+.4f"))
 
 
-def _seeds_summary(seeds: list[int], across: dict, observed: dict, scale: RunScale) -> str:
-    if len(seeds) < 2:
-        return ONE_SEED
-    spread = "; ".join(f"{SEED_MEASURES[x]} {_fmt(x, a['mean'])} (sd {_fmt(x, a['sd']).lstrip('+')}, "
-                       f"{_fmt(x, a['min'])} to {_fmt(x, a['max'])})" for x, a in across.items())
-    note = scale_note(scale)
-    return (f"{len(seeds)} training seeds ({', '.join(map(str, seeds))}), each evaluated with its own masks and "
-            f"paired within itself. Cascade − CE, mean over the seeds of the per-seed means (sd across seeds, "
-            f"range): {spread}. In every seed? " + "; ".join(observed.values()) + "."
-            + (f" All seeds: {note}." if note else ""))
+def _seeds_summary(seeds: list[int], across: dict, scale: RunScale) -> str:
+    """The headline: cascade − CE (BN-normalised NSD) over the seeds, its seed-level interval, the seeds agreeing in
+    sign and the tier; with one seed, what these two trained networks show."""
+    a = across["nsd_normalized"]
+    if a["ci95"] is None:
+        return (f"One training seed ({seeds[0]}): these two trained networks differ by {a['mean']:+.4f} in "
+                f"BN-normalised NSD (cascade − CE). One seed describes these two networks, not the training "
+                f"procedure: the seed-to-seed spread, which a verdict needs, is unknown. Tier: {scale.tier}.")
+    agree, s = a["agree"]
+    return (f"Across {s} training seeds ({', '.join(map(str, seeds))}), cascade − CE in BN-normalised NSD is "
+            f"{a['mean']:+.4f} on average, seed-level 95% CI [{a['ci95'][0]:+.4f}, {a['ci95'][1]:+.4f}] "
+            f"({a['method']}); {agree} of {s} seeds agree in sign (the paper: {PAPER_EFFECT:+.2f}). "
+            f"Tier: {scale.tier}.")
 
 
 def seeds_rows(report: dict) -> list[dict]:
-    """The per-seed table: one row per seed (mean and 95% CI of each paired difference), then, with several
-    seeds, the mean of the per-seed means with their sd across seeds."""
-    rows = []
-    for s, row in report["per_seed"].items():
-        rows.append({"seed": str(s), **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, row[x]['mean'])} "
-                                        f"[{_fmt(x, row[x]['ci95'][0])}, {_fmt(x, row[x]['ci95'][1])}]"
-                                        for x in report["across"]}})
+    """The per-seed table: one row per seed (each comparison's image-level mean and 95% CI), then, with several
+    seeds, the mean over seeds with its seed-level 95% CI."""
+    cols = [x for x in report["across"] if x in SEED_MEASURES]
+    rows = [{"seed": str(s), **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, row[x]['mean'])} "
+                                f"[{_fmt(x, row[x]['ci95'][0])}, {_fmt(x, row[x]['ci95'][1])}]" for x in cols}}
+            for s, row in report["per_seed"].items()]
     if len(report["seeds"]) > 1:
-        rows.append({"seed": "mean of seeds (sd)",
-                     **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, a['mean'])} (sd {_fmt(x, a['sd']).lstrip('+')})"
-                        for x, a in report["across"].items()}})
+        rows.append({"seed": "mean over seeds [seed-level 95% CI]",
+                     **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, a['mean'])} [{_fmt(x, a['ci95'][0])}, "
+                                                 f"{_fmt(x, a['ci95'][1])}]"
+                        for x, a in report["across"].items() if x in cols}})
     return rows
 
 
-def seeds_glue(report: dict) -> dict[str, str | int]:
-    """The seed comparison's glue values (besides the table): ``seeds_n``, ``seeds_summary`` and the verdicts
-    ``verdict_lower_all_seeds`` (BN-normalised, the headline), ``verdict_lower_raw_all_seeds``,
-    ``verdict_lower_standardized_all_seeds``, ``verdict_better_<measure>_all_seeds``."""
-    g: dict[str, str | int] = {"seeds_n": len(report["seeds"]), "seeds_summary": report["summary"],
-                               "verdict_lower_all_seeds": report["verdicts"]["lower_normalized"]}
-    for key, text in report["verdicts"].items():
-        if key != "lower_normalized":
-            g[f"verdict_{key}_all_seeds"] = text
+def seeds_glue(report: dict) -> dict[str, str | int | float]:
+    """The seed-level glue values: ``seeds_n``, ``seeds_list``, ``seeds_summary`` (the headline), ``run_tier``,
+    ``tier_line``, ``tier_rules``, ``equivalence_margin``; per comparison ``across_<measure>_mean`` and
+    ``across_<measure>_ci`` (the seed-level interval in words, or why there is none) and ``across_<measure>_agree``
+    ("2 of 3")."""
+    g: dict[str, str | int | float] = {
+        "seeds_n": len(report["seeds"]), "seeds_list": ", ".join(map(str, report["seeds"])),
+        "seeds_summary": report["summary"], "run_tier": report["tier"], "tier_line": report["tier_line"],
+        "tier_rules": report["tier_rules"], "equivalence_margin": float(report["margin"])}
+    for x, a in report["across"].items():
+        f = _FORMAT.get(x, ".3f" if x in MODEL_MEASURES else "+.4f")
+        g[f"across_{x}_mean"] = float(a["mean"])
+        g[f"across_{x}_ci"] = (_ci_text(a["ci95"], f) if a["ci95"] is not None else "none (one seed)")
+        g[f"across_{x}_agree"] = f"{a['agree'][0]} of {a['agree'][1]}"
     return g
 
 
@@ -575,9 +621,9 @@ def loss_variant_comparison(default: dict[str, ModelNSD], hole: dict[str, ModelN
             "weighting, same images and masks, eq. (1) − uniform: " + "; ".join(parts) + ".")
     if "ce128" in hole and "cce128" in hole:
         c = paired_comparison(hole["ce128"].normalized, hole["cce128"].normalized, seed=seed)
-        out["cascade_minus_ce"] = {"mean": c.mean, "ci95": list(c.ci), "order": observed_order(c)}
-        text += (f" With eq. (1)'s weighting, cascade − CE (BN-normalised) is {c.mean:+.4f}, 95% CI "
-                 f"[{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]: {observed_order(c)}.")
+        out["cascade_minus_ce"] = {"mean": c.mean, "ci95": list(c.ci), "order": image_level_order(c.ci)}
+        text += (f" With eq. (1)'s weighting, cascade − CE (BN-normalised) is {c.mean:+.4f}, image-level 95% CI "
+                 f"[{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]: {image_level_order(c.ci)}.")
     out["summary"] = text
     return out
 

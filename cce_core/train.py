@@ -54,7 +54,7 @@ from .checkpoint import (
     save_snapshot,
 )
 from .config import RESUMABLE, TrainConfig
-from .data import describe_sources, load_images
+from .data import TRAIN_CROPS, describe_sources, load_images
 from .losses import batch_penalty, make_nsd_generator, reconstruction_target, reconstruction_weights
 from .masks import fill_hole, invalid_mask_count, unchecked_masks
 from .models import ContextEncoder, Discriminator
@@ -409,7 +409,8 @@ def load_data(run: Run, progress: bool, global_batch: bool) -> torch.Tensor:
     run's files, ``force``), or for a resumed one the log cut back to the checkpoint and the configuration resumed."""
     cfg, files = run.cfg, run.files
     data = load_images(cfg.data, limit=cfg.limit, embedded_count=cfg.embedded_count, seed=cfg.seed,
-                       max_bad_fraction=cfg.max_bad_fraction, progress=progress, workers=min(8, os.cpu_count() or 1))
+                       purpose=TRAIN_CROPS, max_bad_fraction=cfg.max_bad_fraction, progress=progress,
+                       workers=min(8, os.cpu_count() or 1))
     images = data.images.to(run.device) if cfg.data_on_device else data.images
     if run.main and not run.resumed:
         for p in (files.checkpoint, files.log, files.config):

@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from cce_core.checkpoint import load_model
-from cce_core.data import load_images, to_float
+from cce_core.data import EVAL_CROPS, load_images, to_float
 from cce_core.evaluate import cascade_stages, codes, eval_masks, hole_mse, inpaint, project_2d
 from cce_core.glue import glue
 from cce_core.masks import central_mask, fill_hole
@@ -61,7 +61,7 @@ def save(fig, name):
 # %% tags=["nbval-ignore-output"]
 models = {(m, mk): load_model(ensure_run(runs_dir, m, mk, preset, data, seed=seed, device=device), dev)
           for mk in ("random_blocks", "central") for m in ("ce128", "cce128")}
-images = load_images(eval_data, limit=k, embedded_count=k, seed=seed + 1000, progress=False).images
+images = load_images(eval_data, limit=k, embedded_count=k, seed=seed, purpose=EVAL_CROPS, progress=False).images
 masks = eval_masks("random_blocks", max(n, len(images)), seed=seed)
 note = eval_images_note(data, eval_data)
 glue("figures_eval_note", note, display=False)

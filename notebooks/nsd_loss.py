@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from cce_core.checkpoint import load_checkpoint, read_log
-from cce_core.data import load_images, to_float
+from cce_core.data import EVAL_CROPS, load_images, to_float
 from cce_core.evaluate import eval_masks, evaluate_nsd_runs, hole_quality, inpaint
 from cce_core.glue import glue
 from cce_core.masks import fill_hole
@@ -94,7 +94,7 @@ checkpoints = ensure_nsd_runs(runs_dir, lambdas, preset, data, seed=seed, device
 runs = {lam: run_info(Path(ckpt).parent / "config.json", step=int(load_checkpoint(ckpt)["step"]))
         for lam, ckpt in checkpoints.items()}
 scale = scale_of(runs)
-evaluation = load_images(eval_data, limit=k, embedded_count=k, seed=seed + 1000, progress=False)
+evaluation = load_images(eval_data, limit=k, embedded_count=k, seed=seed, purpose=EVAL_CROPS, progress=False)
 images = evaluation.images
 masks = eval_masks("random_blocks", n, seed=seed)
 line = run_scale_line(runs, evaluation.description, len(images), n, str(dev))

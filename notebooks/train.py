@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 
 from cce_core.checkpoint import load_model, read_log
-from cce_core.data import load_images, to_float
+from cce_core.data import EVAL_CROPS, load_images, to_float
 from cce_core.evaluate import inpaint
 from cce_core.glue import glue
 from cce_core.masks import central_mask, fill_hole, random_blocks
@@ -113,7 +113,7 @@ assert log[["d", "g_adv", "g_rec"]].notna().all().all()
 # %%
 print("evaluation images:", eval_images_note(data, eval_data))
 g = load_model(run)
-images = load_images(eval_data, limit=8, embedded_count=8, seed=seed + 1000, progress=False).images[:8]
+images = load_images(eval_data, limit=8, embedded_count=8, seed=seed, purpose=EVAL_CROPS, progress=False).images[:8]
 masks = central_mask(len(images)) if mask == "central" else random_blocks(len(images), generator=torch.Generator().manual_seed(seed))
 out = inpaint(g, images, masks)
 if model == "ce64":  # show the 64 CE's result at its own resolution, upscaled for display

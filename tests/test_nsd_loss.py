@@ -188,7 +188,7 @@ def test_verdict_rule():
     from cce_core.nsd import NSDResult
     from cce_core.stats import paired_comparison
 
-    paper = RunScale(samples_per_model=2_000_000, bottleneck=4000, width=64)
+    paper = RunScale(samples_per_model=2_000_000, bottleneck=4000, width=64, train_images=100_000)
     a = NSDResult(np.linspace(0.5, 0.9, 20), n=10, dims=4, normalized=True)
     lower = NSDResult(a.per_image - 0.1, n=10, dims=4, normalized=True)
     cmp = paired_comparison(a, lower)
@@ -198,5 +198,5 @@ def test_verdict_rule():
     worse = verdict_nsd_training(cmp, {**same, "l1": (0.001, 0.02)}, paper, 1.0)
     assert worse.startswith("not supported") and "worse in in-hole L1" in worse
     assert verdict_nsd_training(paired_comparison(lower, a), same, paper, 1.0).startswith("not supported")
-    small = RunScale(samples_per_model=1000, bottleneck=64, width=16)
+    small = RunScale(samples_per_model=1000, bottleneck=64, width=16, train_images=512)
     assert verdict_nsd_training(cmp, same, small, 1.0).startswith("not testable at this scale")

@@ -7,20 +7,18 @@ import torch
 from cce_core.evaluate import QUALITY, hole_quality, model_nsd, model_quality
 from cce_core.masks import central_mask, random_blocks
 from cce_core.models import ContextEncoder
-from cce_core.nsd import NSDResult, nsd
+from cce_core.nsd import NSDResult
 from cce_core.report import (
-    MIN_SAMPLES,
     RunScale,
     build_metrics,
     glue_values,
     paired_quality,
     scale_note,
-    verdict_lower,
-    verdict_value,
+    seeds_report,
 )
-from cce_core.stats import paired_comparison
+from cce_core.stats import MIN_SAMPLES, PAPER_TRAIN_IMAGES
 
-PAPER_SCALE = RunScale(samples_per_model=MIN_SAMPLES, bottleneck=4000, width=64)
+PAPER_SCALE = RunScale(samples_per_model=MIN_SAMPLES, bottleneck=4000, width=64, train_images=PAPER_TRAIN_IMAGES)
 
 
 def _result(values, normalized=True):
@@ -31,39 +29,20 @@ def _result(values, normalized=True):
 
 @pytest.mark.parametrize("scale, testable", [
     (PAPER_SCALE, True),
-    (RunScale(7_500_000, 4000, 64), True),
-    (RunScale(MIN_SAMPLES - 1, 4000, 64), False),  # too few samples, even with the paper's architecture
-    (RunScale(10_000_000, 512, 64), False),  # enough samples, wrong D
-    (RunScale(10_000_000, 4000, 32), False),  # enough samples, wrong width
+    (RunScale(7_500_000, 4000, 64, 1_000_000), True),
+    (RunScale(MIN_SAMPLES - 1, 4000, 64, 10**6), False),  # too few samples, even with the paper's architecture
+    (RunScale(10_000_000, 512, 64, 10**6), False),  # enough samples, wrong D
+    (RunScale(10_000_000, 4000, 32, 10**6), False),  # enough samples, wrong width
+    (RunScale(1_000_000, 4000, 64, 9600), False),  # 1 M samples from train-gpu.zip's 9,600 images: ~107 epochs
 ])
 def test_scale_rule_uses_what_the_run_did(scale, testable):
     assert scale.is_paper_scale == testable
     note = scale_note(scale)
     assert (note is None) == testable
     if not testable:
-        assert note.startswith("not testable at this scale")
-
-
-def test_value_verdict_rules():
-    rng = np.random.default_rng(0)
-    near = _result(rng.normal(0.79, 0.17, 250))
-    far = _result(rng.normal(0.60, 0.17, 250))
-    assert verdict_value(near, 0.79, PAPER_SCALE).startswith("reproduced")
-    assert verdict_value(far, 0.79, PAPER_SCALE).startswith("not reproduced")
-    small = verdict_value(near, 0.79, RunScale(9600, 512, 32))
-    assert small.startswith("not testable") and "contains 0.79" in small
-    with pytest.raises(ValueError, match="BN-normalised"):  # raw or standardised NSD cannot be set beside 0.79
-        verdict_value(_result(near.per_image, normalized=False), 0.79, PAPER_SCALE)
-
-
-def test_lower_verdict_rules():
-    base = torch.randn(250, 20, 8, generator=torch.Generator().manual_seed(0))
-    a = nsd(base)
-    lower, higher, same = (paired_comparison(a, nsd(base * f)) for f in (0.8, 1.2, 1.0))
-    assert verdict_lower(lower, PAPER_SCALE).startswith("reproduced")
-    assert verdict_lower(higher, PAPER_SCALE).startswith("not reproduced: cascade higher")
-    assert verdict_lower(same, PAPER_SCALE).startswith("not reproduced: no significant")
-    assert verdict_lower(lower, RunScale(9600, 512, 32), "raw").startswith("not testable")
+        assert note.startswith(f"not testable at this scale ({scale.tier})")
+    if scale.train_images == 9600:
+        assert scale.tier == "paper architecture, reduced data" and "9,600 distinct training images" in note
 
 
 # --- quality measures -----------------------------------------------------------------------------------------
@@ -105,7 +84,7 @@ def test_model_quality_and_paired():
     qa, qb = model_quality(a, images, masks, batch_size=2), model_quality(b, images, masks)
     assert set(qa) == set(QUALITY) and all(v.shape == (3,) for v in qa.values())
     pq = paired_quality(qa, qa)
-    assert all(p["mean"] == 0 and p["direction"] == "no significant difference" for p in pq.values())
+    assert all(p["mean"] == 0 and p["direction"] == "no difference detected for these two networks" for p in pq.values())
     assert set(paired_quality(qa, qb)) == set(QUALITY)
 
 
@@ -126,18 +105,23 @@ def test_build_metrics_and_glue_keys():
     prov = {"device": "CPU", "commit": "abc", "date": "today", "torch": "2"}
     metrics = build_metrics(preset="smoke", seed=0, mask="random_blocks", eval_data="embedded (4 crops)", k=4, n=4,
                             q=2, runs=runs, results=results, quality=quality, provenance=prov)
+    assert metrics["train_images"] == 16 and metrics["tier"] == "reduced scale" and "verdicts" not in metrics
+    metrics["seeds"] = seeds_report([metrics])
+    metrics["verdicts"] = metrics["seeds"]["verdicts"]
     g = glue_values(metrics)
     for m in ("ce128", "cce128"):
         for stat in ("mean", "std", "lo", "hi"):
             assert isinstance(g[f"nsd_{m}_normalized_{stat}"], float)
     for stat in ("mean", "lo", "hi"):
         assert isinstance(g[f"diff_normalized_{stat}"], float)
-    assert isinstance(g["verdict_lower_normalized"], str) and g["verdict_lower_normalized"].startswith("not testable")
+    assert isinstance(g["verdict_lower_normalized"], str) and g["verdict_lower_normalized"].startswith("one seed")
     assert "40 image samples per model" in g["run_scale"] and "D = 8" in g["run_scale"] and "k = 4" in g["run_scale"]
     assert g["nsd_ce128_normalized_mean"] == pytest.approx(results["ce128"].normalized.mean)
     assert all(isinstance(v, (float, int, str)) for v in g.values())
     for key in ("qdiff_rb_psnr_mean", "qdiff_c_ssim_lo", "q_ce64_rb_l1_mean", "quality_agreement",
-                "verdict_lower_raw", "verdict_lower_std", "verdict_ce_value", "verdict_cce_value"):
+                "verdict_lower_raw", "verdict_lower_std", "verdict_ce_value", "verdict_cce_value",
+                "verdict_better_psnr", "verdict_better_central_ssim", "seeds_summary", "run_tier", "tier_line",
+                "across_nsd_normalized_ci"):
         assert key in g, key
 
 
