@@ -84,7 +84,8 @@ def test_model_quality_and_paired():
     qa, qb = model_quality(a, images, masks, batch_size=2), model_quality(b, images, masks)
     assert set(qa) == set(QUALITY) and all(v.shape == (3,) for v in qa.values())
     pq = paired_quality(qa, qa)
-    assert all(p["mean"] == 0 and p["direction"] == "no difference detected for these two networks" for p in pq.values())
+    assert all(p["mean"] == 0 and p["direction"] == "no difference detected for these two networks"
+               for p in pq.values())
     assert set(paired_quality(qa, qb)) == set(QUALITY)
 
 
