@@ -154,10 +154,11 @@ def test_nsd_on_embedded_uses_held_out_crops_and_names_images(tmp_path: Path, mo
     out = tmp_path / "nsd.json"
     main(["nsd", "--checkpoint", str(run), "--data", "embedded", "--images", "3", "--masks", "4", "--seed", "5",
           "--out", str(out), "--quiet", "--device", "cpu"])
-    assert seen == [dict(limit=3, embedded_count=3, seed=1005, max_bad_fraction=0.05, progress=False)]
+    assert seen == [dict(limit=3, embedded_count=3, seed=5, purpose="evaluation crops", max_bad_fraction=0.05,
+                         progress=False)]
     record = json.loads(out.read_text())
     train_cfg = json.loads((run / "config.json").read_text())["config"]
-    assert train_cfg["seed"] == 0 and record["seed"] == 5  # the crops' seed (1005) is neither the training seed
+    assert train_cfg["seed"] == 0 and record["seed"] == 5  # evaluation crops: their own stream, not the training crops
     assert record["checkpoint"] == "run/checkpoint.pt" and str(tmp_path) not in out.read_text()
     assert record["data"] == [{"name": "embedded", "kind": "embedded", "images": 3,
                                "what": record["data"][0]["what"]}]
