@@ -123,3 +123,29 @@ def read_log(run: str | os.PathLike) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"no training log in {run}")
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln]
+
+
+def run_summary(run: str | os.PathLike) -> dict:
+    """One row of the book's table of training runs, from the run's ``config.json`` and ``log.jsonl``.
+
+    Model, mask, seed, the image samples seen (steps x batch) and those planned (a run cut by a time limit saw
+    fewer), steps, bottleneck D, width, the training data, the training loop's time (the sum, over log records,
+    of the images of the record over its images/s) and the mean images/s, and the last losses: the mean over the
+    last three log records of the discriminator's BCE (``d``), the generator's adversarial BCE (``g_adv``) and its
+    weighted reconstruction loss (``g_rec``).
+    """
+    run = Path(run)
+    meta = json.loads((run / "config.json").read_text())
+    cfg, log = meta["config"], read_log(run)
+    if not log:
+        raise ValueError(f"the training log of {run} is empty")
+    batch, steps = cfg["batch_size"], cfg["steps"]
+    spans = [(rec["step"] - prev["step"]) * batch for prev, rec in zip([{"step": 0}] + log, log)]
+    seconds = sum(n / rec["images_per_s"] for n, rec in zip(spans, log) if rec.get("images_per_s"))
+    tail = log[-3:]
+    return {"run": run.name, "model": cfg["model"], "mask": cfg["mask"], "seed": cfg["seed"],
+            "samples": steps * batch, "planned samples": (cfg.get("planned_steps") or steps) * batch,
+            "steps": steps, "batch": batch, "D": cfg["bottleneck"], "width": cfg["width"],
+            "data": meta.get("data", {}).get("description", ""), "train seconds": seconds,
+            "images/s": steps * batch / seconds if seconds else float("nan"),
+            **{f"last {k}": sum(rec[k] for rec in tail) / len(tail) for k in ("d", "g_adv", "g_rec")}}

@@ -1,5 +1,7 @@
 """Small display helpers shared by the notebooks: tensors in the networks' [-1, 1] range to images, image grids,
-the names the book gives models and masks, the rule that picks Fig. 4's examples, and a network's layer table.
+the names the book gives models and masks, the rule that picks Fig. 4's examples, a network's layer table, and
+the book's figure style (:func:`use_book_style`: text legible at page width, each PNG stamped with its smallest
+font size and its dpi, which the browser test reads).
 
 matplotlib is imported lazily (inside the functions that draw), so importing ``cce_core.plots`` costs nothing
 for code that only converts images.
@@ -24,6 +26,75 @@ if TYPE_CHECKING:  # pragma: no cover
 #: How the book names the paper's three networks and the mask strategies (page titles, legends).
 MODEL_NAMES = {"ce64": "64 CE", "ce128": "128 CE", "cce128": "cascade 128 CE"}
 MASK_NAMES = {"central": "central mask", "random_blocks": "random blocks", "random_region": "random regions"}
+
+
+#: The book's figure convention (issue 19, item 5). The content column of a page is about 750 px wide at a 1280 px
+#: window, so a figure FIG_WIDTH_IN inches wide at FIG_DPI is shown about 1:1, and text of FONT_PT points is drawn
+#: FONT_PT * FIG_DPI / 72 px high: larger than the pages' footnotes (16 px in this theme).
+FIG_DPI = 100
+FIG_WIDTH_IN = 7.0
+FONT_PT = 12.0
+#: matplotlib settings of every figure in the book (:func:`use_book_style`): no text below FONT_PT.
+BOOK_RC = {
+    "figure.dpi": FIG_DPI, "savefig.dpi": FIG_DPI, "figure.figsize": (FIG_WIDTH_IN, 3.2),
+    "font.size": FONT_PT, "axes.titlesize": FONT_PT + 1, "axes.labelsize": FONT_PT, "xtick.labelsize": FONT_PT,
+    "ytick.labelsize": FONT_PT, "legend.fontsize": FONT_PT, "legend.title_fontsize": FONT_PT,
+    "figure.titlesize": FONT_PT + 2, "figure.constrained_layout.use": True,
+}
+#: PNG text keys of the stamp (:func:`font_metadata`).
+FONT_KEY, DPI_KEY = "cce:min_font_pt", "cce:dpi"
+
+
+def min_font_pt(fig: Figure) -> float | None:
+    """The smallest font size (points) of any visible, non-empty text of ``fig`` (titles, labels, tick labels,
+    legends, annotations); None for a figure without text."""
+    from matplotlib.text import Text
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip() and (t.axes is None or t.axes.get_visible())]
+    return float(min(sizes)) if sizes else None
+
+
+def font_metadata(fig: Figure, dpi: float | None = None) -> dict[str, str]:
+    """PNG text chunks for ``savefig(..., metadata=...)``: the figure's smallest font size and the dpi it is
+    written at, so that the size of its text on a page can be computed from the size the image is shown at."""
+    size = min_font_pt(fig)
+    out = {DPI_KEY: f"{dpi or fig.dpi:g}"}
+    if size is not None:
+        out[FONT_KEY] = f"{size:g}"
+    return out
+
+
+def rendered_text_px(font_pt: float, dpi: float, natural_width: float, rendered_width: float) -> float:
+    """Height in CSS px of text of ``font_pt`` points in a PNG written at ``dpi``, shown ``rendered_width`` px
+    wide while the image is ``natural_width`` px wide (one CSS px per image pixel at 100% zoom)."""
+    return font_pt * dpi / 72 * rendered_width / natural_width
+
+
+def _png_with_stamp(fig: Figure) -> bytes:
+    """The inline backend's PNG of ``fig`` (tight bounding box), stamped with :func:`font_metadata`."""
+    from IPython.core.pylabtools import print_figure
+
+    return print_figure(fig, "png", bbox_inches="tight", base64=True, metadata=font_metadata(fig))
+
+
+def use_book_style() -> None:
+    """The book's figure style, called once at the top of every notebook that draws: :data:`BOOK_RC`, and in a
+    Jupyter kernel a PNG formatter that stamps each shown figure with its smallest font size and dpi (the book's
+    browser test checks that no figure's text is shown smaller than the pages' footnotes)."""
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    plt.close(plt.figure())  # loads the backend now: the inline one registers its own formatters when it loads
+    mpl.rcParams.update(BOOK_RC)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - matplotlib without IPython
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["image/png"].for_type(Figure, _png_with_stamp)
 
 
 def eval_images_note(data: Sequence[str], eval_data: Sequence[str]) -> str:
@@ -255,3 +326,22 @@ def nsd_against_paper(models: dict[str, dict], n: int, ax: Axes | None = None) -
     ax.set_xlabel("NSD, BN-normalised (per seed and mean over seeds)", fontsize=11)
     ax.legend(fontsize=9, loc="best")
     return ax
+
+
+def log_axis(ax: Axes) -> None:
+    """Turn the drawn y axis of ``ax`` into a log axis labelled in plain numbers: 1, 2, 5 times the powers of ten
+    inside the data's range (1, 1.5, 2, 3, 5, 7 times them where that gives fewer than three), unlabelled minor
+    ticks. Call it after plotting: no "2.8×10⁻¹" labels running into the next panel."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, StrMethodFormatter
+
+    ax.set_yscale("log")
+    lo, hi = ax.dataLim.y0, ax.dataLim.y1
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    for subs in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)):
+        ticks = [m * 10.0**e for e in decades for m in subs if lo <= m * 10.0**e <= hi]
+        if len(ticks) >= 3:
+            break
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_formatter(NullFormatter())

@@ -1,4 +1,5 @@
-"""The whole reproduction, in dependency order: train the six models, measure NSD, draw the figures, build the book.
+"""The whole reproduction, in dependency order: train the six models, show them, measure NSD, draw the figures, build
+the book.
 
 Each step is one of the book's notebooks executed by papermill with its parameters: the committed
 ``notebooks/*.ipynb``, read with nbformat alone (no jupytext needed, so it runs on a bare GPU box; CI checks that
@@ -252,15 +253,15 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     (first seed only; not covered by ``time_budget``), and the NSD notebook compares them with the default ones.
     ``seeds`` (several): the six models are trained once per seed; the first seed's runs are ``out/runs`` itself
     (so seeds added to a finished single-seed reproduction reuse its runs), each other seed's ``out/runs/seed<k>``.
-    The first seed's notebooks are the book's (``out/generated``), each other seed gets its training and NSD
+    The first seed's notebooks are the book's (``out/generated``), each other seed gets its NSD
     notebooks (with its ``metrics.json``) in ``out/generated/seed<k>``; the other seeds' NSD notebooks run first,
     the first seed's last, given their ``metrics.json`` (``other_metrics``) to compare the seeds (see
     :func:`cce_core.report.seeds_report`); ``run.json`` lists the seeds and each one's training.
     All inputs are checked first (ValueError / FileNotFoundError, one line); a failing step afterwards raises
     :class:`ReproductionFailed` once what exists is recorded in ``run.json`` and packed.
 
-    The stages: :func:`check_inputs`, :func:`prepare_out`, :func:`train_models` (with their training notebooks),
-    :func:`run_evaluation` (the NSD, figures and NSD-loss notebooks), ``run.json`` (:class:`Recorder`), the book.
+    The stages: :func:`check_inputs`, :func:`prepare_out`, :func:`train_models`, :func:`run_evaluation` (the
+    training page, the NSD, figures and NSD-loss notebooks), ``run.json`` (:class:`Recorder`), the book.
     """
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
                         nsd_loss, loss_variants)
@@ -458,8 +459,9 @@ class Recorder:
 
 
 def train_models(plan: Plan, recorder: Recorder) -> None:
-    """Every seed's six models in :data:`TRAIN_ORDER` (each with its share of the budget), each followed by its
-    training notebook; then, with ``loss_variants``, the first seed's random-block models under eq. (1)'s weighting."""
+    """Every seed's six models in :data:`TRAIN_ORDER` (each with its share of the budget), trained from the library
+    (the "Training" notebook reads them afterwards, :func:`run_evaluation`); then, with ``loss_variants``, the first
+    seed's random-block models under eq. (1)'s weighting."""
     n_models, done, budget = len(TRAIN_ORDER) * len(plan.seeds), 0, plan.budget
     for s in plan.seeds:
         nb_dir, tag, common, dp = plan.folder(s), plan.tag(s), plan.common(s), plan.data_params(s)
@@ -475,9 +477,7 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
                            time_limit=share, fast=plan.fast)
             train_wall = time.perf_counter() - t
             _free_device_memory()
-            execute_notebook("train", nb_dir / f"train-{name}.ipynb", dict(common, model=model, mask=mask, **dp),
-                             nb_dir)
-            recorder.timings[f"{tag}train-{name}"] = time.perf_counter() - t
+            recorder.timings[f"{tag}train-{name}"] = train_wall
             done += 1
             if budget:
                 budget.measured(recorder.timings[f"{tag}train-{name}"], train_wall, share)
@@ -496,9 +496,14 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
 
 
 def run_evaluation(plan: Plan, recorder: Recorder) -> None:
-    """Each seed's NSD notebook (the other seeds' first, the first seed's last: it compares the seeds), then the
-    first seed's figures and, with ``nsd_loss``, the NSD-loss chapter."""
+    """The first seed's "Training" page (its six runs in one table, loss curves and inpaintings), each seed's NSD
+    notebook (the other seeds' first, the first seed's last: it compares the seeds), then the first seed's figures
+    and, with ``nsd_loss``, the NSD-loss chapter."""
     sizes, timings = EVAL_SIZES[plan.preset], recorder.timings
+    print("[reproduce] the training page", flush=True)
+    timings["training"] = execute_notebook("training", plan.generated / "training.ipynb",
+                                           dict(plan.common(plan.seed), **plan.data_params(plan.seed)), plan.generated)
+    recorder.packed("running: training page done")
     for s in plan.seeds[1:] + plan.seeds[:1]:
         nb_dir, tag, common, dp = plan.folder(s), plan.tag(s), plan.common(s), plan.data_params(s)
         extra = (dict(other_metrics=[f"seed{o}/metrics.json" for o in plan.seeds[1:]],

@@ -189,7 +189,8 @@ def test_toc_lists_pages() -> None:
     assert files[0] == "book/intro"
     assert {"book/paper", "notebooks/nsd_theory", "notebooks/masks", "notebooks/context_encoder",
             "book/references"} <= set(files)
-    assert files.index("notebooks/masks") < files.index("notebooks/context_encoder") < files.index("book/report")
+    order = ["notebooks/nsd_theory", "notebooks/context_encoder", "notebooks/masks", "book/report"]
+    assert [files.index(f) for f in order] == sorted(files.index(f) for f in order)
 
 
 def test_fig4_examples_are_distinct_images() -> None:
@@ -395,3 +396,189 @@ def test_screenshot(chromium: str, pages: dict[str, Path]) -> None:
     result = run_chromium(chromium, f"--screenshot={shot}", "--window-size=1280,2000", pages[doc].as_uri())
     assert result.returncode == 0, result.stderr[-3000:]
     assert shot.is_file() and shot.stat().st_size > 10_000, f"no screenshot written to {shot}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what a reader sees at 1280 px (issue 19: legible figures, nothing clipped, the paper's order)
+
+#: Measured in each page after its scripts (MathJax included) ran: the footnote font size, every content image's
+#: rendered and natural width, and every element of the article that sticks out of the article's column or of its
+#: own box without a scroll container between (text a reader cannot see or reach).
+PROBE_JS = r"""
+(function () {
+  function measure() {
+    const article = document.querySelector("article.bd-article");
+    const box = article.getBoundingClientRect();
+    const probe = document.createElement("aside");
+    probe.className = "footnote";
+    probe.textContent = "x";
+    const list = document.createElement("aside");
+    list.className = "footnote-list";
+    list.appendChild(probe);
+    article.appendChild(list);
+    const footnote = parseFloat(getComputedStyle(probe).fontSize);
+    list.remove();
+    const images = [...article.querySelectorAll("img")].filter(i => i.offsetParent !== null).map(i => ({
+      src: i.getAttribute("src"), natural: i.naturalWidth, rendered: i.getBoundingClientRect().width}));
+    const scrolls = el => ["auto", "scroll"].includes(getComputedStyle(el).overflowX);
+    const overflowing = [];
+    for (const el of article.querySelectorAll("*")) {
+      const r = el.getBoundingClientRect();
+      if (!r.width || getComputedStyle(el).visibility === "hidden") continue;
+      if (el.matches('mjx-container[display="true"]') && el.scrollWidth > el.clientWidth + 2) {
+        overflowing.push({tag: "equation", cls: "", text: (el.textContent || "").trim().slice(0, 80),  // split it
+                          right: Math.round(r.left + el.scrollWidth), column: Math.round(r.right), clipped: true});
+        continue;
+      }
+      let scrolled = false;
+      for (let a = el.parentElement; a && a !== article; a = a.parentElement) {
+        if (scrolls(a)) { scrolled = true; break; }
+      }
+      if (scrolled) continue;
+      const style = getComputedStyle(el);
+      const own = style.overflowX;  // an inline box (a word, inline math) has no width of its own to clip at
+      const clipped = (own === "hidden" || own === "clip") && !style.display.startsWith("inline")
+                      && el.scrollWidth > el.clientWidth + 2;
+      if (r.right > box.right + 1 || r.left < box.left - 1 || clipped) {
+        overflowing.push({tag: el.tagName.toLowerCase(), cls: String(el.getAttribute("class") || "").slice(0, 60),
+                          text: (el.textContent || "").trim().slice(0, 80), right: Math.round(r.right),
+                          column: Math.round(box.right), clipped: clipped});
+      }
+    }
+    const nav = [...document.querySelectorAll("nav.bd-docs-nav a.reference.internal")].map(a => a.getAttribute("href"));
+    const pre = document.createElement("pre");
+    pre.id = "cce-probe";
+    pre.textContent = JSON.stringify({footnote, images, overflowing, nav, width: box.width});
+    document.body.appendChild(pre);
+  }
+  function safely() {
+    try { measure(); } catch (e) {
+      const pre = document.createElement("pre");
+      pre.id = "cce-probe";
+      pre.textContent = JSON.stringify({error: String(e)});
+      document.body.appendChild(pre);
+    }
+  }
+  function ready() {
+    const mj = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
+    (mj || Promise.resolve()).then(() => setTimeout(safely, 50), () => setTimeout(safely, 50));
+  }
+  if (document.readyState === "complete") ready(); else window.addEventListener("load", ready);
+})();
+"""
+
+
+def probe_page(chromium: str, page: Path, width: int = 1280) -> dict:
+    """:data:`PROBE_JS`'s measurements of ``page`` in a ``width`` px window: a copy of the page with the script
+    is written beside it (so its relative links resolve) and removed afterwards."""
+    import json
+
+    copy = page.with_name(f"_cce_probe_{page.name}")
+    copy.write_text(page.read_text().replace("</body>", f"<script>{PROBE_JS}</script></body>"))
+    try:
+        result = run_chromium(chromium, f"--window-size={width},2000", "--dump-dom", copy.as_uri())
+    finally:
+        copy.unlink(missing_ok=True)
+    match = re.search(r'<pre id="cce-probe"[^>]*>(.*?)</pre>', result.stdout, re.DOTALL)
+    assert match, f"{page.name}: the probe wrote nothing: {result.stderr[-2000:]}"
+    measured = json.loads(html.unescape(match.group(1)))
+    assert "error" not in measured, f"{page.name}: the probe failed: {measured.get('error')}"
+    return measured
+
+
+@pytest.fixture(scope="module")
+def probes(chromium: str, pages: dict[str, Path]) -> dict[str, dict]:
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(pages, pool.map(lambda p: probe_page(chromium, p), pages.values())))
+
+
+def small_figure_text(images: list[dict], footnote_px: float, page: Path, html_dir: Path) -> list[str]:
+    """The images of a page whose smallest text is shown smaller than ``footnote_px``, by the font size and dpi
+    stamped in each PNG (:func:`cce_core.plots.font_metadata`); a PNG without the stamp is reported too."""
+    from PIL import Image
+
+    from cce_core.plots import DPI_KEY, FONT_KEY, rendered_text_px
+
+    wrong = []
+    for img in images:
+        target = resolve_local(page, img["src"], html_dir)
+        if target is None or not target.is_file() or target.suffix.lower() != ".png":
+            wrong.append(f"{img['src']}: not a local PNG")
+            continue
+        info = Image.open(target).info
+        if DPI_KEY not in info:
+            wrong.append(f"{target.name}: no font stamp (draw it after cce_core.plots.use_book_style())")
+            continue
+        if FONT_KEY not in info:  # a figure without text
+            continue
+        px = rendered_text_px(float(info[FONT_KEY]), float(info[DPI_KEY]), img["natural"], img["rendered"])
+        if px < footnote_px:
+            wrong.append(f"{target.name}: {info[FONT_KEY]} pt at {info[DPI_KEY]} dpi shown {img['rendered']:.0f} of "
+                         f"{img['natural']} px wide: text {px:.1f} px < footnotes {footnote_px:.1f} px")
+    return wrong
+
+
+def test_figure_text_is_legible(html_dir: Path, pages: dict[str, Path], probes: dict[str, dict]) -> None:
+    """Every figure's smallest text is shown at least as large as the footnotes at a 1280 px window."""
+    wrong = [f"{doc}: {w}" for doc, path in pages.items()
+             for w in small_figure_text(probes[doc]["images"], probes[doc]["footnote"], path, html_dir)]
+    assert not wrong, "figure text smaller than the footnotes at 1280 px:\n" + "\n".join(wrong)
+
+
+def test_small_figure_text_is_caught(tmp_path: Path) -> None:
+    """The legibility check fails on a figure with 4 pt text and passes the same figure in the book's style,
+    both shown 700 px wide, against 14 px footnotes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cce_core.plots import BOOK_RC, font_metadata
+
+    def drawn(name: str, fontsize: float | None) -> dict:
+        with plt.rc_context(BOOK_RC):
+            fig, ax = plt.subplots()
+            ax.plot([1, 2, 3])
+            ax.set_title("loss", fontsize=fontsize)
+            ax.tick_params(labelsize=fontsize)
+            fig.savefig(tmp_path / name, metadata=font_metadata(fig))
+            natural = fig.get_size_inches()[0] * fig.dpi
+            plt.close(fig)
+        return {"src": name, "natural": natural, "rendered": 700}
+
+    page = tmp_path / "page.html"
+    tiny = small_figure_text([drawn("tiny.png", 4)], 14.0, page, tmp_path)
+    assert len(tiny) == 1 and "4 pt" in tiny[0]
+    assert small_figure_text([drawn("book.png", None)], 14.0, page, tmp_path) == []
+    plain = tmp_path / "plain.png"
+    plt.imsave(plain, [[0, 1], [1, 0]])
+    assert "no font stamp" in small_figure_text([{"src": "plain.png", "natural": 2, "rendered": 2}], 14, page,
+                                                tmp_path)[0]
+
+
+def test_nothing_is_clipped(probes: dict[str, dict]) -> None:
+    """No table, equation, code block or figure sticks out of the page's column or is cut off by its own box at
+    1280 px, unless it scrolls inside a scroll container."""
+    wrong = [f"{doc}: <{o['tag']} class={o['cls']!r}> right edge {o['right']} > column {o['column']}"
+             f"{' (clipped)' if o['clipped'] else ''}: {o['text']!r}"
+             for doc, probe in probes.items() for o in probe["overflowing"]]
+    assert not wrong, "clipped at 1280 px:\n" + "\n".join(wrong[:40])
+
+
+#: The paper's order (issue 19, item 10): the pages of the navigation, in this order, where they are in the book.
+PAPER_ORDER = ["book/intro", "book/paper", "notebooks/nsd_theory", "notebooks/context_encoder", "notebooks/masks",
+               "book/generated/training", "book/report", "book/generated/nsd_eval", "book/generated/figures",
+               "book/generated/nsd_loss", "book/rerun", "book/generated/execution", "book/references"]
+
+
+def test_pages_in_the_papers_order(html_dir: Path, pages: dict[str, Path], probes: dict[str, dict]) -> None:
+    """The rendered navigation (the sidebar of the paper page) lists the pages in the paper's order."""
+    page = pages["book/paper"]
+    shown = []
+    for href in probes["book/paper"]["nav"]:
+        target = page if href.startswith("#") else resolve_local(page, href, html_dir)
+        if target is not None:
+            shown.append(target.relative_to(html_dir.resolve()).with_suffix("").as_posix())
+    expected = [doc for doc in PAPER_ORDER if doc in pages and doc != "book/intro"]
+    assert [doc for doc in shown if doc in expected] == expected, f"navigation order: {shown}"
+    assert set(shown) >= set(pages) - {"book/intro"}, f"pages missing from the navigation: {set(pages) - set(shown)}"

@@ -83,7 +83,7 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
     with tarfile.open(pack) as tar:
         members = set(tar.getnames())
         tar.extractall(tmp_path / "unpacked", filter="data")
-    assert {f"generated/train-{run_name(m, k)}.ipynb" for k, m in TRAIN_ORDER} <= members
+    assert "generated/training.ipynb" in members and not any("/train-" in m for m in members)
     assert {"generated/nsd_eval.ipynb", "generated/figures.ipynb", "generated/metrics.json",
             "generated/run.json", "generated/figures/nsd_distributions.png"} <= members
     assert "generated/error.txt" not in members
@@ -102,7 +102,7 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
     notebook = json.loads((generated / "nsd_eval.ipynb").read_text())
     injected = next(c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
     assert str(tmp_path) not in "".join(injected["source"])  # notebooks get paths relative to generated/
-    train_nb = json.loads((generated / "train-ce128-central.ipynb").read_text())
+    train_nb = json.loads((generated / "training.ipynb").read_text())
     assert any("image/png" in o.get("data", {}) for c in train_nb["cells"] for o in c.get("outputs", []))
 
     html = build_book(generated, tmp_path / "book")  # what `make adopt` + `make book` do with an archive
@@ -135,7 +135,7 @@ def test_failed_notebook_still_packs_and_exits_nonzero(tmp_path, monkeypatch):
     with tarfile.open(pack) as tar:
         names = set(tar.getnames())
         run = json.load(tar.extractfile("generated/run.json"))
-    assert {"generated/error.txt", "generated/train-ce64-central.ipynb"} <= names
+    assert {"generated/error.txt", "generated/training.ipynb"} <= names
     assert "generated/figures.ipynb" not in names
     assert "boom" in run["error"] and run["training"]["ce128-central"]["samples"] == 48
     assert run["training"]["ce128-central"]["planned_samples"] == 320
@@ -157,7 +157,7 @@ def test_sigterm_still_records_and_packs(tmp_path, monkeypatch):
     with pytest.raises(ReproductionFailed, match="SIGTERM"):
         reproduce(preset="smoke", out=tmp_path / "out", book=False, pack=pack)
     with tarfile.open(pack) as tar:
-        assert "generated/train-cce128-central.ipynb" in tar.getnames()
+        assert "generated/training.ipynb" in tar.getnames()
         assert json.load(tar.extractfile("generated/run.json"))["status"] == "failed"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
@@ -187,13 +187,12 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
     monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
     reproduce(preset="smoke", out=tmp_path / "out", book=False, seeds=[3, 5])
     nbs = {c[0]: c[1:] for c in calls}
-    assert nbs["generated/train-ce64-central.ipynb"] == (3, "../runs")
-    assert nbs["generated/seed5/train-ce64-central.ipynb"] == (5, "../../runs/seed5")
+    assert nbs["generated/training.ipynb"] == (3, "../runs")  # one training page: the book's seed
     assert nbs["generated/nsd_eval.ipynb"] == (3, "../runs") and "generated/figures.ipynb" in nbs
     order = [c[0] for c in calls if c[0].endswith("nsd_eval.ipynb")]
     assert order == ["generated/seed5/nsd_eval.ipynb", "generated/nsd_eval.ipynb"]
     assert nbs["generated/seed5/nsd_eval.ipynb"] == (5, "../../runs/seed5")
-    assert "generated/seed5/figures.ipynb" not in nbs and len(calls) == 2 * 6 + 2 + 1
+    assert "generated/seed5/figures.ipynb" not in nbs and len(calls) == 1 + 2 + 1
     run = json.loads((tmp_path / "out" / "generated" / "run.json").read_text())
     assert run["seeds"] == [3, 5] and run["seed"] == 3 and set(run["training"]) == {"seed3", "seed5"}
     assert len(run["training"]["seed5"]) == 6 and run["seed_folders"] == {"seed5": "seed5/"}

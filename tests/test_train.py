@@ -408,3 +408,27 @@ def test_snapshots_keep_g_along_training(tmp_path, folder):
     assert not all(torch.equal(first[k], final[k]) for k in final)  # G moved between the snapshots
     with pytest.raises(ValueError, match="snapshot_every"):
         make_config("smoke", snapshot_every=0)
+
+
+def test_run_summary_reads_config_and_log(tmp_path):
+    """The Training page's row of a run: samples seen and planned, the loop's time from the log's images/s, and the
+    mean of the last three records of each loss."""
+    import json
+
+    from cce_core.checkpoint import run_summary
+
+    run = tmp_path / "ce128-central"
+    run.mkdir()
+    cfg = {"model": "ce128", "mask": "central", "seed": 0, "steps": 4, "batch_size": 8, "planned_steps": 10,
+           "bottleneck": 64, "width": 16}
+    (run / "config.json").write_text(json.dumps({"config": cfg, "data": {"description": "x (3 images)"}}))
+    log = [{"step": s, "d": d, "g_adv": a, "g_rec": r, "images_per_s": 16.0}
+           for s, d, a, r in [(1, 1.0, 1.0, 1.0), (2, 0.5, 2.0, 0.5), (3, 0.2, 4.0, 0.4), (4, 0.2, 6.0, 0.3)]]
+    (run / "log.jsonl").write_text("\n".join(map(json.dumps, log)) + "\n")
+    row = run_summary(run)
+    assert (row["samples"], row["planned samples"], row["D"]) == (32, 80, 64)
+    assert row["train seconds"] == pytest.approx(2.0) and row["images/s"] == pytest.approx(16.0)
+    assert row["last d"] == pytest.approx(0.3) and row["last g_adv"] == pytest.approx(4.0)
+    (run / "log.jsonl").write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        run_summary(run)
