@@ -121,7 +121,7 @@ def test_failed_notebook_still_packs_and_exits_nonzero(tmp_path, monkeypatch):
                                                      "provenance": {"commit": "c", "date": "d", "device": "cpu"}}))
         return run / "checkpoint.pt"
 
-    def fake_notebook(name, output, parameters, cwd):
+    def fake_notebook(name, output, parameters, cwd, images=True):
         if name == "nsd_eval":
             raise rp.NotebookFailed("notebook nsd_eval.ipynb failed in cell 7: RuntimeError: boom")
         output.write_text("{}")
@@ -145,7 +145,7 @@ def test_sigterm_still_records_and_packs(tmp_path, monkeypatch):
     """`timeout` (SIGTERM) during the NSD notebook: the trainings' notebooks and run.json are packed."""
     import signal
 
-    def fake_notebook(name, output, parameters, cwd):
+    def fake_notebook(name, output, parameters, cwd, images=True):
         if name == "nsd_eval":
             os.kill(os.getpid(), signal.SIGTERM)
         output.write_text("{}")
@@ -176,7 +176,7 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
                                                      "provenance": {"commit": "c", "date": "d", "device": "cpu"}}))
         return run / "checkpoint.pt"
 
-    def fake_notebook(name, output, parameters, cwd):
+    def fake_notebook(name, output, parameters, cwd, images=True):
         calls.append((output.relative_to(tmp_path / "out").as_posix(), parameters["seed"], parameters["runs_dir"]))
         runs = tmp_path / "out" / "runs"
         assert (cwd / parameters["runs_dir"]).resolve() == (runs if parameters["seed"] == 3 else runs / "seed5")
@@ -224,7 +224,7 @@ def test_adding_seeds_reuses_the_first_seeds_runs(tmp_path, monkeypatch):
             trained.append(run.relative_to(out).as_posix())
         return run / "checkpoint.pt"
 
-    def fake_notebook(name, output, parameters, cwd):
+    def fake_notebook(name, output, parameters, cwd, images=True):
         calls.append((output.relative_to(out).as_posix(), parameters))
         output.write_text("{}")
         return 0.0
