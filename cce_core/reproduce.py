@@ -531,6 +531,7 @@ class Recorder:
     def __init__(self, plan: Plan) -> None:
         self.plan, self.started = plan, time.perf_counter()
         self.timings: dict[str, float] = {}
+        self.stages: dict[str, dict[str, float]] = {}  # a training step's parts: its training, its notebook
         self.error: BaseException | None = None
 
     def record(self, status: str) -> dict:
@@ -541,6 +542,8 @@ class Recorder:
                "eval_sizes": EVAL_SIZES[p.preset], **p.sources,
                "provenance": provenance(resolve_device(p.device)), "training": training,
                "wall_seconds": {k: round(v, 1) for k, v in self.timings.items()},
+               "stage_seconds": {k: {part: round(v, 1) for part, v in parts.items()}
+                                 for k, parts in self.stages.items()},
                "total_wall_seconds": round(time.perf_counter() - self.started, 1), "status": status}
         if p.multi:
             rec["seed_folders"] = {f"seed{s}": f"seed{s}/" for s in p.seeds[1:]}  # the first seed's are here
@@ -583,6 +586,8 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
             execute_notebook("train", nb_dir / f"train-{name}.ipynb", dict(common, model=model, mask=mask, **dp),
                              nb_dir, images=s == plan.seed)  # the other seeds' notebooks are not pages
             recorder.timings[f"{tag}train-{name}"] = time.perf_counter() - t
+            recorder.stages[f"{tag}train-{name}"] = {"training": train_wall,
+                                                     "notebook": recorder.timings[f"{tag}train-{name}"] - train_wall}
             done += 1
             if budget:
                 budget.measured(recorder.timings[f"{tag}train-{name}"], train_wall, share)
@@ -596,6 +601,7 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
                     ensure_run(common["runs_dir"], model, "random_blocks", plan.preset, dp["data"], seed=s,
                                device=plan.device, fast=plan.fast, full_known_weight=0.0)
                 recorder.timings[f"train-{name}"] = time.perf_counter() - t
+                recorder.stages[f"train-{name}"] = {"training": recorder.timings[f"train-{name}"]}
                 _free_device_memory()
             recorder.packed("running: loss variants done")
 

@@ -178,6 +178,7 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
 
     def fake_notebook(name, output, parameters, cwd, images=True):
         calls.append((output.relative_to(tmp_path / "out").as_posix(), parameters["seed"], parameters["runs_dir"]))
+        assert images == (parameters["seed"] == 3)  # the other seeds' notebooks are not pages: no images
         runs = tmp_path / "out" / "runs"
         assert (cwd / parameters["runs_dir"]).resolve() == (runs if parameters["seed"] == 3 else runs / "seed5")
         output.write_text("{}")
@@ -198,6 +199,9 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
     assert run["seeds"] == [3, 5] and run["seed"] == 3 and set(run["training"]) == {"seed3", "seed5"}
     assert len(run["training"]["seed5"]) == 6 and run["seed_folders"] == {"seed5": "seed5/"}
     assert run["seed_runs"] == {"seed3": "runs", "seed5": "runs/seed5"}
+    assert set(run["stage_seconds"]) == {k for k in run["wall_seconds"] if "train-" in k}
+    assert len(run["stage_seconds"]) == 12
+    assert all(set(v) == {"training", "notebook"} for v in run["stage_seconds"].values())
     with pytest.raises(ValueError, match="repeats"):
         reproduce(preset="smoke", out=tmp_path / "out2", book=False, seeds=[1, 1])
 
