@@ -274,9 +274,9 @@ def compact_image(data: bytes) -> tuple[str, bytes]:
     return (mime, new) if len(new) < len(data) else (original, data)
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> None:
     """Save ``fig`` for the book, small: ``.jpg`` as a JPEG at :data:`JPEG_QUALITY` (photographs), ``.png`` as a
-    palette PNG (plots). Returns the path."""
+    palette PNG (plots). Returns nothing, so a notebook cell ending with it shows no value."""
     path = Path(path)
     if path.suffix not in (".jpg", ".png"):
         raise ValueError(f"save_figure writes .jpg (photographs) or .png (plots), not {path.name!r}")
@@ -284,7 +284,6 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     im = Image.open(buf)
     path.write_bytes(jpeg_bytes(im) if path.suffix == ".jpg" else palette_png(im))
-    return path
 
 
 def thumbnail(im: Image.Image, size: int = 64) -> np.ndarray:

@@ -103,11 +103,21 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
     injected = next(c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
     assert str(tmp_path) not in "".join(injected["source"])  # notebooks get paths relative to generated/
     train_nb = json.loads((generated / "train-ce128-central.ipynb").read_text())
-    assert any("image/png" in o.get("data", {}) for c in train_nb["cells"] for o in c.get("outputs", []))
+    data = [o.get("data", {}) for c in train_nb["cells"] for o in c.get("outputs", [])]
+    assert any("image/png" in d for d in data) and any("image/jpeg" in d for d in data)  # loss curves, inpaintings
+    figures_nb = json.loads((generated / "figures.ipynb").read_text())  # figures shown once: the saved files
+    data = [o.get("data", {}) for c in figures_nb["cells"] for o in c.get("outputs", [])]
+    saved = ["fig1_pipeline.jpg", "fig2_latent.png", "fig3_distances.jpg", "fig4_central.jpg", "fig4_random_blocks.jpg"]
+    assert ["".join(d["text/markdown"]) for d in data if "text/markdown" in d] == [
+        f"![{Path(n).stem}](figures/{n})" for n in saved]
+    assert not any(k.startswith("image/") for d in data for k in d)
 
     html = build_book(generated, tmp_path / "book")  # what `make adopt` + `make book` do with an archive
     report = (html / "book" / "report.html").read_text()
     assert "smoke" in report and "not testable" in report
+    figures_page = html / "book" / "generated" / "figures.html"
+    shown = re.findall(r'<img[^>]*src="([^"]+)"', figures_page.read_text())
+    assert len(shown) == 5 and all((figures_page.parent / src).is_file() for src in shown)
 
 
 def test_failed_notebook_still_packs_and_exits_nonzero(tmp_path, monkeypatch):
