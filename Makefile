@@ -46,9 +46,10 @@ reproduce: setup
 book: setup  # the repository's book, with the committed results in book/generated
 	$(BIN)/jupyter-book build . -W --keep-going
 
-adopt:  # publish a reproduction's executed notebooks and figures in the book: make adopt RUN=_build/cpu
+adopt: setup  # publish a reproduction's executed notebooks and figures in the book: make adopt RUN=_build/cpu
 	test -n "$(RUN)" && test -f "$(RUN)/generated/run.json"
 	rm -rf book/generated && cp -r $(RUN)/generated book/generated
+	$(BIN)/python -m cce_core compact book/generated  # small notebooks and figures (a run made before they were)
 
 benchmark: setup
 	$(BIN)/python benchmarks/train_throughput.py

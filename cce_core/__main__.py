@@ -1,4 +1,4 @@
-"""Command line: ``python -m cce_core train | nsd | reproduce`` (also installed as ``cce``).
+"""Command line: ``python -m cce_core train | nsd | reproduce | compact`` (also installed as ``cce``).
 
 Bad input (an unknown device, a missing or corrupt data file, an output that would overwrite something) is
 reported as one line on stderr with exit status 2, before any work starts and without losing anything.
@@ -154,6 +154,15 @@ def _reproduce(a: argparse.Namespace) -> None:
               loss_variants=a.loss_variants)
 
 
+def _compact(a: argparse.Namespace) -> None:
+    from .reproduce import compact_generated
+    folder = Path(a.folder)
+    size = lambda: sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())  # noqa: E731
+    before = size()
+    compact_generated(folder)
+    print(f"{folder}: {before / 2**20:.1f} MiB -> {size() / 2**20:.1f} MiB")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser. Long because it declares every option of the three commands, one statement
     each, in the order ``--help`` shows them; there is no logic to split out."""
@@ -252,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="retrain the runs already in --out, and write into an "
                    "--out that holds other files (they are left alone)")
     r.set_defaults(func=_reproduce)
+
+    c = sub.add_parser("compact", help="make a reproduction's executed notebooks and figures small, in place "
+                       "(nothing is re-run)", formatter_class=HelpFormatter)
+    c.add_argument("folder", help="the generated/ folder of a reproduction (with run.json), e.g. book/generated")
+    c.set_defaults(func=_compact)
     return p
 
 

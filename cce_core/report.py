@@ -18,6 +18,7 @@ the BN-normalised NSD only, the reading whose null model is the paper's N(0, I) 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -683,3 +684,53 @@ def nsd_loss_verdicts(results: dict[float, dict], scale, seed: int = 0) -> dict[
         diffs = {name: bootstrap_ci(r["quality"][name] - base["quality"][name], seed=seed) for name in r["quality"]}
         out[lam] = verdict_nsd_training(cmp, diffs, scale, lam)
     return out
+
+
+# --- execution statistics (run.json) --------------------------------------------------------------------------
+
+def _seed_and_name(key: str, first_seed: int) -> tuple[int, str]:
+    """run.json's step key (``seed1/train-ce64-central``, ``nsd_eval``) as (seed, step name)."""
+    folder, _, name = key.rpartition("/")
+    return (int(folder.removeprefix("seed")) if folder else first_seed), name
+
+
+def execution_rows(run: dict) -> list[dict]:
+    """The executed notebooks of a reproduction, from its ``run.json`` (:class:`cce_core.reproduce.Recorder`): one
+    row per step in the order it ran (seed, step, notebook, wall time in s, status), the notebook that failed if
+    one did, and the whole run's wall time and status. Trainings (``train-*``) run without a notebook of their own
+    (the Training page shows them all); runs recorded before that included their notebook in the time."""
+    rows = []
+    for key, seconds in run.get("wall_seconds", {}).items():
+        seed, name = _seed_and_name(key, run["seed"])
+        training = name.startswith("train-")
+        rows.append({"seed": seed, "step": name, "notebook": "— (training only)" if training else f"{key}.ipynb",
+                     "wall time (s)": seconds, "status": "done"})
+    failed = re.search(r"notebook (\S+)\.ipynb failed", run.get("error", ""))
+    if failed:
+        rows.append({"seed": "", "step": failed.group(1), "notebook": f"{failed.group(1)}.ipynb",
+                     "wall time (s)": None, "status": "failed"})
+    rows.append({"seed": "", "step": "whole run", "notebook": "", "wall time (s)": run.get("total_wall_seconds"),
+                 "status": run.get("status", "unknown")})
+    return rows
+
+
+def training_rows(run: dict) -> list[dict]:
+    """Each training of a reproduction, from its ``run.json``: seed, run, image samples seen (and planned), the
+    step's wall time (training and its notebook), the training's own time and samples per second where
+    ``run.json`` records the split (``stage_seconds``, runs made since it does; None before), and the device."""
+    first = run["seed"]
+    groups = run["training"] if "seed_folders" in run else {f"seed{first}": run["training"]}
+    stages = run.get("stage_seconds", {})
+    rows = []
+    for group, trainings in groups.items():
+        seed = int(group.removeprefix("seed"))
+        prefix = "" if seed == first else f"seed{seed}/"
+        for name, t in trainings.items():
+            key = f"{prefix}train-{name}"
+            train_s = stages.get(key, {}).get("training")
+            rows.append({"seed": seed, "run": name, "samples": t["samples"], "planned samples": t["planned_samples"],
+                         "step wall time (s)": run.get("wall_seconds", {}).get(key),
+                         "training (s)": train_s,
+                         "samples/s": round(t["samples"] / train_s, 1) if train_s else None,
+                         "device": t["device"]})
+    return rows

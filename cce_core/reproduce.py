@@ -15,9 +15,12 @@ samples each model actually saw. ``pack`` writes ``OUT/generated`` as one ``.tar
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,9 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from .config import PRESETS, TrainConfig
 from .data import describe_sources
+from .plots import compact_image, is_photographic, jpeg_bytes, palette_png, same_figure
 from .provenance import REPO, provenance, resolve_device
 from .runs import ensure_run, run_name
 
@@ -96,9 +101,10 @@ class NotebookFailed(RuntimeError):
     """A notebook raised; its executed copy, with the error, is kept."""
 
 
-def execute_notebook(name: str, output: Path, parameters: dict, cwd: Path) -> float:
+def execute_notebook(name: str, output: Path, parameters: dict, cwd: Path, images: bool = True) -> float:
     """Execute ``notebooks/<name>.ipynb`` (stored outputs dropped) with papermill into ``output``; returns the wall
-    time in seconds. A failing cell raises :class:`NotebookFailed` with a one-line message."""
+    time in seconds. A failing cell raises :class:`NotebookFailed` with a one-line message. The executed copy is
+    made portable and small (:func:`compact_notebook`; ``images=False``: without its images)."""
     import nbformat
     import papermill
 
@@ -120,6 +126,7 @@ def execute_notebook(name: str, output: Path, parameters: dict, cwd: Path) -> fl
         finally:
             if output.exists():
                 portable_notebook(output, name)
+                compact_notebook(output, images)
     return time.perf_counter() - t
 
 
@@ -130,6 +137,104 @@ def portable_notebook(path: Path, name: str) -> None:
     meta = nb.metadata.get("papermill", {})
     meta.update(input_path=f"notebooks/{name}.ipynb", output_path=path.name)
     nbformat.write(nb, path)
+
+
+#: The image types of notebook outputs that :func:`compact_notebook` re-encodes or drops.
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def _figure_files(folder: Path) -> dict[Path, Image.Image]:
+    return {f: Image.open(f) for f in sorted((folder / "figures").glob("*")) if f.suffix in (".jpg", ".png")}
+
+
+def saved_in(source: str, files: list[Path]) -> list[Path]:
+    """The files a cell's source may have saved: those whose name matches one of its string literals, whatever the
+    extension (.png or .jpg: :func:`compact_figures` turns PNG photographs into JPEGs), an f-string's ``{...}``
+    matching anything (``f"fig4_{mk}.png"`` matches ``fig4_central.jpg``)."""
+    patterns = [re.compile(".+".join(map(re.escape, re.split(r"\{[^}]*\}", text))))
+                for text in re.findall(r"[\"']([^\"'\n]+?)(?:\.png|\.jpg)?[\"']", source)]
+    return [f for f in files if any(p.fullmatch(f.stem) for p in patterns)]
+
+
+def _compact_output(output: dict, figures: dict[Path, Image.Image], folder: Path, images: bool) -> dict | None:
+    """One output of :func:`compact_notebook` (``figures``: the files its cell saved): None to drop it."""
+    data = output.get("data", {})
+    key = next((k for k in IMAGE_MIMES if k in data), None)
+    if key is None:
+        return output
+    if not images:
+        for k in IMAGE_MIMES:
+            data.pop(k, None)
+        return output if set(data) - {"text/plain"} else None  # "<Figure size ...>" alone is dropped too
+    if key == "image/svg+xml":
+        return output
+    raw = base64.b64decode(data[key])
+    picture = Image.open(io.BytesIO(raw))
+    found = [(d, f) for f, im in figures.items() if (d := same_figure(picture, im)) is not None]
+    output.get("metadata", {}).pop(key, None)
+    del data[key]
+    if found:  # the book shows the file; the notebook points to it instead of a second copy
+        file = min(found)[1]
+        data["text/markdown"] = f"![{file.stem}]({file.relative_to(folder).as_posix()})"
+    else:
+        mime, new = compact_image(raw)
+        data[mime] = base64.b64encode(new).decode()
+    return output
+
+
+def compact_notebook(path: Path, images: bool = True) -> int:
+    """Keep an executed notebook small (the book's results are committed and travel to the GPU box): a figure its
+    cell also saved in ``figures/`` beside the notebook (named in the cell, :func:`saved_in`, and the same picture,
+    :func:`cce_core.plots.same_figure`) becomes a Markdown image pointing to that file (the book renders it, one
+    copy); any other image is re-encoded by :func:`cce_core.plots.compact_image` (photographs as JPEG, plots
+    as palette PNG). ``images=False`` (the other seeds' notebooks, not pages of the book): images dropped, text,
+    tables and glued values kept. Idempotent. Returns the bytes saved."""
+    import nbformat
+
+    before = path.stat().st_size
+    nb = nbformat.read(path, as_version=4)
+    files = _figure_files(path.parent)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            figures = {f: files[f] for f in saved_in(cell.source, list(files))}
+            outputs = [_compact_output(o, figures, path.parent, images) for o in cell.outputs]
+            cell.outputs = [o for o in outputs if o is not None]
+    nbformat.write(nb, path)
+    return before - path.stat().st_size
+
+
+def compact_figures(folder: Path) -> int:
+    """The figure files in ``folder/figures`` made small as :func:`cce_core.plots.save_figure` writes them: a PNG of
+    photographs becomes a ``.jpg`` of the same name, a plot a palette PNG. Returns the bytes saved."""
+    saved = 0
+    for f in sorted((folder / "figures").glob("*.png")):
+        raw = f.read_bytes()
+        with Image.open(f) as im:
+            if im.mode == "P":  # a palette PNG already
+                continue
+            new, target = (jpeg_bytes(im), f.with_suffix(".jpg")) if is_photographic(im) else (palette_png(im), f)
+        if target != f or len(new) < len(raw):
+            target.write_bytes(new)
+            if target != f:
+                f.unlink()
+            saved += len(raw) - len(new)
+    return saved
+
+
+def compact_generated(generated: str | Path) -> int:
+    """A reproduction's ``generated/`` made small in place, nothing re-run (``python -m cce_core compact``, run by
+    ``make adopt``): :func:`compact_figures`, then :func:`compact_notebook` for every notebook, without images in
+    the other seeds' folders (``run.json``'s ``seed_folders``). Returns the bytes saved."""
+    generated = Path(generated)
+    if not (generated / "run.json").is_file():
+        raise FileNotFoundError(f"{generated} has no run.json: not the generated/ folder of a reproduction")
+    seeds = {generated / d for d in json.loads((generated / "run.json").read_text()).get("seed_folders", {}).values()}
+    saved = 0
+    for folder in [generated, *sorted(seeds)]:
+        saved += compact_figures(folder)
+    for nb in sorted(generated.rglob("*.ipynb")):
+        saved += compact_notebook(nb, images=nb.parent not in seeds)
+    return saved
 
 
 # --- checks before anything starts ----------------------------------------------------------------------------
@@ -427,6 +532,7 @@ class Recorder:
     def __init__(self, plan: Plan) -> None:
         self.plan, self.started = plan, time.perf_counter()
         self.timings: dict[str, float] = {}
+        self.stages: dict[str, dict[str, float]] = {}  # a training step's parts: its training, its notebook
         self.error: BaseException | None = None
 
     def record(self, status: str) -> dict:
@@ -437,6 +543,8 @@ class Recorder:
                "eval_sizes": EVAL_SIZES[p.preset], **p.sources,
                "provenance": provenance(resolve_device(p.device)), "training": training,
                "wall_seconds": {k: round(v, 1) for k, v in self.timings.items()},
+               "stage_seconds": {k: {part: round(v, 1) for part, v in parts.items()}
+                                 for k, parts in self.stages.items()},
                "total_wall_seconds": round(time.perf_counter() - self.started, 1), "status": status}
         if p.multi:
             rec["seed_folders"] = {f"seed{s}": f"seed{s}/" for s in p.seeds[1:]}  # the first seed's are here
@@ -478,6 +586,7 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
             train_wall = time.perf_counter() - t
             _free_device_memory()
             recorder.timings[f"{tag}train-{name}"] = train_wall
+            recorder.stages[f"{tag}train-{name}"] = {"training": train_wall}  # no notebook: the Training page
             done += 1
             if budget:
                 budget.measured(recorder.timings[f"{tag}train-{name}"], train_wall, share)
@@ -491,6 +600,7 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
                     ensure_run(common["runs_dir"], model, "random_blocks", plan.preset, dp["data"], seed=s,
                                device=plan.device, fast=plan.fast, full_known_weight=0.0)
                 recorder.timings[f"train-{name}"] = time.perf_counter() - t
+                recorder.stages[f"train-{name}"] = {"training": recorder.timings[f"train-{name}"]}
                 _free_device_memory()
             recorder.packed("running: loss variants done")
 
@@ -512,7 +622,7 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
         timings[f"{tag}nsd_eval"] = execute_notebook(
             "nsd_eval", nb_dir / "nsd_eval.ipynb",
             dict(common, **dp, ood_data=plan.rel(plan.ood_data, nb_dir), fig_dir="figures", metrics_path="metrics.json",
-                 **sizes, **extra), nb_dir)
+                 **sizes, **extra), nb_dir, images=s == plan.seed)
         recorder.packed(f"running: {tag}nsd_eval done")
         if s != plan.seed:
             continue

@@ -45,7 +45,7 @@ from cce_core.data import EVAL_CROPS, load_images, to_float
 from cce_core.evaluate import cascade_stages, codes, eval_masks, hole_mse, inpaint, project_2d
 from cce_core.glue import glue
 from cce_core.masks import central_mask, fill_hole
-from cce_core.plots import eval_images_note, image_grid, pick_examples, show_grid
+from cce_core.plots import eval_images_note, image_grid, pick_examples, save_figure, show_grid
 from cce_core.provenance import provenance, resolve_device
 from cce_core.runs import ensure_run
 
@@ -54,8 +54,8 @@ dev = resolve_device(device)
 
 
 def save(fig, name):
-    """Save a figure for the book's numbered figures."""
-    fig.savefig(Path(fig_dir) / f"{name}.png", dpi=110, bbox_inches="tight")
+    """Save a figure for the book's numbered figures: photographs as .jpg, plots as .png."""
+    save_figure(fig, Path(fig_dir) / name, dpi=110)
 
 
 # %% tags=["nbval-ignore-output"]
@@ -77,7 +77,7 @@ for row, mk in enumerate(("central", "random_blocks")):
     stages = cascade_stages(models[("cce128", mk)], images[0], mask)
     show_grid(list(stages.values()), list(stages.keys()), axes=axes[row], fontsize=8)
     axes[row, 0].set_ylabel(mk)
-save(fig, "fig1_pipeline")
+save(fig, "fig1_pipeline.jpg")
 
 # %% [markdown]
 # ## Fig. 2: latent codes of the same image under different masks
@@ -97,7 +97,7 @@ for ax, (m, title) in zip(axes, [("ce128", "CE"), ("cce128", "cascade CE")]):
     ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
 axes[0].legend(fontsize=8)
 fig.suptitle("Fig. 2: E(P, M_i) for 4 images x n masks")
-save(fig, "fig2_latent")
+save(fig, "fig2_latent.png")
 
 # %% [markdown]
 # ## Fig. 3: one image, several masks, and each mask's distance to the mean code
@@ -110,7 +110,7 @@ for row, (m, title) in enumerate([("ce128", "CE"), ("cce128", "cascade")]):
     dist = ((z - z.mean(0)) ** 2).sum(1) / z.shape[1]
     shown = fill_hole(to_float(img[None]).expand(6, -1, -1, -1), masks[:6])
     show_grid(list(shown), [f"{title}: {float(d):.3f}" for d in dist[:6]], axes=axes[row], fontsize=9)
-save(fig, "fig3_distances")
+save(fig, "fig3_distances.jpg")
 
 # %% [markdown]
 # ## Fig. 4: inpaintings of the CE and of the cascade
@@ -134,7 +134,7 @@ for mk in ("central", "random_blocks"):
                   ["original", "input", f"CE ({err['ce128'][i]:.3f})", f"cascade ({err['cce128'][i]:.3f})"],
                   axes=axes[row], fontsize=8)
         axes[row, 0].set_ylabel(why, fontsize=8)
-    save(fig, f"fig4_{mk}")
+    save(fig, f"fig4_{mk}.jpg")
     print(f"{mk}: mean hole MSE CE {err['ce128'].mean():.4f}, cascade {err['cce128'].mean():.4f} over {len(images)} "
           f"images; the cascade is lower on {int((lead < 0).sum())} of them")
 

@@ -69,7 +69,7 @@ from cce_core.data import EVAL_CROPS, load_images
 from cce_core.evaluate import QUALITY, READING_LABELS, READINGS, checkpoint_curve, eval_masks, model_nsd, model_quality
 from cce_core.glue import glue
 from cce_core.masks import central_mask
-from cce_core.plots import forest_plot, nsd_against_paper
+from cce_core.plots import forest_plot, nsd_against_paper, save_figure
 from cce_core.provenance import provenance, resolve_device
 from cce_core.report import (
     DIRECTION,
@@ -161,7 +161,7 @@ lim = [min(ce_s.min(), cce_s.min()), max(ce_s.max(), cce_s.max())]
 axes[3].plot(lim, lim, "k--", lw=1)
 axes[3].set(xlabel="CE (BN-normalised)", ylabel="cascade (BN-normalised)", title="paired, per image")
 fig.tight_layout()
-fig.savefig(Path(fig_dir) / "nsd_distributions.png", dpi=120, bbox_inches="tight")
+save_figure(fig, Path(fig_dir) / "nsd_distributions.png", dpi=120)
 
 # %% [markdown]
 # ## "Visibly more plausible", measured
@@ -222,7 +222,7 @@ axes[0].set(xlabel="training step", ylabel="NSD, BN-normalised", title="NSD alon
 axes[1].set(xlabel="training step", ylabel="in-hole PSNR (dB)", title="PSNR along training")
 axes[0].legend()
 fig.tight_layout()
-fig.savefig(Path(fig_dir) / "nsd_along_training.png", dpi=120, bbox_inches="tight")
+save_figure(fig, Path(fig_dir) / "nsd_along_training.png", dpi=120)
 print(along["summary"])
 
 # %% [markdown]

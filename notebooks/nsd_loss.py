@@ -69,7 +69,7 @@ from cce_core.data import EVAL_CROPS, load_images, to_float
 from cce_core.evaluate import eval_masks, evaluate_nsd_runs, hole_quality, inpaint
 from cce_core.glue import glue
 from cce_core.masks import fill_hole
-from cce_core.plots import eval_images_note, image_grid, show_grid
+from cce_core.plots import eval_images_note, image_grid, save_figure, show_grid
 from cce_core.provenance import resolve_device
 from cce_core.report import nsd_loss_table, nsd_loss_verdicts, run_info, run_scale_line, scale_note, scale_of
 from cce_core.runs import ensure_nsd_runs
@@ -124,7 +124,7 @@ axes[1].set(title="NSD_batch (BN-normalised)", xlabel="step")
 for ax in axes:
     ax.legend(fontsize=8)
 fig.tight_layout()
-fig.savefig(Path(fig_dir) / "nsd_loss_training.png", dpi=110, bbox_inches="tight")
+save_figure(fig, Path(fig_dir) / "nsd_loss_training.png")
 
 # %% [markdown]
 # ## NSD and inpainting quality
@@ -174,7 +174,7 @@ for row in range(shown):
     show_grid([x[row], fill_hole(x[row:row + 1], picked_masks[row:row + 1])[0]] + [outs[lam][row] for lam in lambdas],
               ["original", "input"] + [f"λ = {lam:g} ({psnr[lam][row]:.1f} dB)" for lam in lambdas],
               axes=axes[row], fontsize=8)
-fig.savefig(Path(fig_dir) / "nsd_loss_inpaintings.png", dpi=110, bbox_inches="tight")
+save_figure(fig, Path(fig_dir) / "nsd_loss_inpaintings.jpg")
 
 # %% [markdown]
 # The scale of this run is stated above (samples per model, width, $D$, data): at smoke and CPU size the numbers

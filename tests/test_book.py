@@ -385,7 +385,7 @@ def test_landing_page_gives_the_answer(html_dir: Path, pages: dict[str, Path]) -
     text = page_text(markup)
     assert "0.79" in text and "0.56" in text, "the paper's NSD values are not on the landing page"
     images = [attrs.get("src", "") for tag, attrs in parse(markup).tags if tag == "img"]
-    assert any(src.endswith("fig4_random_blocks.png") for src in images), f"no Fig. 4 on the landing page: {images}"
+    assert any(src.endswith("fig4_random_blocks.jpg") for src in images), f"no Fig. 4 on the landing page: {images}"
 
 
 def test_screenshot(chromium: str, pages: dict[str, Path]) -> None:

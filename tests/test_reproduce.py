@@ -104,10 +104,19 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
     assert str(tmp_path) not in "".join(injected["source"])  # notebooks get paths relative to generated/
     train_nb = json.loads((generated / "training.ipynb").read_text())
     assert any("image/png" in o.get("data", {}) for c in train_nb["cells"] for o in c.get("outputs", []))
+    figures_nb = json.loads((generated / "figures.ipynb").read_text())  # figures shown once: the saved files
+    data = [o.get("data", {}) for c in figures_nb["cells"] for o in c.get("outputs", [])]
+    saved = ["fig1_pipeline.jpg", "fig2_latent.png", "fig3_distances.jpg", "fig4_central.jpg", "fig4_random_blocks.jpg"]
+    assert ["".join(d["text/markdown"]) for d in data if "text/markdown" in d] == [
+        f"![{Path(n).stem}](figures/{n})" for n in saved]
+    assert not any(k.startswith("image/") for d in data for k in d)
 
     html = build_book(generated, tmp_path / "book")  # what `make adopt` + `make book` do with an archive
     report = (html / "book" / "report.html").read_text()
     assert "smoke" in report and "not testable" in report
+    figures_page = html / "book" / "generated" / "figures.html"
+    shown = re.findall(r'<img[^>]*src="([^"]+)"', figures_page.read_text())
+    assert len(shown) == 5 and all((figures_page.parent / src).is_file() for src in shown)
 
 
 def test_failed_notebook_still_packs_and_exits_nonzero(tmp_path, monkeypatch):
@@ -121,7 +130,7 @@ def test_failed_notebook_still_packs_and_exits_nonzero(tmp_path, monkeypatch):
                                                      "provenance": {"commit": "c", "date": "d", "device": "cpu"}}))
         return run / "checkpoint.pt"
 
-    def fake_notebook(name, output, parameters, cwd):
+    def fake_notebook(name, output, parameters, cwd, images=True):
         if name == "nsd_eval":
             raise rp.NotebookFailed("notebook nsd_eval.ipynb failed in cell 7: RuntimeError: boom")
         output.write_text("{}")
@@ -145,7 +154,7 @@ def test_sigterm_still_records_and_packs(tmp_path, monkeypatch):
     """`timeout` (SIGTERM) during the NSD notebook: the trainings' notebooks and run.json are packed."""
     import signal
 
-    def fake_notebook(name, output, parameters, cwd):
+    def fake_notebook(name, output, parameters, cwd, images=True):
         if name == "nsd_eval":
             os.kill(os.getpid(), signal.SIGTERM)
         output.write_text("{}")
@@ -176,8 +185,9 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
                                                      "provenance": {"commit": "c", "date": "d", "device": "cpu"}}))
         return run / "checkpoint.pt"
 
-    def fake_notebook(name, output, parameters, cwd):
+    def fake_notebook(name, output, parameters, cwd, images=True):
         calls.append((output.relative_to(tmp_path / "out").as_posix(), parameters["seed"], parameters["runs_dir"]))
+        assert images == (parameters["seed"] == 3)  # the other seeds' notebooks are not pages: no images
         runs = tmp_path / "out" / "runs"
         assert (cwd / parameters["runs_dir"]).resolve() == (runs if parameters["seed"] == 3 else runs / "seed5")
         output.write_text("{}")
@@ -197,6 +207,9 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
     assert run["seeds"] == [3, 5] and run["seed"] == 3 and set(run["training"]) == {"seed3", "seed5"}
     assert len(run["training"]["seed5"]) == 6 and run["seed_folders"] == {"seed5": "seed5/"}
     assert run["seed_runs"] == {"seed3": "runs", "seed5": "runs/seed5"}
+    assert set(run["stage_seconds"]) == {k for k in run["wall_seconds"] if "train-" in k}
+    assert len(run["stage_seconds"]) == 12
+    assert all(set(v) == {"training", "notebook"} for v in run["stage_seconds"].values())
     with pytest.raises(ValueError, match="repeats"):
         reproduce(preset="smoke", out=tmp_path / "out2", book=False, seeds=[1, 1])
 
@@ -223,7 +236,7 @@ def test_adding_seeds_reuses_the_first_seeds_runs(tmp_path, monkeypatch):
             trained.append(run.relative_to(out).as_posix())
         return run / "checkpoint.pt"
 
-    def fake_notebook(name, output, parameters, cwd):
+    def fake_notebook(name, output, parameters, cwd, images=True):
         calls.append((output.relative_to(out).as_posix(), parameters))
         output.write_text("{}")
         return 0.0
