@@ -228,12 +228,13 @@ def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
 
 def show_grid(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[str] | None = None, *,
               ncols: int | None = None, axes: Sequence[Axes] | np.ndarray | None = None,
-              size: float = 2.2, fontsize: float = 9) -> np.ndarray:
+              size: float = 2.2, fontsize: float | None = None) -> np.ndarray:
     """Show images (each as accepted by :func:`to_numpy_image`) side by side, one per axes, without ticks.
 
     ``images`` is a batch (B, C, H, W) or a list of single images. Either pass ``axes`` (at least one per image;
     extra ones are hidden) or let the function make a figure with ``ncols`` columns (default: all in one row),
-    ``size`` inches per image. Returns the axes as a flat array, so a caller can draw on top (e.g. boxes).
+    ``size`` inches per image; titles in ``fontsize`` points (default: the style's, legible in the book).
+    Returns the axes as a flat array, so a caller can draw on top (e.g. boxes).
     """
     images = list(images)
     if titles is not None and len(titles) != len(images):
