@@ -36,8 +36,8 @@ from .config import PRESETS, TrainConfig
 from .data import describe_sources
 from .provenance import REPO, provenance, resolve_device
 from .report import RunScale
-from .stats import MIN_SAMPLES
 from .runs import ensure_run, run_name
+from .stats import MIN_SAMPLES
 
 NOTEBOOKS = REPO / "notebooks"
 TRAIN_ORDER = [(mask, model) for mask in ("random_blocks", "central") for model in ("ce64", "ce128", "cce128")]
