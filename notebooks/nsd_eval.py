@@ -86,6 +86,7 @@ from cce_core.provenance import provenance, resolve_device
 from cce_core.report import (
     DIRECTION,
     ONE_WEIGHTING,
+    SEED_MEASURES,
     build_metrics,
     compare_readings,
     curve_summary,
@@ -188,7 +189,7 @@ save(fig, "nsd_distributions")
 
 # %% [markdown]
 # (nsd-variance-split)=
-# ## Why our NSD is far below the paper's
+# ## Why our NSD differs from the paper's: the mask's part and the image's part of the codes' variance
 #
 # The BN-normalised NSD divides the mask's part of the codes' variance by the variance the network's BatchNorm
 # expects (its running variance, fitted on the training batches). Split the evaluation codes' variance per
@@ -371,7 +372,7 @@ def claim_label(key):
     if "lower_" in key:
         where = ", out of distribution" if key.startswith("ood_") else ""
         return f"cascade's NSD lower ({readings[key.rsplit('_', 1)[1]]}{where})"
-    return f"cascade better: {QUALITY_LABELS.get(key[7:], key[7:].replace('central_', 'central mask, '))}"
+    return f"cascade better: {SEED_MEASURES[key[7:]]}"
 
 
 verdict_table = pd.DataFrame([{"claim": claim_label(key), "verdict": verdict_word(text),

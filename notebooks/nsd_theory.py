@@ -413,7 +413,7 @@ precision.round(4)
 # Each simulated value is itself an estimate from $R$ = {glue:text}`theory_repeats:d` experiments, with a relative
 # noise of about $1/\sqrt{2(R-1)}$ ({glue:text}`theory_repeats_noise:.0f`%), so a single cell can stray from the formula; the cell above asserts
 # that all of them lie within a 99.99% band. Beyond a few tens of masks, $n$ barely matters. The spread over images dominates, and the standard error
-# is close to $0.17/\sqrt k$: about 0.011 for $k = 250$.
+# is close to $0.17/\sqrt k$: about {glue:text}`theory_se_250:.3f` for $k = 250$.
 #
 # **Is $n = 100$, $k = 250$ enough to tell 0.56 from 0.79?** We simulate both encoders on the same 250 images
 # with 100 masks. The per-image shares are correlated through a common image difficulty, since an image that
@@ -483,6 +483,7 @@ print("streaming equals in-memory (raw and standardized) to 1e-12:", stream_err 
 # %% tags=["remove-cell", "nbval-ignore-output"]
 glue("theory_identity_max_rel_err", identity_err, display=False)
 glue("theory_mc_pairs", mc_pairs, display=False)
+glue("theory_se_250", 0.17 / math.sqrt(250), display=False)  # the paper's spread over its k = 250 images
 glue("theory_repeats", repeats, display=False)
 glue("theory_grid_dims", grid_dims, display=False)
 glue("theory_repeats_noise", 100 / math.sqrt(2 * (repeats - 1)), display=False)

@@ -582,3 +582,87 @@ def test_pages_in_the_papers_order(html_dir: Path, pages: dict[str, Path], probe
     expected = [doc for doc in PAPER_ORDER if doc in pages and doc != "book/intro"]
     assert [doc for doc in shown if doc in expected] == expected, f"navigation order: {shown}"
     assert set(shown) >= set(pages) - {"book/intro"}, f"pages missing from the navigation: {set(pages) - set(shown)}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# every number about the run comes from glue (issue 19, item 1)
+
+#: The numbers a page may type by hand, the only ones: the paper's own values and constants (section 5's NSD
+#: 0.79 ± 0.17 and 0.56 ± 0.17 for k = 250 images and n = 100 masks, their difference −0.23; 100,000 training
+#: images; its arXiv id), Pathak's constants the book quotes (the weight 0.999 of the reconstruction loss; the random
+#: regions' noise resolution 0.06, threshold 0.25, coverage between 20% and 30% and 10000-pixel pattern), and the
+#: book's fixed rules (95% and 90% intervals, a nominal 2.5%, a 99.99% band, coverage 10% to 25%, the margin 0.085,
+#: paper scale from 1,000,000 samples).
+PAPER_NUMBERS = {"0.79", "0.56", "0.17", "0.23", "100,000", "1803.04033", "0.999", "0.06", "0.25", "20%", "30%",
+                 "10000", "95%", "90%", "2.5%", "99.99%", "10%", "25%", "0.085", "1,000,000"}
+NUMBER = re.compile(r"(?<![\w.,/])\d[\d,]*(?:\.\d+)?%?(?![\w])")
+#: What reads as a result: a decimal, a percentage, a count with thousands separators, or a count of 10000 or
+#: more. Small integers (sizes, counts, equation and figure numbers), section numbers (3.1, 4.2) and years are
+#: the text's structure.
+RESULT = re.compile(r".*[.%,].*|\d{5,}")
+STRUCTURE = re.compile(r"[1-9]\.[1-9]|(19|20)\d\d")
+#: What is not prose: code (inputs, literals, commands), a notebook's computed outputs, glued values and math.
+NOT_PROSE = ("cell_output", "cell_input", "pasted-text", "pasted-inline", "math", "highlight", "output", "toctree")
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class _Prose(HTMLParser):
+    """The article's text a person wrote: everything but code, outputs, glue, math and footnote labels."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.stack: list[tuple[str, bool]] = []
+        self.inside = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        cls = dict(attrs).get("class") or ""
+        if tag == "article" and "bd-article" in cls:
+            self.inside = True
+        if tag in VOID:
+            return
+        skip = (tag in ("script", "style", "pre", "code", "mjx-container", "nav") or
+                any(c in cls.split() or c in cls for c in NOT_PROSE) or "label" in cls.split())
+        self.stack.append((tag, skip))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.stack:
+            if self.stack.pop()[0] == tag:
+                break
+        if tag == "article":
+            self.inside = False
+
+    def handle_data(self, data: str) -> None:
+        if self.inside and not any(skip for _, skip in self.stack):
+            self.text.append(data)
+
+
+def unglued_numbers(markup: str) -> list[str]:
+    """The numbers in a page's prose that are neither glued nor in :data:`PAPER_NUMBERS` (nor structure)."""
+    parser = _Prose()
+    parser.feed(markup)
+    text = " ".join(parser.text)
+    found = []
+    for match in NUMBER.finditer(text):
+        number = match.group(0).rstrip(",")
+        if number in PAPER_NUMBERS or STRUCTURE.fullmatch(number) or not RESULT.fullmatch(number):
+            continue
+        found.append(f"{number!r} in ...{' '.join(text[max(0, match.start() - 50):match.end() + 30].split())}...")
+    return found
+
+
+def test_unglued_numbers_are_caught() -> None:
+    """The check flags a hand-typed result and passes glued values, code, math and the paper's constants."""
+    page = ('<article class="bd-article"><p>The paper: 0.79 ± 0.17 (section 4.2, eq. (1)). Ours: '
+            '<span class="pasted-text">0.0612</span>, the re-run gave 0.5847 against 0.5743.</p>'
+            '<pre>python -m cce_core reproduce --seeds 0 1 2 --time-budget 36000</pre>'
+            '<span class="math notranslate">\\(k = 250, 0.37\\)</span><div class="cell_output"><p>4.16</p></div>'
+            '</article>')
+    assert [f.split(" in ")[0] for f in unglued_numbers(page)] == ["'0.5847'", "'0.5743'"]
+
+
+def test_every_number_is_glued(pages: dict[str, Path]) -> None:
+    """No page's prose carries a number typed by hand, except the paper's own (:data:`PAPER_NUMBERS`): results
+    come from glue, so they cannot go stale when the run is re-made."""
+    found = [f"{doc}: {f}" for doc, path in pages.items() for f in unglued_numbers(path.read_text())]
+    assert not found, "numbers typed by hand:\n" + "\n".join(found[:60])
