@@ -28,11 +28,12 @@ MODEL_NAMES = {"ce64": "64 CE", "ce128": "128 CE", "cce128": "cascade 128 CE"}
 MASK_NAMES = {"central": "central mask", "random_blocks": "random blocks", "random_region": "random regions"}
 
 
-#: The book's figure convention (issue 19, item 5). The content column of a page is about 750 px wide at a 1280 px
-#: window, so a figure FIG_WIDTH_IN inches wide at FIG_DPI is shown about 1:1, and text of FONT_PT points is drawn
+#: The book's figure convention (issue 19, item 5). The content column of a page is 660-676 px wide at a 1280 px
+#: window (measured in Chromium: less on pages with a contents column), so a figure FIG_WIDTH_IN inches wide at
+#: FIG_DPI is shown about 1:1, and text of FONT_PT points is drawn
 #: FONT_PT * FIG_DPI / 72 px high: larger than the pages' footnotes (16 px in this theme).
 FIG_DPI = 100
-FIG_WIDTH_IN = 7.0
+FIG_WIDTH_IN = 6.5
 FONT_PT = 12.0
 #: matplotlib settings of every figure in the book (:func:`use_book_style`): no text below FONT_PT.
 BOOK_RC = {
@@ -295,11 +296,10 @@ def forest_plot(per_seed: list[tuple[str, float, tuple[float, float]]], across: 
     ax.axvline(0, color="grey", linestyle="--", linewidth=1, label="no difference")
     paper = f"paper: {paper_effect:+.2f}".replace("-", "−")
     ax.axvline(paper_effect, color="tab:red", linestyle=":", linewidth=1.5, label=paper)
-    ax.set_yticks(range(rows, -1, -1), [name for name, _, _ in per_seed] + ["across seeds"], fontsize=11)
+    ax.set_yticks(range(rows, -1, -1), [name for name, _, _ in per_seed] + ["across seeds"])
     ax.set_ylim(-0.7, rows + 0.7)
-    ax.tick_params(axis="x", labelsize=10)
-    ax.set_xlabel(xlabel, fontsize=11)
-    ax.legend(fontsize=10, loc="best")
+    ax.set_xlabel(xlabel)
+    ax.legend(loc="best")
     return ax
 
 
@@ -322,10 +322,10 @@ def nsd_against_paper(models: dict[str, dict], n: int, ax: Axes | None = None) -
             ax.plot([paper[label]], [y], "s", color="tab:red", markersize=9, fillstyle="none", markeredgewidth=2)
     ax.axvline((n - 1) / n, color="grey", linestyle="--", linewidth=1, label=f"null value (n − 1)/n, n = {n}")
     ax.plot([], [], "s", color="tab:red", fillstyle="none", markeredgewidth=2, label="paper (0.79 CE, 0.56 cascade)")
-    ax.set_yticks(range(len(models)), list(reversed(models)), fontsize=11)
+    ax.set_yticks(range(len(models)), list(reversed(models)))
     ax.set_ylim(-0.7, len(models) - 0.3)
-    ax.set_xlabel("NSD, BN-normalised (per seed and mean over seeds)", fontsize=11)
-    ax.legend(fontsize=9, loc="best")
+    ax.set_xlabel("NSD, BN-normalised (per seed and mean over seeds)")
+    ax.legend(loc="best")
     return ax
 
 

@@ -15,8 +15,9 @@
 # equals 0.79 ± 0.17 (for k = 250 randomly chosen images and n = 100 randomly chosen masks)". This notebook
 # measures both on held-out images with the estimator of section 3,
 #
-# $$\mathrm{NSD}(E; (P_j)_j, (M_i)_i) = \frac{1}{Dnk}\sum_{j=1}^{k}\sum_{i=1}^{n}\lVert E(P_j, M_i) - \bar Z_j\rVert^2,
-# \qquad \bar Z_j = \frac1n\sum_i E(P_j, M_i),$$
+# $$\mathrm{NSD}(E; (P_j)_j, (M_i)_i) = \frac{1}{Dnk}\sum_{j=1}^{k}\sum_{i=1}^{n}\lVert E(P_j, M_i) - \bar Z_j\rVert^2,$$
+#
+# $$\bar Z_j = \frac1n\sum_i E(P_j, M_i),$$
 #
 # where $E(P, M)$ is the $D$-dimensional output of the bottleneck convolution of the 128×128 CE (for the cascade:
 # of its 128×128 CE, fed the cascade input of eq. (1)). The same $n$ random-block masks are used for every image
@@ -295,7 +296,7 @@ for m, rows in curves.items():
 axes[0].plot([], [], "kD", label="final: the headline")
 axes[0].set(xlabel="step", title="NSD, BN-normalised")
 axes[1].set(xlabel="step", title="in-hole PSNR (dB)")
-axes[0].legend(fontsize=10)
+axes[0].legend()
 save(fig, "nsd_along_training")
 for key, value in {"curve_k": along["subset"]["k"], "curve_n": along["subset"]["n"], "curve_q": q}.items():
     glue(key, value, display=False)
@@ -387,7 +388,7 @@ seeds_table
 # against the paper's values and the null value $(n-1)/n$ of codes that ignore the image.
 
 # %% tags=["nbval-ignore-output"]
-fig, axes = plt.subplots(1, 2, figsize=(13, 1.6 + 0.45 * (len(seeds["seeds"]) + 1)), layout="constrained")
+fig, axes = plt.subplots(2, 1, figsize=(FIG_WIDTH_IN, 3.6 + 0.9 * (len(seeds["seeds"]) + 1)), layout="constrained")
 row = seeds["per_seed"]
 forest_plot([(f"seed {s}", row[s]["nsd_normalized"]["mean"], tuple(row[s]["nsd_normalized"]["ci95"])) for s in row],
             seeds["across"]["nsd_normalized"], paper_effect=PAPER_EFFECT, ax=axes[0],
@@ -396,7 +397,7 @@ nsd_against_paper({"CE": seeds["across"]["ce128_nsd_normalized"], "cascade": see
                   n, ax=axes[1])
 axes[0].set_title("paired difference per seed and across seeds")
 axes[1].set_title("each model's NSD against the paper")
-fig.savefig(Path(fig_dir) / "seeds_forest.png", dpi=120, bbox_inches="tight")
+save(fig, "seeds_forest")
 
 # %% [markdown]
 # **Does a verdict mean what it says?** `cce_core.stats.calibration_table` simulates the rules: a method with no

@@ -269,10 +269,9 @@ scaled_table.round(4)
 # two codes $X, Y$ drawn independently from the encoder's code distribution satisfy $\mathbb E\|X - Y\|^2 = 2D$.
 # For that only the per-dimension means and variances matter:
 #
-# $$ \mathbb E\|X - Y\|^2 = \sum_{d=1}^D \big(\operatorname{Var} X_d + \operatorname{Var} Y_d\big) = 2D
-#    \quad\text{whenever every dimension has variance 1,} $$
+# $$ \mathbb E\|X - Y\|^2 = \sum_{d=1}^D \big(\operatorname{Var} X_d + \operatorname{Var} Y_d\big) = 2D $$
 #
-# whatever the correlations and the shape of the distribution (the $\chi^2$ argument of section 2 adds the
+# whenever every dimension has variance 1, whatever the correlations and the shape of the distribution (the $\chi^2$ argument of section 2 adds the
 # distribution of $\|X-Y\|^2$, not its mean). The network itself carries such a map. The bottleneck convolution is
 # followed by BatchNorm, which during training normalises each dimension with the batch's mean and variance and
 # keeps running averages of both, $\mu_{\mathrm{run}}$ and $\sigma^2_{\mathrm{run}}$: estimates of the mean and

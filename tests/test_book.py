@@ -369,8 +369,9 @@ def test_figures_are_not_numbered_by_sphinx(pages: dict[str, Path]) -> None:
 
 
 def test_landing_page_gives_the_answer(html_dir: Path, pages: dict[str, Path]) -> None:
-    """intro.html shows the paper's NSD pair, ours glued from the run (means, stds, CIs, the paired difference),
-    the verdict, the run's scale and the CE-vs-cascade figure."""
+    """intro.html shows the paper's NSD pair, ours glued from the run (the two models' means over seeds and the
+    paired difference, each with its seed-level interval), a verdict per line, the run's tier and scale, and the
+    CE-vs-cascade figure."""
     markup = pages["book/intro"].read_text()
     pasted = [t.strip() for t in parse(markup).pasted]
     numbers = []
@@ -379,9 +380,13 @@ def test_landing_page_gives_the_answer(html_dir: Path, pages: dict[str, Path]) -
             numbers.append(float(text))
         except ValueError:
             pass
-    assert len(numbers) >= 11, f"intro.html shows too few glued numbers: {pasted}"
-    words = [t for t in pasted if t and not re.fullmatch(r"[-+]?[\d.]+", t)]
-    assert len(words) >= 2 and all(len(w) > 10 for w in words), f"verdict and run scale missing: {words}"
+    assert len(numbers) >= 3, f"intro.html shows too few glued numbers: {pasted}"
+    intervals = [t for t in pasted if re.fullmatch(r"\[[-+]?[\d.]+, [-+]?[\d.]+\]|none \(one seed\)", t)]
+    assert len(intervals) >= 3, f"the seed-level intervals are missing: {pasted}"
+    verdicts = {"reproduced", "not reproduced", "equivalent", "different", "inconclusive", "observed", "one seed"}
+    assert sum(t in verdicts for t in pasted) >= 3, f"a verdict per line is missing: {pasted}"
+    words = [t for t in pasted if len(t) > 40]
+    assert len(words) >= 2, f"the run's tier and scale are missing: {words}"
     text = page_text(markup)
     assert "0.79" in text and "0.56" in text, "the paper's NSD values are not on the landing page"
     images = [attrs.get("src", "") for tag, attrs in parse(markup).tags if tag == "img"]
