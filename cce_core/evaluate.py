@@ -131,7 +131,12 @@ class ModelNSD:
 def model_nsd(model: Encoder, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 100,
               progress: bool = True) -> ModelNSD:
     """NSD (section 3's estimator) of a model's codes over all images and masks, in the three readings."""
-    acc = encode_all(model, images, masks, batch_size, progress)
+    return nsd_readings(encode_all(model, images, masks, batch_size, progress), model)
+
+
+def nsd_readings(acc: StreamingNSD, model: Encoder) -> ModelNSD:
+    """The three NSD readings of codes already folded into ``acc`` (:func:`encode_all`) by ``model``: lets a
+    caller keep the moments, e.g. for :func:`cce_core.nsd.variance_split`, without encoding twice."""
     return ModelNSD(acc.result(), acc.result(standardize=True), acc.result(scale=code_scale(model)))
 
 

@@ -214,6 +214,58 @@ class StreamingNSD:
         return _finish(n, within, total_var, unbiased, standardized=standardize)
 
 
+@dataclass(frozen=True)
+class VarianceSplit:
+    """The codes' variance split into its parts, averaged over the D dimensions (issue 19, item 4).
+
+    ``within``: the mask's part, the variance of E(P_j, M_i) over the n masks of one image, averaged over the
+    images (1/n, as the NSD estimator divides); ``between``: the image's part, the variance of the image means
+    Zbar_j over the k images; ``total = within + between``, the variance of all k n codes. ``running``: the
+    fixed scale's variance (the bottleneck BatchNorm's running_var + eps: what the BN-normalised NSD divides by),
+    or None without a scale. All in the units of ``scale`` (each dimension divided by it) when it is given.
+    """
+
+    within: float
+    between: float
+    running: float | None
+
+    @property
+    def total(self) -> float:
+        return self.within + self.between
+
+    @property
+    def within_share(self) -> float:
+        """The mask's share of the evaluation codes' variance: the eval-standardised NSD, pooled over dimensions."""
+        return self.within / self.total
+
+    @property
+    def running_over_total(self) -> float | None:
+        """The variance the network's BatchNorm expects over the variance of the evaluation codes (1 when the
+        evaluation codes spread as the training codes did)."""
+        return None if self.running is None else self.running / self.total
+
+
+def variance_split(codes: StreamingNSD | torch.Tensor | np.ndarray,
+                   scale: torch.Tensor | np.ndarray | None = None) -> VarianceSplit:
+    """Split the variance of codes (k, n, D), or of a :class:`StreamingNSD`'s, into the within-image (mask) and
+    between-image parts, each averaged over the dimensions after dividing every dimension by ``scale`` (e.g. the
+    bottleneck BatchNorm's sqrt(running_var + eps), so that the BN-normalised NSD equals ``within`` and a code
+    in N(0, I) has ``running = 1``). Section 3's NSD is the within part; what a value means depends on how it
+    compares with the between part: NSD near the total says the mask moves the code as much as another image."""
+    acc = codes
+    if not isinstance(acc, StreamingNSD):
+        c = _as_codes(codes)
+        acc = StreamingNSD(c.shape[0], c.shape[2])
+        acc.update(c)
+    n = int(acc.count[0])
+    if n < 2 or not (acc.count == n).all():
+        raise ValueError("every image needs the same number n >= 2 of masks")
+    var = torch.ones(acc.dims, dtype=torch.float64) if scale is None else _scale_var(scale, acc.dims)
+    within = (acc.m2 / n).mean(0) / var
+    between = acc.mean.var(0, unbiased=False) / var
+    return VarianceSplit(float(within.mean()), float(between.mean()), None if scale is None else 1.0)
+
+
 def nsd_standard_error(per_image: np.ndarray) -> float:
     """Standard error of the mean NSD over images: std/sqrt(k)."""
     per_image = np.asarray(per_image, dtype=np.float64)

@@ -36,11 +36,12 @@ MODEL_NAMES = {"ce64": "64 CE", "ce128": "128 CE", "cce128": "cascade 128 CE"}
 MASK_NAMES = {"central": "central mask", "random_blocks": "random blocks", "random_region": "random regions"}
 
 
-#: The book's figure convention (issue 19, item 5). The content column of a page is about 750 px wide at a 1280 px
-#: window, so a figure FIG_WIDTH_IN inches wide at FIG_DPI is shown about 1:1, and text of FONT_PT points is drawn
+#: The book's figure convention (issue 19, item 5). The content column of a page is 660-676 px wide at a 1280 px
+#: window (measured in Chromium: less on pages with a contents column), so a figure FIG_WIDTH_IN inches wide at
+#: FIG_DPI is shown about 1:1, and text of FONT_PT points is drawn
 #: FONT_PT * FIG_DPI / 72 px high: larger than the pages' footnotes (16 px in this theme).
 FIG_DPI = 100
-FIG_WIDTH_IN = 7.0
+FIG_WIDTH_IN = 6.5
 FONT_PT = 12.0
 #: matplotlib settings of every figure in the book (:func:`use_book_style`): no text below FONT_PT.
 BOOK_RC = {
@@ -55,8 +56,11 @@ FONT_KEY, DPI_KEY = "cce:min_font_pt", "cce:dpi"
 
 def min_font_pt(fig: Figure) -> float | None:
     """The smallest font size (points) of any visible, non-empty text of ``fig`` (titles, labels, tick labels,
-    legends, annotations); None for a figure without text."""
+    legends, annotations); None for a figure without text. Lays the figure out first: tick labels get their
+    text only when the figure is drawn."""
     from matplotlib.text import Text
+
+    fig.draw_without_rendering()
 
     sizes = [t.get_fontsize() for t in fig.findobj(Text)
              if t.get_visible() and t.get_text().strip() and (t.axes is None or t.axes.get_visible())]
@@ -236,12 +240,13 @@ def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
 
 def show_grid(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[str] | None = None, *,
               ncols: int | None = None, axes: Sequence[Axes] | np.ndarray | None = None,
-              size: float = 2.2, fontsize: float = 9) -> np.ndarray:
+              size: float = 2.2, fontsize: float | None = None) -> np.ndarray:
     """Show images (each as accepted by :func:`to_numpy_image`) side by side, one per axes, without ticks.
 
     ``images`` is a batch (B, C, H, W) or a list of single images. Either pass ``axes`` (at least one per image;
     extra ones are hidden) or let the function make a figure with ``ncols`` columns (default: all in one row),
-    ``size`` inches per image. Returns the axes as a flat array, so a caller can draw on top (e.g. boxes).
+    ``size`` inches per image; titles in ``fontsize`` points (default: the style's, legible in the book).
+    Returns the axes as a flat array, so a caller can draw on top (e.g. boxes).
     """
     images = list(images)
     if titles is not None and len(titles) != len(images):
@@ -302,11 +307,10 @@ def forest_plot(per_seed: list[tuple[str, float, tuple[float, float]]], across: 
     ax.axvline(0, color="grey", linestyle="--", linewidth=1, label="no difference")
     paper = f"paper: {paper_effect:+.2f}".replace("-", "−")
     ax.axvline(paper_effect, color="tab:red", linestyle=":", linewidth=1.5, label=paper)
-    ax.set_yticks(range(rows, -1, -1), [name for name, _, _ in per_seed] + ["across seeds"], fontsize=11)
+    ax.set_yticks(range(rows, -1, -1), [name for name, _, _ in per_seed] + ["across seeds"])
     ax.set_ylim(-0.7, rows + 0.7)
-    ax.tick_params(axis="x", labelsize=10)
-    ax.set_xlabel(xlabel, fontsize=11)
-    ax.legend(fontsize=10, loc="best")
+    ax.set_xlabel(xlabel)
+    ax.legend(loc="best")
     return ax
 
 
@@ -329,10 +333,10 @@ def nsd_against_paper(models: dict[str, dict], n: int, ax: Axes | None = None) -
             ax.plot([paper[label]], [y], "s", color="tab:red", markersize=9, fillstyle="none", markeredgewidth=2)
     ax.axvline((n - 1) / n, color="grey", linestyle="--", linewidth=1, label=f"null value (n − 1)/n, n = {n}")
     ax.plot([], [], "s", color="tab:red", fillstyle="none", markeredgewidth=2, label="paper (0.79 CE, 0.56 cascade)")
-    ax.set_yticks(range(len(models)), list(reversed(models)), fontsize=11)
+    ax.set_yticks(range(len(models)), list(reversed(models)))
     ax.set_ylim(-0.7, len(models) - 0.3)
-    ax.set_xlabel("NSD, BN-normalised (per seed and mean over seeds)", fontsize=11)
-    ax.legend(fontsize=9, loc="best")
+    ax.set_xlabel("NSD, BN-normalised (per seed and mean over seeds)")
+    ax.legend(loc="best")
     return ax
 
 
@@ -357,21 +361,37 @@ def log_axis(ax: Axes) -> None:
 
 # --- figures as small files -----------------------------------------------------------------------------------
 
-def palette_png(im: Image.Image) -> bytes:
+def read_stamp(im: Image.Image) -> dict[str, str]:
+    """The font stamp of a figure file (:func:`font_metadata`): a PNG's text chunks, or a JPEG's comment
+    ``cce:min_font_pt=12;cce:dpi=110``; empty when it has none."""
+    stamp = {k: str(im.info[k]) for k in (FONT_KEY, DPI_KEY) if k in im.info}
+    comment = im.info.get("comment", b"")
+    comment = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else str(comment)
+    stamp.update(kv.split("=", 1) for kv in comment.split(";") if kv.startswith("cce:") and "=" in kv)
+    return stamp
+
+
+def palette_png(im: Image.Image, stamp: dict[str, str] | None = None) -> bytes:
     """A plot as a PNG of at most 256 colours (lossless when the plot has no more; else anti-aliasing shades are
-    merged), compressed as much as zlib goes."""
+    merged), compressed as much as zlib goes; keeps the font stamp (``stamp``, else the one ``im`` carries)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in (read_stamp(im) if stamp is None else stamp).items():
+        info.add_text(key, value)
     buf = io.BytesIO()
     rgb = im.convert("RGB")
     colours = rgb.getcolors(256)
     pal = rgb.quantize(len(colours)) if colours else rgb.quantize(256, dither=Image.Dither.NONE)
-    pal.save(buf, "PNG", optimize=True)
+    pal.save(buf, "PNG", optimize=True, pnginfo=info)
     return buf.getvalue()
 
 
-def jpeg_bytes(im: Image.Image) -> bytes:
-    """A photograph as a JPEG at :data:`JPEG_QUALITY`."""
+def jpeg_bytes(im: Image.Image, stamp: dict[str, str] | None = None) -> bytes:
+    """A photograph as a JPEG at :data:`JPEG_QUALITY`, the font stamp (``stamp``, else ``im``'s) in its comment."""
+    comment = ";".join(f"{k}={v}" for k, v in (read_stamp(im) if stamp is None else stamp).items())
     buf = io.BytesIO()
-    im.convert("RGB").save(buf, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    im.convert("RGB").save(buf, "JPEG", quality=JPEG_QUALITY, optimize=True, comment=comment.encode())
     return buf.getvalue()
 
 
@@ -394,14 +414,16 @@ def compact_image(data: bytes) -> tuple[str, bytes]:
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> None:
     """Save ``fig`` for the book, small: ``.jpg`` as a JPEG at :data:`JPEG_QUALITY` (photographs), ``.png`` as a
-    palette PNG (plots). Returns nothing, so a notebook cell ending with it shows no value."""
+    palette PNG (plots), stamped with its smallest font size and dpi (:func:`font_metadata`, read back by
+    :func:`read_stamp`). Returns nothing, so a notebook cell ending with it shows no value."""
     path = Path(path)
     if path.suffix not in (".jpg", ".png"):
         raise ValueError(f"save_figure writes .jpg (photographs) or .png (plots), not {path.name!r}")
+    stamp = font_metadata(fig, dpi)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     im = Image.open(buf)
-    path.write_bytes(jpeg_bytes(im) if path.suffix == ".jpg" else palette_png(im))
+    path.write_bytes(jpeg_bytes(im, stamp) if path.suffix == ".jpg" else palette_png(im, stamp))
 
 
 def thumbnail(im: Image.Image, size: int = 64) -> np.ndarray:

@@ -102,6 +102,13 @@ def tier_line(scale: RunScale) -> str:
             "paper scale; at this tier each line says what was observed, with its seed-level interval.")
 
 
+def verdict_word(verdict: str) -> str:
+    """The verdict of a verdict sentence (:func:`verdict_order`, :func:`verdict_value`), for a table's verdict
+    column: "reproduced", "not reproduced", "equivalent", "different", "inconclusive", "observed" (below paper
+    scale) or "one seed"."""
+    return verdict.split(":", 1)[0].strip()
+
+
 def image_level_order(ci: tuple[float, float] | list[float]) -> str:
     """The sign of one seed's paired difference cascade − CE from its image-level 95% CI: a description of these
     two trained networks, not of the method."""
@@ -389,6 +396,7 @@ def glue_values(metrics: dict) -> dict[str, float | int | str]:
     g: dict[str, float | int | str] = {}
     for key, text in metrics["verdicts"].items():  # made across seeds: metrics["seeds"] (seeds_report)
         g[f"verdict_{key}"] = str(text)
+        g[f"verdict_{key}_word"] = verdict_word(str(text))
     if "seeds" in metrics:
         g.update(seeds_glue(metrics["seeds"]))
     for key, e in metrics["models"].items():

@@ -40,7 +40,9 @@ from .config import PRESETS, TrainConfig
 from .data import describe_sources
 from .plots import compact_image, is_photographic, jpeg_bytes, palette_png, same_figure
 from .provenance import REPO, provenance, resolve_device
+from .report import RunScale
 from .runs import ensure_run, run_name
+from .stats import MIN_SAMPLES
 
 NOTEBOOKS = REPO / "notebooks"
 TRAIN_ORDER = [(mask, model) for mask in ("random_blocks", "central") for model in ("ce64", "ce128", "cce128")]
@@ -299,6 +301,29 @@ class Budget:
         self.overhead = max(0.0, wall - min(train_wall, share))
 
 
+def plan_lines(preset: str, train_images: int, models: int, budget: Budget | None = None) -> list[str]:
+    """What the run will reach, said before any training (issue 19, item 11): the samples each model is planned
+    to see, the tier the run is at if every model finishes (:class:`cce_core.report.RunScale`: samples, D, width,
+    distinct training images), and with a time ``budget`` the throughput each model needs to finish within its
+    share, below which the trainings stop early and the run stays below that tier's samples."""
+    p = PRESETS[preset]
+    planned = p["steps"] * p["batch_size"]
+    scale = RunScale(planned, p["bottleneck"], p["width"], train_images)
+    lines = [f"plan: {models} models, {planned:,} image samples each ({p['steps']:,} steps × batch {p['batch_size']}), "
+             f"D = {p['bottleneck']}, width {p['width']}, {train_images:,} distinct training images",
+             f"if every model finishes: {scale.tier}" + (f" ({', '.join(scale.shortfalls)})" if scale.shortfalls
+                                                           else "")]
+    if budget is not None:
+        share = max(MIN_SHARE_S, (budget.seconds - budget.reserve - budget.overhead * models) / models)
+        lines.append(f"time budget {budget.seconds:,.0f} s: about {share:,.0f} s of training per model; finishing "
+                     f"the plan needs {planned / share:,.0f} image samples/s per model or more (compare the first "
+                     "model's images/s in its log); slower, each model stops at its share with fewer samples")
+        if planned >= MIN_SAMPLES:
+            lines.append(f"below {MIN_SAMPLES / share:,.0f} image samples/s a model sees fewer than {MIN_SAMPLES:,} "
+                         "samples and the run is at reduced scale, not paper scale")
+    return lines
+
+
 def _training_record(runs: Path) -> dict:
     """What each finished run saw, from its config.json: samples done and planned, where and when."""
     trained = {}
@@ -371,6 +396,9 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
                         nsd_loss, loss_variants)
     prepare_out(plan)
+    train_images = sum(int(src["images"]) for src in plan.sources["data"])
+    for line in plan_lines(preset, train_images, len(TRAIN_ORDER) * len(plan.seeds), plan.budget):
+        print(f"[reproduce] {line}", flush=True)
     recorder = Recorder(plan)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None  # `timeout`: record first

@@ -22,9 +22,9 @@
 #    pixels pass through unchanged, that no hidden pixel reaches the 64 CE and that the 64 CE stays frozen;
 # 4. the training recipe: the loss weights and the optimiser settings.
 #
-# Everything here runs on a CPU in seconds. The networks of sections 3 and 4 below are **untrained**: they
-# show how data flows through the cascade, not what a trained cascade paints (the trained models are on the
-# figures and training pages of the reproduction).
+# Everything here runs on a CPU in seconds. Every network on this page is **untrained**: it shows how data flows
+# through the cascade, not what a trained cascade paints (the trained models are on the figures and training
+# pages of the reproduction).
 
 # %% tags=["parameters", "remove-cell"]
 data = "embedded"  # the photograph: "embedded" (scikit-image's photos), a directory or a .zip of images
@@ -33,6 +33,8 @@ width = 16         # channel width of the small untrained cascade (the paper: 64
 bottleneck = 64    # its code dimension D (the paper: 4000)
 
 # %% tags=["hide-input"]
+import textwrap
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -45,7 +47,9 @@ from cce_core.glue import glue
 from cce_core.losses import reconstruction_weights
 from cce_core.masks import center_box, central_mask, default_overlap, random_blocks
 from cce_core.models import ContextEncoder, Discriminator, count_parameters
-from cce_core.plots import image_grid, layer_table, show_grid
+from cce_core.plots import FIG_WIDTH_IN, image_grid, layer_table, show_grid, use_book_style
+
+use_book_style()
 
 # %% [markdown]
 # ## The 128×128 context encoder
@@ -138,11 +142,11 @@ masks = {"central": central_mask(1)[0],
          "random blocks": random_blocks(1, generator=torch.Generator().manual_seed(seed))[0]}
 
 # %% tags=["hide-input"]
-fig, axes = image_grid(2, 6, size=2.0, title="The cascade on one photograph (untrained networks)")
+fig, axes = image_grid(4, 3, size=FIG_WIDTH_IN / 3, title="The cascade on one photograph (untrained networks)")
 for row, (name, mask) in enumerate(masks.items()):
     stages = cascade_stages(cascade if name == "central" else cascade_full, image, mask)
-    show_grid(list(stages.values()), list(stages.keys()), axes=axes[row], fontsize=7)
-    axes[row, 0].set_ylabel(name)
+    show_grid(list(stages.values()), [textwrap.fill(t, 18) for t in stages], axes=axes[2 * row:2 * row + 2].ravel())
+    axes[2 * row, 0].set_ylabel(name)
 plt.show()
 
 # %% [markdown]

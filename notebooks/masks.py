@@ -52,9 +52,10 @@ from cce_core.masks import (
     random_blocks,
     random_region,
 )
-from cce_core.plots import draw_box, mask_to_image, show_grid
+from cce_core.plots import FIG_WIDTH_IN, draw_box, mask_to_image, show_grid, use_book_style
 
-sns.set_theme(style="whitegrid", context="notebook")
+sns.set_theme(style="whitegrid")
+use_book_style()  # after seaborn's theme: the book's font sizes win
 
 # %% [markdown]
 # The photographs come from `cce_core.data.load_images`. With the default `data = "embedded"`, they are
@@ -89,14 +90,13 @@ print(f"coverage: {float(coverage(m128)):.4f}  (= 56^2 / 128^2)")
 
 # %%
 masked = fill_hole(images, central_mask(len(images), 128))
-axes = show_grid(torch.cat([images[:3], masked[:3]]), ncols=3, size=2.6,
+axes = show_grid(torch.cat([images[:3], masked[:3]]), ncols=3, size=FIG_WIDTH_IN / 3,
                  titles=labels[:3] + ["input to the CE"] * 3)
 for ax in axes[3:]:
     draw_box(ax, *center_box(128), color="yellow", linestyle="--",
              label="predicted block [32, 96)")
     draw_box(ax, 36, 92, color="red", label="hole [36, 92)")
-axes[3].legend(loc="lower left", fontsize=7, framealpha=0.9)
-plt.tight_layout()
+axes[3].legend(loc="upper center", bbox_to_anchor=(1.5, -0.02), ncols=2, framealpha=0.9)
 plt.show()
 
 # %% [markdown]
@@ -116,9 +116,8 @@ print("PATHAK_FILL:", tuple(round(v, 4) for v in PATHAK_FILL))
 # %%
 g = torch.Generator().manual_seed(seed)
 blocks = random_blocks(len(images), generator=g)
-show_grid(fill_hole(images, blocks), ncols=len(images),
+show_grid(fill_hole(images, blocks), ncols=3, size=FIG_WIDTH_IN / 3,
           titles=[f"coverage {c:.1%}" for c in coverage(blocks).tolist()])
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -134,9 +133,8 @@ plt.show()
 # %%
 regions = random_region(len(images), generator=g, per_batch=False,
                         pattern_size=pattern_size)
-show_grid(fill_hole(images, regions), ncols=len(images),
+show_grid(fill_hole(images, regions), ncols=3, size=FIG_WIDTH_IN / 3,
           titles=[f"coverage {c:.1%}" for c in coverage(regions).tolist()])
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -159,15 +157,14 @@ assert cov["random_region"].between(0.20, 0.30, inclusive="neither").all()
 summary.round(4)
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.4), sharey=True)
 for ax, kind, color in zip(axes, cov.columns, ("tab:blue", "tab:green")):
     sns.histplot(cov[kind], bins=40, binrange=(0.08, 0.32), ax=ax, color=color)
     ax.axvline(0.25, color="red", lw=2, ls="--", label="1/4 of the image")
     ax.axvline(float(coverage(m128)), color="black", lw=1, ls=":", label="central mask")
-    ax.set(title=f"{kind} ({n_coverage} masks)",
-           xlabel="coverage (fraction of missing pixels)")
-axes[0].legend(fontsize=8)
-fig.tight_layout()
+    ax.set(title=kind.replace("_", " "), xlabel="coverage (fraction missing)")
+axes[0].legend()
+fig.suptitle(f"{n_coverage} masks of each strategy")
 plt.show()
 
 # %% [markdown]
@@ -205,10 +202,9 @@ small_input = fill_hole(downscale(images[:1] * (1 - m)), safe)  # what the 64 CE
 leak_map = torch.stack([safe[0, 0], naive[0, 0], naive[0, 0]]) * 2 - 1
 show_grid([mask_to_image(m[0]), mask_to_image(safe[0]), leak_map,
            fill_hole(images[:1], m)[0], small_input[0]],
-          titles=["mask at 128", "max-pooled to 64", "nearest: leaks in red",
+          titles=["mask at 128", "max-pooled to 64", "nearest: leaks\nin red",
                   "128 input", "64 CE input"],
-          ncols=5, size=2.4)
-plt.tight_layout()
+          ncols=3, size=FIG_WIDTH_IN / 3)
 plt.show()
 
 # %% [markdown]

@@ -15,8 +15,9 @@
 # equals 0.79 ± 0.17 (for k = 250 randomly chosen images and n = 100 randomly chosen masks)". This notebook
 # measures both on held-out images with the estimator of section 3,
 #
-# $$\mathrm{NSD}(E; (P_j)_j, (M_i)_i) = \frac{1}{Dnk}\sum_{j=1}^{k}\sum_{i=1}^{n}\lVert E(P_j, M_i) - \bar Z_j\rVert^2,
-# \qquad \bar Z_j = \frac1n\sum_i E(P_j, M_i),$$
+# $$\mathrm{NSD}(E; (P_j)_j, (M_i)_i) = \frac{1}{Dnk}\sum_{j=1}^{k}\sum_{i=1}^{n}\lVert E(P_j, M_i) - \bar Z_j\rVert^2,$$
+#
+# $$\bar Z_j = \frac1n\sum_i E(P_j, M_i),$$
 #
 # where $E(P, M)$ is the $D$-dimensional output of the bottleneck convolution of the 128×128 CE (for the cascade:
 # of its 128×128 CE, fed the cascade input of eq. (1)). The same $n$ random-block masks are used for every image
@@ -66,14 +67,27 @@ from IPython.display import Markdown, display
 
 from cce_core.checkpoint import load_checkpoint, load_model, snapshots
 from cce_core.data import EVAL_CROPS, load_images
-from cce_core.evaluate import QUALITY, READING_LABELS, READINGS, checkpoint_curve, eval_masks, model_nsd, model_quality
+from cce_core.evaluate import (
+    QUALITY,
+    READING_LABELS,
+    READINGS,
+    checkpoint_curve,
+    code_scale,
+    encode_all,
+    eval_masks,
+    model_nsd,
+    model_quality,
+    nsd_readings,
+)
 from cce_core.glue import glue
 from cce_core.masks import central_mask
-from cce_core.plots import forest_plot, nsd_against_paper, save_figure
+from cce_core.nsd import variance_split
+from cce_core.plots import FIG_WIDTH_IN, forest_plot, nsd_against_paper, save_figure, use_book_style
 from cce_core.provenance import provenance, resolve_device
 from cce_core.report import (
     DIRECTION,
     ONE_WEIGHTING,
+    SEED_MEASURES,
     build_metrics,
     compare_readings,
     curve_summary,
@@ -84,11 +98,20 @@ from cce_core.report import (
     run_info,
     seeds_report,
     seeds_rows,
+    verdict_word,
 )
 from cce_core.runs import ensure_run, run_name
-from cce_core.stats import PAPER_EFFECT, calibration_table
+from cce_core.stats import PAPER_CCE, PAPER_CE, PAPER_EFFECT, calibration_table
 
+use_book_style()
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
+
+
+def save(fig, name):
+    """Write a figure the report shows, stamped with its smallest font size (the book's figure convention)."""
+    save_figure(fig, Path(fig_dir) / f"{name}.png")
+
+
 PADDED = [{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}]
 LABELS = {"ce128": "CE (128)", "cce128": "cascade CE", "ce64": "64 CE alone"}
 QUALITY_LABELS = {"l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}
@@ -122,7 +145,8 @@ for name, r in runs.items():
 # ## NSD of each model, in the three readings
 
 # %% tags=["nbval-ignore-output"]
-results = {m: model_nsd(models[run_name(m, mask)], images.images, masks, progress=False) for m in ("ce128", "cce128", "ce64")}
+moments = {m: encode_all(models[run_name(m, mask)], images.images, masks, progress=False) for m in ("ce128", "cce128", "ce64")}
+results = {m: nsd_readings(acc, models[run_name(m, mask)]) for m, acc in moments.items()}
 assert all(np.isfinite(getattr(r, reading).per_image).all() for r in results.values() for reading in READINGS)
 
 # %%
@@ -149,19 +173,59 @@ for reading, c in comparisons.items():
     print(f"{READING_LABELS[reading]:>17}: {c}")
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+fig, axes = plt.subplots(2, 2, figsize=(FIG_WIDTH_IN, 6.4))
+axes = axes.ravel()
 for ax, reading in zip(axes[:3], READINGS):
     frame = pd.DataFrame({"CE": getattr(results["ce128"], reading).per_image,
                           "cascade": getattr(results["cce128"], reading).per_image}).melt(var_name="model", value_name="NSD")
     sns.histplot(frame, x="NSD", hue="model", kde=len(frame) > 20, ax=ax, element="step")
-    ax.set_title(f"per-image NSD, {READING_LABELS[reading]}")
+    ax.set_title(READING_LABELS[reading])
 ce_s, cce_s = results["ce128"].normalized.per_image, results["cce128"].normalized.per_image
 axes[3].scatter(ce_s, cce_s, s=8)
 lim = [min(ce_s.min(), cce_s.min()), max(ce_s.max(), cce_s.max())]
 axes[3].plot(lim, lim, "k--", lw=1)
-axes[3].set(xlabel="CE (BN-normalised)", ylabel="cascade (BN-normalised)", title="paired, per image")
-fig.tight_layout()
-save_figure(fig, Path(fig_dir) / "nsd_distributions.png", dpi=120)
+axes[3].set(xlabel="CE", ylabel="cascade", title="BN-normalised, paired")
+fig.suptitle("Per-image NSD of the CE and the cascade")
+save(fig, "nsd_distributions")
+
+# %% [markdown]
+# (nsd-variance-split)=
+# ## Why our NSD differs from the paper's: the mask's part and the image's part of the codes' variance
+#
+# The BN-normalised NSD divides the mask's part of the codes' variance by the variance the network's BatchNorm
+# expects (its running variance, fitted on the training batches). Split the evaluation codes' variance per
+# dimension into the part due to the mask (within one image, over the $n$ masks: this is NSD) and the part due to
+# the image (between the $k$ image means $\bar Z_j$), both in the BN-normalised units (`cce_core.nsd.variance_split`).
+# Then NSD = (the mask's share of the evaluation codes' variance) × (the evaluation codes' variance over the
+# running variance): the first factor says how much the mask moves a code compared with a different image, the
+# second how widely the evaluation codes spread compared with the training batches' codes.
+
+# %%
+splits = {m: variance_split(moments[m], code_scale(models[run_name(m, mask)])) for m in ("ce128", "cce128")}
+split_rows = []
+for m, sp in splits.items():
+    split_rows.append({"model": LABELS[m], "mask's part (NSD)": sp.within, "image's part": sp.between,
+                       "evaluation variance / running variance": sp.total,
+                       "mask's share of the evaluation variance (%)": 100 * sp.within_share})
+    for key, value in {"within": sp.within, "between": sp.between, "total": sp.total,
+                       "share": 100 * sp.within_share, "running_ratio": 1 / sp.total}.items():
+        glue(f"var_{key}_{m}", float(value), display=False)
+split_table = (pd.DataFrame(split_rows).set_index("model").style.format(precision=3)
+               .format("{:.1f}", subset=["mask's share of the evaluation variance (%)"]).set_table_styles(PADDED))
+glue("variance_split_table", split_table, display=False)
+split_table
+
+# %% tags=["hide-input"]
+ce = splits["ce128"]
+display(Markdown(
+    f"For the CE, the mask accounts for {100 * ce.within_share:.1f}% of the evaluation codes' variance and the image "
+    f"for the rest; and the evaluation codes spread {ce.total:.3f} times as much as the BatchNorm's running variance "
+    f"(the running variance is {1 / ce.total:.1f} times theirs); NSD = {ce.within_share:.3f} × {ce.total:.3f} = "
+    f"{ce.within:.3f}. "
+    f"The paper's {PAPER_CE} would mean, for codes in N(0, I) as section 3 assumes, that {100 * PAPER_CE:.0f}% of each "
+    f"dimension's variance comes from the mask and {100 * (1 - PAPER_CE):.0f}% from the image: the mask would move the "
+    f"code almost as much as a different image would, close to the {(n - 1) / n:.2f} = (n − 1)/n of codes that ignore "
+    f"the image."))
 
 # %% [markdown]
 # ## "Visibly more plausible", measured
@@ -204,25 +268,40 @@ else:
 # ## Does NSD fall as the inpainting improves?
 #
 # Section 3 reads a lower NSD as a better inpainting. Along one training run this can be checked: the runs keep
-# their generator every `snapshot_every` steps (a training option), and each snapshot of the 128 CE and of the
-# cascade (random blocks) is measured on the first `curve_k` images with the first `curve_n` NSD masks
-# (BN-normalised NSD) and the $q$ quality masks (in-hole PSNR). If NSD tracks the quality of the inpainting, it
-# falls while PSNR rises (a negative rank correlation).
+# their generator every `snapshot_every` steps (a training option). The earlier snapshots of the 128 CE and of the
+# cascade (random blocks) are measured on a subset, the first images with the first NSD masks (their numbers are
+# printed below the figure), and the $q$ quality masks (in-hole PSNR). The last point is the final model, the one
+# of the headline: it is the headline's measurement itself, on all $k$ images and $n$ masks, so the curve ends
+# where the table above does. If NSD tracks the quality of the inpainting, it falls while PSNR rises (a negative
+# rank correlation).
 
 # %% tags=["nbval-ignore-output"]
-curves = {m: checkpoint_curve(snapshots(checkpoints[run_name(m, mask)].parent), images.images[:curve_k],
-                              masks[:curve_n], masks[:q], dev) for m in ("ce128", "cce128")}
+curves = {}
+for m in ("ce128", "cce128"):
+    final = checkpoints[run_name(m, mask)]
+    earlier = [p for p in snapshots(final.parent) if p != final]  # the final model: the headline's numbers below
+    curves[m] = checkpoint_curve(earlier, images.images[:curve_k], masks[:curve_n], masks[:q], dev)
+    curves[m].append({"checkpoint": str(final), "step": int(load_checkpoint(final)["step"]),
+                      "nsd_normalized": results[m].normalized.mean,
+                      "psnr": float(quality[run_name(m, mask)]["psnr"].mean())})
 along = curve_summary(curves)
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+along["subset"] = {"k": min(curve_k, len(images)), "n": min(curve_n, n)}
+fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.4))
 for m, rows in curves.items():
     steps = [r["step"] for r in rows]
-    axes[0].plot(steps, [r["nsd_normalized"] for r in rows], "o-", label=LABELS[m])
-    axes[1].plot(steps, [r["psnr"] for r in rows], "o-", label=LABELS[m])
-axes[0].set(xlabel="training step", ylabel="NSD, BN-normalised", title="NSD along training")
-axes[1].set(xlabel="training step", ylabel="in-hole PSNR (dB)", title="PSNR along training")
+    for ax, key in zip(axes, ("nsd_normalized", "psnr")):
+        line, = ax.plot(steps[:-1], [r[key] for r in rows[:-1]], "o-", label=LABELS[m])
+        ax.plot(steps[-2:], [r[key] for r in rows[-2:]], ":", color=line.get_color())
+        ax.plot(steps[-1:], [rows[-1][key]], "D", color=line.get_color(), markersize=8)
+axes[0].plot([], [], "kD", label="final: the headline")
+axes[0].set(xlabel="step", title="NSD, BN-normalised")
+axes[1].set(xlabel="step", title="in-hole PSNR (dB)")
 axes[0].legend()
-fig.tight_layout()
-save_figure(fig, Path(fig_dir) / "nsd_along_training.png", dpi=120)
+save(fig, "nsd_along_training")
+for key, value in {"curve_k": along["subset"]["k"], "curve_n": along["subset"]["n"], "curve_q": q}.items():
+    glue(key, value, display=False)
+print(f"snapshots before the final one: the first {along['subset']['k']} images and the first "
+      f"{along['subset']['n']} NSD masks; the final model (diamond): the headline's {len(images)} images and {n} masks")
 print(along["summary"])
 
 # %% [markdown]
@@ -285,9 +364,22 @@ assert values["verdict_lower_normalized"] and np.isfinite(values["diff_normalize
 # %% tags=["nbval-ignore-output"]
 seeds_table = pd.DataFrame(seeds_rows(seeds)).set_index("seed").style.set_table_styles(PADDED)
 glue("seeds_table", seeds_table, display=False)
-display(Markdown(f"**{seeds['summary']}**\n\n{seeds['tier_line']}\n\n"
-                 + "\n".join(f"* **{key}**: {text}" for key, text in metrics["verdicts"].items())
-                 + f"\n\n**NSD and quality** (seed {seed}'s networks): {values['quality_agreement']}"))
+display(Markdown(f"{seeds['tier_line']}\n\nNSD and quality, seed {seed}'s networks: {values['quality_agreement']}"))
+def claim_label(key):
+    """A verdict's key (``lower_normalized``, ``better_psnr``, ``ce_value``, ...) as the claim it decides."""
+    readings = {"normalized": "BN-normalised", "raw": "raw", "std": "eval-standardised"}
+    if key.endswith("_value"):
+        return {"ce": f"CE's NSD is {PAPER_CE}", "cce": f"cascade's NSD is {PAPER_CCE}"}[key[:-6]]
+    if "lower_" in key:
+        where = ", out of distribution" if key.startswith("ood_") else ""
+        return f"cascade's NSD lower ({readings[key.rsplit('_', 1)[1]]}{where})"
+    return f"cascade better: {SEED_MEASURES[key[7:]]}"
+
+
+verdict_table = pd.DataFrame([{"claim": claim_label(key), "verdict": verdict_word(text),
+                               "what the seeds show": text.split(":", 1)[-1].strip()}
+                              for key, text in metrics["verdicts"].items()]).set_index("claim")
+display(verdict_table.style.set_table_styles(PADDED))
 seeds_table
 
 # %% [markdown]
@@ -296,7 +388,7 @@ seeds_table
 # against the paper's values and the null value $(n-1)/n$ of codes that ignore the image.
 
 # %% tags=["nbval-ignore-output"]
-fig, axes = plt.subplots(1, 2, figsize=(13, 1.6 + 0.45 * (len(seeds["seeds"]) + 1)), layout="constrained")
+fig, axes = plt.subplots(2, 1, figsize=(FIG_WIDTH_IN, 3.6 + 0.9 * (len(seeds["seeds"]) + 1)), layout="constrained")
 row = seeds["per_seed"]
 forest_plot([(f"seed {s}", row[s]["nsd_normalized"]["mean"], tuple(row[s]["nsd_normalized"]["ci95"])) for s in row],
             seeds["across"]["nsd_normalized"], paper_effect=PAPER_EFFECT, ax=axes[0],
@@ -305,7 +397,7 @@ nsd_against_paper({"CE": seeds["across"]["ce128_nsd_normalized"], "cascade": see
                   n, ax=axes[1])
 axes[0].set_title("paired difference per seed and across seeds")
 axes[1].set_title("each model's NSD against the paper")
-fig.savefig(Path(fig_dir) / "seeds_forest.png", dpi=120, bbox_inches="tight")
+save(fig, "seeds_forest")
 
 # %% [markdown]
 # **Does a verdict mean what it says?** `cce_core.stats.calibration_table` simulates the rules: a method with no

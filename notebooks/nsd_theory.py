@@ -50,11 +50,13 @@ from cce_core import nsd as N
 from cce_core.glue import glue
 from cce_core.masks import fill_hole
 from cce_core.models import ContextEncoder
+from cce_core.plots import FIG_WIDTH_IN, use_book_style
 from cce_core.stats import bootstrap_ci, paired_comparison
 
 rng = np.random.default_rng(seed)
 torch.manual_seed(seed)
-sns.set_theme(style="whitegrid", context="notebook")
+sns.set_theme(style="whitegrid")
+use_book_style()  # after seaborn's theme: the book's font sizes win
 pd.set_option("display.precision", 4)
 
 # %% [markdown]
@@ -101,7 +103,8 @@ print("max relative difference below 1e-9:", identity_err < 1e-9)
 # 3. $\mathbb E\,\chi^2_D = D$, hence $\mathbb E\|X-Y\|^2 = 2D$. As a bonus, $\operatorname{Var}\chi^2_D = 2D$, so
 #    $\operatorname{Var}\|X-Y\|^2 = 8D$.
 #
-# A Monte Carlo check with `mc_pairs` independent pairs for several $D$, up to the paper's $D = 4000$:
+# A Monte Carlo check with {glue:text}`theory_mc_pairs:,` independent pairs (the parameter `mc_pairs`) for several
+# $D$, up to the paper's $D = 4000$:
 
 # %%
 rows = []
@@ -124,7 +127,7 @@ mc.round(3)
 # histogram of $\tfrac12\|X - Y\|^2$ follows the $\chi^2_D$ density:
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+fig, axes = plt.subplots(1, 3, figsize=(FIG_WIDTH_IN, 3.2))
 for ax, d in zip(axes, (1, 10, 100)):
     x, y = rng.standard_normal((2, mc_pairs, d))
     half_sq = 0.5 * ((x - y) ** 2).sum(1)
@@ -137,7 +140,6 @@ for ax, d in zip(axes, (1, 10, 100)):
     if d == 1:
         ax.set_ylim(0, 1.5)
 axes[0].legend()
-fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -267,10 +269,9 @@ scaled_table.round(4)
 # two codes $X, Y$ drawn independently from the encoder's code distribution satisfy $\mathbb E\|X - Y\|^2 = 2D$.
 # For that only the per-dimension means and variances matter:
 #
-# $$ \mathbb E\|X - Y\|^2 = \sum_{d=1}^D \big(\operatorname{Var} X_d + \operatorname{Var} Y_d\big) = 2D
-#    \quad\text{whenever every dimension has variance 1,} $$
+# $$ \mathbb E\|X - Y\|^2 = \sum_{d=1}^D \big(\operatorname{Var} X_d + \operatorname{Var} Y_d\big) = 2D $$
 #
-# whatever the correlations and the shape of the distribution (the $\chi^2$ argument of section 2 adds the
+# whenever every dimension has variance 1, whatever the correlations and the shape of the distribution (the $\chi^2$ argument of section 2 adds the
 # distribution of $\|X-Y\|^2$, not its mean). The network itself carries such a map. The bottleneck convolution is
 # followed by BatchNorm, which during training normalises each dimension with the batch's mean and variance and
 # keeps running averages of both, $\mu_{\mathrm{run}}$ and $\sigma^2_{\mathrm{run}}$: estimates of the mean and
@@ -376,8 +377,9 @@ evalset.round(4)
 #    + \mathbb E[s^2]\,\tfrac{2(n-1)}{n^2 D}\Big) \Big/ k} . $$
 #
 # The first term is the choice of images and the second the choice of masks. The table compares this
-# formula with the standard deviation of the mean NSD over `repeats` simulated experiments per $(n, k)$. To
-# keep the page fast, these codes have `grid_dims` dimensions. That overstates the mask term compared with
+# formula with the standard deviation of the mean NSD over {glue:text}`theory_repeats:d` simulated experiments per
+# $(n, k)$ (the parameter `repeats`). To keep the page fast, these codes have $D$ = {glue:text}`theory_grid_dims:d`
+# dimensions (the parameter `grid_dims`). That overstates the mask term compared with
 # the paper's $D = 4000$, so the estimate is conservative.
 
 # %%
@@ -407,10 +409,10 @@ assert sim_over_formula.between(*band).all(), (band, sim_over_formula)
 precision.round(4)
 
 # %% [markdown]
-# Each simulated value is itself an estimate from `repeats` experiments, with a relative noise of about
-# $1/\sqrt{2(R-1)}$ (13% for $R = 30$), so a single cell can stray from the formula; the cell above asserts
+# Each simulated value is itself an estimate from $R$ = {glue:text}`theory_repeats:d` experiments, with a relative
+# noise of about $1/\sqrt{2(R-1)}$ ({glue:text}`theory_repeats_noise:.0f`%), so a single cell can stray from the formula; the cell above asserts
 # that all of them lie within a 99.99% band. Beyond a few tens of masks, $n$ barely matters. The spread over images dominates, and the standard error
-# is close to $0.17/\sqrt k$: about 0.011 for $k = 250$.
+# is close to $0.17/\sqrt k$: about {glue:text}`theory_se_250:.3f` for $k = 250$.
 #
 # **Is $n = 100$, $k = 250$ enough to tell 0.56 from 0.79?** We simulate both encoders on the same 250 images
 # with 100 masks. The per-image shares are correlated through a common image difficulty, since an image that
@@ -479,6 +481,11 @@ print("streaming equals in-memory (raw and standardized) to 1e-12:", stream_err 
 
 # %% tags=["remove-cell", "nbval-ignore-output"]
 glue("theory_identity_max_rel_err", identity_err, display=False)
+glue("theory_mc_pairs", mc_pairs, display=False)
+glue("theory_se_250", 0.17 / math.sqrt(250), display=False)  # the paper's spread over its k = 250 images
+glue("theory_repeats", repeats, display=False)
+glue("theory_grid_dims", grid_dims, display=False)
+glue("theory_repeats_noise", 100 / math.sqrt(2 * (repeats - 1)), display=False)
 glue("theory_mc_mean_4000", float(mc.loc[4000, "MC mean ||X-Y||^2"]), display=False)
 glue("theory_null_mean_n2", float(null_table.loc[2, "mean NSD"]), display=False)
 glue("theory_null_mean_n100", float(null_table.loc[100, "mean NSD"]), display=False)

@@ -130,3 +130,30 @@ def test_committed_results_are_compact(tmp_path: Path):
     changed = [p.relative_to(copy).as_posix() for p in sorted(copy.rglob("*")) if p.is_file()
                and p.read_bytes() != (REPO / "book" / "generated" / p.relative_to(copy)).read_bytes()]
     assert not changed, f"book/generated is not compacted (python -m cce_core compact book/generated): {changed}"
+
+
+def test_saved_and_compacted_figures_keep_their_font_stamp(tmp_path):
+    """The book's legibility check reads each figure's stamp: saving (JPEG or palette PNG) and compacting a shown
+    PNG keep it."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from cce_core.plots import DPI_KEY, FONT_KEY, compact_image, font_metadata, read_stamp, save_figure
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.imshow(np.random.default_rng(0).random((64, 64, 3)))  # a photograph-like figure
+    ax.set_title("title", fontsize=13)
+    ax.tick_params(labelsize=11)
+    for name in ("a.jpg", "b.png"):
+        save_figure(fig, tmp_path / name, dpi=90)
+        assert read_stamp(Image.open(tmp_path / name)) == {FONT_KEY: "11", DPI_KEY: "90"}, name
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata=font_metadata(fig, 100))
+    mime, data = compact_image(buf.getvalue())
+    assert read_stamp(Image.open(io.BytesIO(data))) == {FONT_KEY: "11", DPI_KEY: "100"}, mime
+    plt.close(fig)

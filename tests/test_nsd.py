@@ -8,7 +8,7 @@ from cce_core.cascade import CascadeContextEncoder
 from cce_core.evaluate import code_scale, model_nsd
 from cce_core.masks import random_blocks
 from cce_core.models import ContextEncoder
-from cce_core.nsd import StreamingNSD, nsd
+from cce_core.nsd import StreamingNSD, nsd, variance_split
 from cce_core.stats import paired_comparison
 
 
@@ -88,3 +88,25 @@ def test_streaming_scale_and_reading_checks():
         nsd(codes, scale=torch.zeros(8))
     with pytest.raises(ValueError, match="same reading"):
         paired_comparison(nsd(codes), nsd(codes, scale=scale))
+
+
+def test_variance_split_on_codes_with_a_known_split():
+    """Codes a_j + w s_i (image means a_j = ±b, mask offsets s_i = ±1 summing to 0): the mask's part is w², the
+    image's part b², in every dimension; divided by a scale c both shrink by c²; the mask's part is the NSD."""
+    k, n, d, b, w = 6, 8, 5, 3.0, 0.5
+    a = b * torch.tensor([1.0, -1.0] * (k // 2))[:, None, None].expand(k, n, d)
+    s = torch.tensor([1.0, -1.0] * (n // 2))[None, :, None].expand(k, n, d)
+    codes = a + w * s
+    split = variance_split(codes)
+    assert split.within == pytest.approx(w ** 2) and split.between == pytest.approx(b ** 2)
+    assert split.within_share == pytest.approx(w ** 2 / (w ** 2 + b ** 2)) and split.running is None
+    scaled = variance_split(codes, scale=torch.full((d,), 2.0))
+    assert scaled.within == pytest.approx(w ** 2 / 4) and scaled.between == pytest.approx(b ** 2 / 4)
+    assert scaled.within == pytest.approx(nsd(codes, scale=torch.full((d,), 2.0)).mean)
+    assert scaled.running_over_total == pytest.approx(4 / (w ** 2 + b ** 2))
+    acc = StreamingNSD(k, d)
+    acc.update(codes[:, : n // 2])
+    acc.update(codes[:, n // 2:])
+    assert variance_split(acc).between == pytest.approx(b ** 2)
+    with pytest.raises(ValueError, match="D=5"):
+        variance_split(codes, scale=torch.ones(3))

@@ -78,6 +78,9 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert git_state() == before  # a reproduction writes only under its --out (and the archive)
+    said = r.stdout[:r.stdout.index("[reproduce] training")]  # before the first training: the plan and its tier
+    assert "plan: 6 models, 320 image samples each" in said and "if every model finishes: reduced scale" in said
+    assert "image samples/s per model" in said
 
     assert pack.stat().st_size < 16 * 2**20
     with tarfile.open(pack) as tar:
@@ -312,3 +315,23 @@ def test_papermill_by_hand_steps_as_written(tmp_path):
     finally:
         import shutil
         shutil.rmtree(REPO / "_build" / "by-hand", ignore_errors=True)
+
+
+def test_plan_says_the_tier_before_training():
+    """The log states the planned samples per model and the tier the plan reaches if completed (samples, D, width,
+    distinct images); with a time budget, the throughput that finishes the plan and the one below which a
+    paper-architecture run drops to reduced scale (issue 19, item 11)."""
+    from cce_core.reproduce import Budget, plan_lines
+
+    full = plan_lines("paper", 100_000, 6)
+    assert full == ["plan: 6 models, 1,024,000 image samples each (16,000 steps × batch 64), D = 4000, width 64, "
+                    "100,000 distinct training images", "if every model finishes: paper scale"]
+    assert plan_lines("paper", 9_600, 6)[1] == ("if every model finishes: paper architecture, reduced data "
+                                                "(9,600 distinct training images (paper 100,000))")
+    budget = Budget(6 * 1000 + 150 + 6 * 30, reserve=150, overhead=30)  # 1000 s of training per model
+    timed = plan_lines("paper", 100_000, 6, budget)
+    assert "about 1,000 s of training per model" in timed[2] and "needs 1,024 image samples/s" in timed[2]
+    assert timed[3].startswith("below 1,000 image samples/s a model sees fewer than 1,000,000 samples")
+    smoke = plan_lines("smoke", 512, 6, budget)
+    assert smoke[1].startswith("if every model finishes: reduced scale (320 image samples per model")
+    assert len(smoke) == 3  # the smoke preset cannot reach paper scale at any speed: no threshold line

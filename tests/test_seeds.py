@@ -187,3 +187,12 @@ def test_stream_seeds_are_hashed_not_packed():
     assert rank_seed(0, 0, 0) == derive_seed(0, "process", 0, 0)
     with pytest.raises(ValueError, match="non-negative"):
         derive_seed(-1, "batches")
+
+
+def test_verdict_word_is_the_verdict_of_the_sentence():
+    """The report's verdict columns show the word before the colon of each verdict sentence."""
+    from cce_core.report import verdict_word
+
+    assert verdict_word("observed: cascade lower in NSD: ...") == "observed"
+    assert verdict_word("not reproduced: cascade higher ...") == "not reproduced"
+    assert verdict_word("one seed: these two trained networks differ") == "one seed"
