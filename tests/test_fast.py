@@ -261,10 +261,10 @@ def test_bf16_loss_curve_matches_fp32(tmp_path, folder, monkeypatch):
     the test runs on any CPU) against the same path in fp32, 300 steps of the tiny ce64 of
     test_fast_loss_curve_matches_plain, same seed, so the same batches and masks: only the precision differs.
     The loss curves within that test's tolerance (25% per 50-step window). The adversarial game drifts apart
-    between any two runs: bf16 vs fp32 here differ in D's 300-step mean loss by 31%, 13% and 0.1% for seeds 0, 1, 2
-    (G's adversarial term 5% or less; reconstruction windows 12% or less), so their means get a 50% bound, not
-    the 30% of plain vs fast. The bf16 model's NSD is then computed in fp32: evaluation never runs under autocast
-    (every convolution's output is float32)."""
+    between any two runs: bf16 vs fp32 here differ in D's 300-step mean loss by 31%, 13% and 0.1% for seeds 0, 1, 2,
+    in G's adversarial term by 22%, 5% and 0.5% (reconstruction windows: 15%, 12%, 10%), so the adversarial means
+    get a 50% bound, not the 30% of plain vs fast. The bf16 model's NSD is then computed in fp32: evaluation
+    never runs under autocast (every convolution's output is float32)."""
     from cce_core.evaluate import eval_masks, model_nsd
 
     monkeypatch.setattr(train_mod, "_bf16", lambda device: True)
@@ -279,11 +279,9 @@ def test_bf16_loss_curve_matches_fp32(tmp_path, folder, monkeypatch):
     assert not np.array_equal(fp32["l2"], bf16["l2"])  # bf16 did run
     for key in ("g_rec", "l2"):
         a, b = fp32[key].reshape(6, 5).mean(1), bf16[key].reshape(6, 5).mean(1)
-        print(key, np.max(np.abs(a - b) / a))
         assert np.all(np.abs(a - b) <= 0.25 * a), (key, a, b)
         assert a[-1] < 0.6 * a[0] and b[-1] < 0.6 * b[0]  # both learn
     for key in ("d", "g_adv"):
-        print(key, fp32[key].mean(), bf16[key].mean())
         assert abs(fp32[key].mean() - bf16[key].mean()) <= 0.5 * fp32[key].mean(), key
 
     model = load_model(tmp_path / "bf16")
@@ -292,8 +290,8 @@ def test_bf16_loss_curve_matches_fp32(tmp_path, folder, monkeypatch):
         if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             mod.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
     images = torch.rand(3, 3, 128, 128, generator=gen(0)) * 2 - 1
-    res = model_nsd(model, images, eval_masks("random_blocks", 4, seed=1))
-    assert dtypes and set(dtypes) == {torch.float32} and np.isfinite(res.mean)
+    res = model_nsd(model, images, eval_masks("random_blocks", 4, seed=1), progress=False)
+    assert dtypes and set(dtypes) == {torch.float32} and np.isfinite(res.normalized.mean)
 
 
 def test_native_bf16_cpu_detection(monkeypatch):
