@@ -2,18 +2,32 @@
 
     python benchmarks/train_throughput.py                    # paper sizes (width 64, D = 4000, batch 64)
     python benchmarks/train_throughput.py --json benchmarks/results/h100.json
+    python benchmarks/train_throughput.py --sizes cpu --wait-load 1.5 --json benchmarks/results/cpu-2026-12-01.json
     python benchmarks/train_throughput.py --quick            # tiny sizes, a few steps: CI on 2 CPU cores
     torchrun --nproc_per_node=4 benchmarks/train_throughput.py --models ce128   # data-parallel, 4 GPUs
 
-Two arms per model (ce64, ce128 and the cascade's 128 CE, random-block masks), in this process, on this device:
+Arms per model (ce64, ce128 and the cascade's 128 CE, random-block masks), in this process, on this device:
 
-* **plain**: what a straightforward port does: eager fp32, the images on the host, each batch drawn there
-  (CPU generator, the loop mask generator ``random_blocks_reference``) and moved to the device every step,
+* **plain**: what a straightforward port does, in strict fp32: eager, the images on the host, each batch drawn
+  there (CPU generator, the loop mask generator ``random_blocks_reference``) and moved to the device every step,
   mask values checked inside every step (``TrainConfig(fast=False, mask_generator="reference",
-  data_on_device=False)``);
+  data_on_device=False)``), and TF32 off (``torch.backends.cuda.matmul.allow_tf32`` and
+  ``torch.backends.cudnn.allow_tf32`` False: on an H100/H200 cuDNN's convolutions use TF32 by default);
+* **defaults**: the same port with torch's own defaults (cuDNN's TF32 on, matmul's off, as torch ships), so
+  "port -> library defaults" and "defaults -> fast" are told apart;
+* **fast-fp32** (``--arms`` only): ``fast=True`` with ``amp=False, channels_last=False``, the fast path in fp32
+  even where ``fast`` would pick bf16 (CUDA);
 * **fast**: ``TrainConfig(fast=True)``: images on the device, indices, flips and batched masks drawn there
   from device generators (the masks of 32 steps at a time), D frozen in the G step, mask checks on the
-  device; on CUDA also bf16 autocast, channels-last, fused Adam and cuDNN autotuning.
+  device; on CUDA also bf16 autocast, channels-last, fused Adam and cuDNN autotuning (on the CPU fp32: see
+  :data:`cce_core.config.FAST_PICKS_CPU_BF16`);
+* **fast-bf16** (by default on a CPU with native bf16, :func:`cce_core.config.native_bf16_cpu`): the fast path
+  with bf16 autocast and channels-last asked for.
+
+Each arm runs inside :func:`cce_core.train.global_switches` with its own cuDNN autotuning and TF32 settings, so
+no arm inherits another's (the FLOP count, made on the fast arm, comes first). ``--sizes cpu`` measures at the
+``cpu`` preset's sizes (width 32, D = 512, batch 32); ``--wait-load L`` waits before each arm (up to 10 min) until
+the 1-minute load average is below L, on a shared machine; the load averages are recorded with each arm.
 
 Each arm: ``--warmup`` untimed iterations, then ``--repeats`` timed blocks of ``--steps`` iterations (the loop
 body of :func:`cce_core.train.train`, losses accumulated on the device and read once per block); the median
@@ -50,28 +64,55 @@ from cce_core import distributed  # noqa: E402
 from cce_core.batches import make_generator, make_mask_stream, next_batch  # noqa: E402
 from cce_core.cascade import CascadeContextEncoder  # noqa: E402
 from cce_core.checkpoint import build_models  # noqa: E402
-from cce_core.config import make_config  # noqa: E402
+from cce_core.config import PRESETS, bf16_pays, make_config, native_bf16_cpu  # noqa: E402
 from cce_core.masks import fill_hole, invalid_mask_count  # noqa: E402
 from cce_core.models import ContextEncoder  # noqa: E402
 from cce_core.provenance import provenance, resolve_device  # noqa: E402
-from cce_core.train import make_step, setup_training  # noqa: E402
+from cce_core.train import global_switches, make_step, setup_training  # noqa: E402
 
 WORLD: distributed.World | None = None  # set by main() under torchrun
 
 #: Dense bf16 peaks in TFLOP/s (vendor data sheets); matched against the device name, first match wins.
 BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0))
 
+PORT = dict(fast=False, mask_generator="reference", data_on_device=False)
 ARMS = {
-    "plain": dict(fast=False, mask_generator="reference", data_on_device=False),
+    "plain": PORT,      # and TF32 off (TF32_OFF)
+    "defaults": PORT,   # torch's default switches
+    "fast-fp32": dict(fast=True, amp=False, channels_last=False),
     "fast": dict(fast=True),
+    "fast-bf16": dict(fast=True, amp=True, channels_last=True),  # asked for: a CPU with native bf16
     "compiled": dict(fast=True, compile=True),
 }
+#: The arms whose matmuls and convolutions are strict fp32 (no TF32); the others run with torch's defaults.
+TF32_OFF = ("plain",)
+#: Sizes of ``--sizes``: the presets' (batch, width, D); quick: tiny, for CI.
+SIZES = {name: {k: PRESETS[name][k] for k in ("batch_size", "width", "bottleneck")} for name in ("paper", "cpu")}
+SIZES["quick"] = dict(batch_size=8, width=8, bottleneck=16)
 RUN_SAMPLES = 1_000_000  # the run length against which compile time is weighed
 
 
 def bf16_peak(device_name: str) -> float | None:
     """The device's dense bf16 peak in TFLOP/s, or None if it is not in :data:`BF16_PEAK_TFLOPS`."""
     return next((peak for key, peak in BF16_PEAK_TFLOPS if key in device_name), None)
+
+
+def arm_switches(arm: str) -> None:
+    """Set torch's global switches for ``arm`` (inside :func:`cce_core.train.global_switches`): cuDNN autotuning off
+    (the fast arms' :func:`cce_core.train.setup_training` turns it on), TF32 off for :data:`TF32_OFF`, else torch's
+    defaults (cuDNN TF32 on, matmul TF32 off, float32 matmul precision "highest")."""
+    strict = arm in TF32_OFF
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = not strict
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
+def wait_for_load(limit: float | None, patience_s: float = 600.0) -> None:
+    """Wait (up to ``patience_s``) until the 1-minute load average is below ``limit`` (None: do not wait)."""
+    t0 = time.monotonic()
+    while limit is not None and os.getloadavg()[0] >= limit and time.monotonic() - t0 < patience_s:
+        time.sleep(10)
 
 
 def _sync(device: torch.device) -> None:
@@ -104,8 +145,11 @@ def _setup(model: str, arm: str, sizes: dict, device: torch.device):
     return cfg, step, images, make_generator(cfg, device), make_mask_stream(cfg, device)
 
 
+@global_switches()
 def measure(model: str, arm: str, sizes: dict, device: torch.device, steps: int, warmup: int, repeats: int) -> dict:
     """Median images/s over ``repeats`` blocks of ``steps`` iterations of one arm, with its warm-up time."""
+    arm_switches(arm)
+    load_before = os.getloadavg()
     cfg, step, images, gen, masks = _setup(model, arm, sizes, device)
     sums = torch.zeros(4, device=device)
     bad = torch.zeros((), dtype=torch.long, device=device)
@@ -139,13 +183,18 @@ def measure(model: str, arm: str, sizes: dict, device: torch.device, steps: int,
     return {"images_per_s": statistics.median(rates), "all_rates": rates, "warmup_s": warmup_s,
             "peak_memory_mb": peak / 2 ** 20,
             "memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS (whole run so far)",
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "threads": torch.get_num_threads(), "bf16_active": bool(cfg.amp and bf16_pays(device.type)),
+            "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
             "options": {k: getattr(cfg, k) for k in ("fast", "mask_generator", "data_on_device", "device_rng",
                                                     "mask_chunk", "freeze_d", "device_checks", "amp", "channels_last",
                                                     "fused_adam", "cudnn_benchmark", "compile")}}
 
 
+@global_switches()
 def gflop_per_image(model: str, sizes: dict, device: torch.device) -> float:
     """GFLOP of one iteration (D step + G step, forward and backward) per image, counted on the fast arm."""
+    arm_switches("fast")
     cfg, step, images, gen, masks = _setup(model, "fast", sizes, device)
     x, m = next_batch(cfg, images, gen, device, masks)
     with FlopCounterMode(display=False) as counter:
@@ -166,9 +215,15 @@ def compile_payback(fast: dict, compiled: dict, warmup: int, batch: int) -> dict
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["ce64", "ce128", "cce128"], choices=["ce64", "ce128", "cce128"])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--bottleneck", type=int, default=4000)
+    p.add_argument("--sizes", choices=sorted(SIZES), default="paper",
+                   help="batch, width and D of a preset (paper: 64, 64, 4000; cpu: 32, 32, 512)")
+    p.add_argument("--batch-size", type=int, help="overrides --sizes")
+    p.add_argument("--width", type=int, help="overrides --sizes")
+    p.add_argument("--bottleneck", type=int, help="overrides --sizes")
+    p.add_argument("--arms", nargs="+", choices=[a for a in ARMS if a != "compiled"],
+                   help="arms to measure (default: plain, defaults, fast; and fast-bf16 on a CPU with native bf16)")
+    p.add_argument("--wait-load", type=float, metavar="L",
+                   help="before each arm wait (up to 10 min) until the 1-minute load average is below L")
     p.add_argument("--device", default="auto")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=40, help="iterations per timed block")
@@ -181,8 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", help="write the figures to this file")
     a = p.parse_args(argv)
     if a.quick:
-        a.batch_size, a.width, a.bottleneck, a.warmup, a.steps, a.repeats = 8, 8, 16, 2, 3, 3
+        a.sizes, a.warmup, a.steps, a.repeats = "quick", 2, 3, 3
         a.threads = a.threads or 1  # tiny models: two threads spin-waiting on a shared 2-core CI box are 10x slower
+    for key in ("batch_size", "width", "bottleneck"):
+        if getattr(a, key) is None:
+            setattr(a, key, SIZES[a.sizes][key])
     if a.threads:
         torch.set_num_threads(a.threads)
     global WORLD
@@ -192,6 +250,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout = open(os.devnull, "w")
         a.json = None
     compiled_models = a.compile_models if a.compile_models is not None else (["ce128"] if device.type == "cuda" else [])
+    cpu_bf16 = device.type == "cpu" and native_bf16_cpu()
+    arms = a.arms or ["plain", "defaults", "fast"] + (["fast-bf16"] if cpu_bf16 else [])
+    if "plain" not in arms:
+        arms.insert(0, "plain")  # the reference of every ratio
     sizes = dict(batch_size=a.batch_size, width=a.width, bottleneck=a.bottleneck, device=str(device))
     prov = provenance(device)
     peak = bf16_peak(prov["device"])
@@ -208,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.json:
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
             Path(a.json).write_text(json.dumps({"provenance": prov, "bf16_peak_tflops": peak, "quick": a.quick,
+                                                "sizes": a.sizes, "arms": arms, "load_average": os.getloadavg(),
                                                 "warmup": a.warmup, "steps": a.steps, "repeats": a.repeats,
                                                 "world_size": WORLD.size if WORLD else 1, "results": rows}, indent=1))
 
@@ -219,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['tflop_per_s']:8.3f} {share:>12s} {r['peak_memory_mb']:9.0f}", flush=True)
 
     def run_arm(row: dict, arm: str) -> None:
+        wait_for_load(a.wait_load)
         r = measure(row["model"], arm, sizes, device, a.steps, a.warmup, a.repeats)
         r["tflop_per_s"] = row["gflop_per_image"] * r["images_per_s"] / 1e3
         r["share_of_bf16_peak"] = r["tflop_per_s"] / peak if peak else None
@@ -230,9 +294,11 @@ def main(argv: list[str] | None = None) -> None:
         row = {"model": model, "mask": "random_blocks", **sizes,
                "gflop_per_image": gflop_per_image(model, sizes, device)}
         rows.append(row)
-        run_arm(row, "plain")
-        run_arm(row, "fast")
-        row["speedup"] = row["fast"]["images_per_s"] / row["plain"]["images_per_s"]
+        for arm in arms:
+            run_arm(row, arm)
+        row["vs_plain"] = {arm: row[arm]["images_per_s"] / row["plain"]["images_per_s"] for arm in arms}
+        if "fast" in arms:
+            row["speedup"] = row["vs_plain"]["fast"]
         save()
     for row in rows:
         if row["model"] not in compiled_models:

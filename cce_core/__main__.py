@@ -201,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="masks per image and step for the NSD loss (default 2; only with --nsd-weight)")
     t.add_argument("--fast", action="store_true",
                    help="the fast training path: same model and loss; masks and batches drawn on the device, D "
-                        "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam "
-                        "(see cce_core.train)")
+                        "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam, on a CPU "
+                        "with native bf16 bf16 autocast and channels-last (see cce_core.train)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--global-batch", action="store_true",
                    help="under torchrun: every process draws the whole global batch from the single-process "
@@ -252,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default uniform weighting (not covered by --time-budget)")
     r.add_argument("--fast", action="store_true",
                    help="the fast training path: same model and loss; masks and batches drawn on the device, D "
-                        "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam "
-                        "(see cce_core.train)")
+                        "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam, on a CPU "
+                        "with native bf16 bf16 autocast and channels-last (see cce_core.train)")
     r.add_argument("--time-budget", type=_seconds, metavar="SECONDS",
                    help="bound the whole call: each training stops at its share, the NSD and figures still run")
     r.add_argument("--pack", metavar="FILE.tar.gz",

@@ -68,15 +68,18 @@ def next_batch(cfg: TrainConfig, images: torch.Tensor, gen: torch.Generator, dev
     """A training batch (images in [-1, 1], masks) at the model's resolution, drawn from ``gen``.
 
     Indices, flips and masks are drawn on ``gen``'s device (see :func:`make_generator`) and end on ``device``;
-    random masks come from ``masks`` if given (``cfg.mask_chunk`` > 1, see :class:`MaskStream`), else from
-    ``gen``. Random masks are drawn at 128 (with ``cfg.mask_generator``) and, for the 64 CE, downscaled with
-    the cascade's ``downscale_mask``, and images with its ``downscale``: the 64 CE is trained on exactly what
-    the cascade will show it.
+    random masks come from ``masks`` if given (see :func:`make_mask_stream`), else from ``gen``, which must then
+    be a CPU generator for the loop mask generator (``"reference"``: it draws on the CPU). Random masks are drawn
+    at 128 (with ``cfg.mask_generator``) and, for the 64 CE, downscaled with the cascade's ``downscale_mask``,
+    and images with its ``downscale``: the 64 CE is trained on exactly what the cascade will show it.
     """
     x = sample_batch(images, cfg.batch_size, gen, flip=cfg.flip, device=device)
     if cfg.mask == "central":
         m = central_mask(cfg.batch_size, cfg.size, cfg.overlap, device=device)
     else:
+        if masks is None and cfg.mask_generator == "reference" and gen.device.type != "cpu":
+            raise ValueError(f"the loop mask generator draws on the CPU, not from a {gen.device.type} generator: "
+                             "pass a MaskStream (make_mask_stream) for device_rng runs")
         m = masks.next() if masks is not None else \
             make_masks(cfg.mask, cfg.batch_size, 128, gen, mask_generator=cfg.mask_generator).to(device)
         m = downscale_mask(m) if cfg.model == "ce64" else m
@@ -85,5 +88,10 @@ def next_batch(cfg: TrainConfig, images: torch.Tensor, gen: torch.Generator, dev
 
 def make_mask_stream(cfg: TrainConfig, device: torch.device, start: int = 0) -> MaskStream | None:
     """The run's :class:`MaskStream` from step ``start``, or None where masks are drawn per step from the run's
-    generator (``mask_chunk`` = 1, or the central mask)."""
-    return MaskStream(cfg, device, start) if cfg.mask_chunk > 1 and cfg.mask != "central" else None
+    generator (``mask_chunk`` = 1, or the central mask). With ``device_rng`` and the loop mask generator
+    (``"reference"``, which draws on the CPU) the run's generator lives on the device, so the masks come from a
+    stream of CPU generators even with ``mask_chunk`` = 1, as :class:`MaskStream` draws them."""
+    if cfg.mask == "central":
+        return None
+    loop_on_device = cfg.device_rng and cfg.mask_generator == "reference"
+    return MaskStream(cfg, device, start) if cfg.mask_chunk > 1 or loop_on_device else None

@@ -375,7 +375,8 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     ``out/runs`` are reused (``force`` retrains them); interrupted ones are resumed. ``time_budget`` (seconds)
     bounds the call (see the module docstring); ``pack`` names a ``.tar.gz`` of ``out/generated`` to write.
     ``fast`` trains with :class:`cce_core.config.TrainConfig`'s fast path (same model and loss; on CUDA bf16
-    autocast, channels-last, fused Adam; masks and batches drawn on the device), recorded in each config.json.
+    autocast, channels-last, fused Adam, on a CPU with native bf16 bf16 autocast and channels-last; masks and
+    batches drawn on the device), recorded in each config.json.
     ``nsd_loss`` also runs the "Beyond the paper" chapter (``notebooks/nsd_loss``): the 128 CE with random blocks
     trained with the NSD loss at two weights beside the reproduction's own run (not covered by ``time_budget``).
     ``loss_variants`` also trains the three random-block models with the paper's eq. (1) weighting (known-pixel

@@ -19,9 +19,13 @@ Run directory: ``config.json`` (the :class:`TrainConfig` and provenance), ``log.
 ``checkpoint_seconds`` of wall-clock time, always at a log step, and at the end).
 
 Speed (issue 9): the options under "the fast path" in :class:`TrainConfig` (``fast=True`` turns them all on)
-change where and how the work is done, not the model or the loss. On the CPU the fast path does exactly the
-plain path's fp32 maths (bitwise, given the same masks); on CUDA it adds bf16 autocast, channels-last, fused Adam
-and cuDNN autotuning. Each option can be switched alone, so a regression can be bisected.
+change where and how the work is done, not the model or the loss. With ``amp`` and ``channels_last`` off, the
+fast path on the CPU does exactly the plain path's fp32 maths (bitwise, given the same masks); on CUDA it adds
+bf16 autocast, channels-last, fused Adam and cuDNN autotuning, and on a CPU with native bf16 (issue 21,
+:func:`cce_core.config.native_bf16_cpu`) bf16 autocast and channels-last, which ``fast=True`` turns on only where
+they pay (:func:`cce_core.config.bf16_pays`, recorded in ``config.json``). Each option can be switched alone, so a
+regression can be bisected. Global switches of torch (cuDNN autotuning, TF32, threads) are restored when
+:func:`train` returns (:func:`global_switches`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -53,7 +57,7 @@ from .checkpoint import (
     model_state,
     save_snapshot,
 )
-from .config import RESUMABLE, TrainConfig
+from .config import RESUMABLE, TrainConfig, native_bf16_cpu
 from .data import TRAIN_CROPS, describe_sources, load_images
 from .losses import batch_penalty, make_nsd_generator, reconstruction_target, reconstruction_weights
 from .masks import fill_hole, invalid_mask_count, unchecked_masks
@@ -68,20 +72,43 @@ class TrainingDiverged(RuntimeError):
 # --- one step of the recipe -------------------------------------------------------------------------------------
 
 def _accelerated(device: torch.device) -> bool:
-    """Whether the CUDA-only options (bf16 autocast, channels-last, fused Adam, cuDNN autotuning) apply on
-    ``device``. On the CPU they do not, so the fast path does the plain path's fp32 maths there. (A test
-    patches this to rehearse those options on the CPU.)"""
+    """Whether the CUDA-only options (fused Adam, cuDNN autotuning, and bf16 autocast and channels-last) apply on
+    ``device``. (A test patches this to rehearse those options on the CPU.)"""
     return device.type == "cuda"
+
+
+def _bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast and channels-last (``cfg.amp``, ``cfg.channels_last``) apply on ``device``: on CUDA
+    and on a CPU with native bf16; elsewhere they stay off, so the fast path does the plain path's fp32 maths."""
+    return _accelerated(device) or (device.type == "cpu" and native_bf16_cpu())
+
+
+@contextlib.contextmanager
+def global_switches() -> Iterator[None]:
+    """Inside, torch's process-wide switches may be changed (cuDNN autotuning, cuDNN's and matmul's TF32, float32
+    matmul precision, CPU threads); on leaving they are as they were, so a run (or a benchmark arm) leaves none of
+    its choices to the next."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32, torch.get_float32_matmul_precision(),
+             torch.get_num_threads())
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved[:3]
+        torch.set_float32_matmul_precision(saved[3])
+        if torch.get_num_threads() != saved[4]:
+            torch.set_num_threads(saved[4])
 
 
 def setup_training(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, device: torch.device,
                    extra: torch.nn.Module | None = None) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """Move G, D (and ``extra``, e.g. the cascade) to ``device``, apply the CUDA-only options of ``cfg``
-    (channels-last, cuDNN autotuning) and return the Adam optimisers of G and D (fused with ``fused_adam``)."""
+    """Move G, D (and ``extra``, e.g. the cascade) to ``device``, apply the device options of ``cfg``
+    (channels-last, cuDNN autotuning: a global switch, see :func:`global_switches`) and return the Adam
+    optimisers of G and D (fused with ``fused_adam``)."""
     cuda = _accelerated(device)
     for module in (g, d) + ((extra,) if extra is not None else ()):
         module.to(device)
-        if cuda and cfg.channels_last:
+        if _bf16(device) and cfg.channels_last:
             module.to(memory_format=torch.channels_last)
     if cuda and cfg.cudnn_benchmark and device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -98,9 +125,9 @@ class FastPath:
     ``freeze_d`` (D's parameters do not require gradients during the G step: its backward still flows through D
     to G, but fills no D gradient, which the plain path fills and then discards at the next D step),
     ``device_checks`` (no host-side mask value checks inside the step, see
-    :func:`cce_core.masks.unchecked_masks`), on CUDA ``amp`` (G and D run under bf16 autocast; the losses are
-    computed in fp32) and ``channels_last``, and ``compile`` (torch.compile of G and of ``D.logits``, the
-    method the step calls). ``wrappers``: in a data-parallel run, G and ``D.logits`` wrapped in
+    :func:`cce_core.masks.unchecked_masks`), on CUDA and on a CPU with native bf16 ``amp`` (G and D run under
+    bf16 autocast; the losses are computed in fp32) and ``channels_last``, and ``compile`` (torch.compile of G and
+    of ``D.logits``, the method the step calls). ``wrappers``: in a data-parallel run, G and ``D.logits`` wrapped in
     DistributedDataParallel (:func:`cce_core.distributed.wrap`, which explains why): G's forward and the D step's
     D calls go through them, so their gradients are averaged over the processes; the G step calls the unwrapped
     ``D.logits``.
@@ -116,14 +143,14 @@ class FastPath:
     @classmethod
     def of(cls, cfg: TrainConfig, g: ContextEncoder, d: Discriminator, wrappers: tuple | None = None) -> FastPath:
         device = next(g.parameters()).device
-        cuda = _accelerated(device)
-        amp = bool(cfg.amp and cuda)
+        bf16 = _bf16(device)
+        amp = bool(cfg.amp and bf16)
         g_module, d_step_module = wrappers if wrappers is not None else (g, d.logits)
         g_forward = torch.compile(g_module) if cfg.compile else g_module
         d_logits = torch.compile(d.logits) if cfg.compile else d.logits
         d_step_logits = (d_logits if wrappers is None
                          else torch.compile(d_step_module) if cfg.compile else d_step_module)
-        return cls(memory_format=torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format,
+        return cls(memory_format=torch.channels_last if bf16 and cfg.channels_last else torch.contiguous_format,
                    g_forward=g_forward, d_logits=d_logits, d_step_logits=d_step_logits,
                    checks=unchecked_masks if cfg.device_checks else contextlib.nullcontext,
                    autocast=((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp
@@ -305,18 +332,21 @@ class Run:
                    if t.is_floating_point()):
             raise TrainingDiverged(f"the weights became NaN/inf at step {step} (with finite losses); "
                                    f"the last good checkpoint is kept in {self.files.checkpoint}")
-        cfg, gen = self.cfg, self.gen
-        states = [gen.get_state()] if self.world is None else self.world.gather(gen.get_state())
+        cfg, gen, nsd_gen = self.cfg, self.gen, self.nsd_gen
+        mine = (gen.get_state(), nsd_gen.get_state() if nsd_gen is not None else None)
+        states, nsd_states = zip(*([mine] if self.world is None else self.world.gather(mine)))
         if not self.main:
             return
         state = {**self.model_state(step), "finished": step >= cfg.steps, "cut_by_time": cfg.planned_steps is not None,
                  "D": self.d.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                  "rng": states[0], "rng_device": gen.device.type}
-        if self.nsd_gen is not None:
-            state.update(nsd_rng=self.nsd_gen.get_state(), nsd_rng_device=self.nsd_gen.device.type)
+        if nsd_gen is not None:
+            state.update(nsd_rng=nsd_states[0], nsd_rng_device=nsd_gen.device.type)
         if self.origin is not None or self.n_proc > 1:  # not the single-process stream: the streams of every process
-            state["streams"] = {"world_size": self.n_proc, "origin": self.origin,
-                                "rng": states if self.n_proc > 1 else states[:1]}
+            keep = list(states if self.n_proc > 1 else states[:1])
+            state["streams"] = {"world_size": self.n_proc, "origin": self.origin, "rng": keep}
+            if nsd_gen is not None:  # the NSD loss's masks, per process too
+                state["streams"]["nsd_rng"] = list(nsd_states if self.n_proc > 1 else nsd_states[:1])
         atomic_save(state, self.files.checkpoint)
 
     def log(self, record: dict) -> None:
@@ -396,11 +426,13 @@ def _restore(run: Run, ckpt: dict, same_streams: bool, rank: int) -> None:
                          f"{saved_on}); resume it on a {saved_on} device to continue it exactly")
     if same_streams:
         run.gen.set_state(ckpt.get("streams", {"rng": [ckpt["rng"]]})["rng"][rank])
-    if run.nsd_gen is not None and run.n_proc == 1 and "nsd_rng" in ckpt:  # several processes: re-derived
+    # the NSD loss's masks: each process's own stream where the streams continue (else re-derived at ``origin``)
+    nsd_states = ckpt.get("streams", {}).get("nsd_rng", [ckpt.get("nsd_rng")] if run.n_proc == 1 else None)
+    if run.nsd_gen is not None and same_streams and nsd_states is not None and nsd_states[rank] is not None:
         if ckpt.get("nsd_rng_device", "cpu") != run.nsd_gen.device.type:
             raise ValueError(f"{path} holds the random state of a {ckpt.get('nsd_rng_device', 'cpu')} "
                              "generator for the NSD masks; resume it on that kind of device to continue it exactly")
-        run.nsd_gen.set_state(ckpt["nsd_rng"])
+        run.nsd_gen.set_state(nsd_states[rank])
 
 
 def load_data(run: Run, progress: bool, global_batch: bool) -> torch.Tensor:
@@ -486,6 +518,7 @@ def _agreed(run: Run, flag: bool, asked: bool) -> bool:
 
 # --- the loop -------------------------------------------------------------------------------------------------
 
+@global_switches()
 def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, force: bool = False,
           progress: bool = True, stop_after: int | None = None, time_limit: float | None = None,
           global_batch: bool = False) -> Path:
@@ -498,10 +531,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
     ``stop_after`` ends the call after that many steps (with a checkpoint), as an interruption would.
 
     ``time_limit`` (seconds of this call's training loop) ends training after the step during which it ran
-    out, and makes the run finished at the samples it saw: the stored configuration gets ``steps`` = the steps
-    done and ``planned_steps`` = the steps asked for, and ``config.json`` and the checkpoint say
-    ``cut_by_time``. ``resume="auto"`` with the original configuration then returns at once; ``resume=True``
-    continues it (to ``planned_steps`` or the ``steps`` asked for, if more).
+    out (under torchrun: the first log step after, so that the processes agree on it only there), and makes the
+    run finished at the samples it saw: the stored configuration gets ``steps`` = the steps done and
+    ``planned_steps`` = the steps asked for, and ``config.json`` and the checkpoint say ``cut_by_time``.
+    ``resume="auto"`` with the original configuration then returns at once; ``resume=True`` continues it (to
+    ``planned_steps`` or the ``steps`` asked for, if more).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the N processes train one model with DistributedDataParallel
     (:mod:`cce_core.distributed`): each takes ``batch_size / N`` of the global batch, BatchNorm is synchronised,
@@ -542,9 +576,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
             meter.add(step_fn(x, m))
             done = step + 1
             run.snapshot(done)
-            cut = time_limit is not None and done < end and time.perf_counter() - t_start >= time_limit
-            cut = _agreed(run, cut, time_limit is not None)  # rank 0's clock decides for all
-            if done % cfg.log_every == 0 or done == end or cut:
+            at_log = done % cfg.log_every == 0 or done == end
+            ask = time_limit is not None and (at_log or run.world is None)  # torchrun: at log steps only
+            cut = ask and done < end and time.perf_counter() - t_start >= time_limit
+            cut = _agreed(run, cut, ask)  # rank 0's clock decides for all (a collective and a host sync)
+            if at_log or cut:
                 rec, now = meter.record(done, since=last)
                 last = now
                 run.log(rec)

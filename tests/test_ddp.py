@@ -192,3 +192,60 @@ def test_per_process_batch_and_cpu_sync_batchnorm_keys():
     x = torch.randn(4, 5, 3, 3)  # no process group: plain BatchNorm
     assert torch.equal(sync(x), nn.BatchNorm2d(5).train()(x) * bn.weight[None, :, None, None])
     assert distributed.rank_seed(0, 0, 0) != distributed.rank_seed(0, 1, 0) != distributed.rank_seed(0, 1, 10)
+
+
+# --- a fake group in this process: rank 0 of N, on a one-process Gloo group (no torchrun) ----------------------
+
+class FakeWorld(distributed.World):
+    """Rank 0 of ``size`` processes, run alone on a one-process Gloo group: collectives act on this process only,
+    ``gather`` gives this process's object for every rank, and ``agree`` calls are counted."""
+
+    agreed = 0
+
+    def agree(self, flag: bool) -> bool:
+        FakeWorld.agreed += 1
+        return super().agree(flag)
+
+    def gather(self, obj: object) -> list:
+        return [obj] * self.size
+
+
+@pytest.fixture
+def fake_world(tmp_path, monkeypatch):
+    """``distributed.setup`` as under torchrun with ``size`` processes (set ``fake_world.size``), this one rank 0."""
+    import torch.distributed as dist
+
+    calls = iter(range(1000))
+
+    def setup(device: str = "auto") -> FakeWorld:
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg-{next(calls)}", rank=0, world_size=1)
+        return FakeWorld(0, setup.size, 0, torch.device("cpu"), "gloo", owned=True)
+
+    setup.size = 1
+    monkeypatch.setattr(distributed, "setup", setup)
+    FakeWorld.agreed = 0
+    return setup
+
+
+def test_time_limit_is_agreed_at_log_steps_only(tmp_path, folder, fake_world):
+    """Issue 17: under torchrun the processes agree on the time limit (a collective and a host sync) only at log
+    steps, not at every step; a single process still checks its clock every step."""
+    train(tiny(folder, 20, log_every=5, checkpoint_every=10), tmp_path / "run", progress=False, time_limit=3600)
+    assert FakeWorld.agreed == 4  # steps 5, 10, 15, 20
+    assert read_log(tmp_path / "run")[-1]["step"] == 20
+
+
+def test_nsd_loss_stream_resumes_per_process(tmp_path, folder, fake_world):
+    """Issue 17: with the NSD loss under torchrun, each process's stream of extra masks is saved in the checkpoint
+    and restored on resumption (as the batch and mask streams are), so a resumed run continues exactly."""
+    fake_world.size = 2
+    c = tiny(folder, 4, batch_size=8, log_every=1, checkpoint_every=1, nsd_weight=1.0)
+    whole = load_checkpoint(train(c, tmp_path / "whole", progress=False))
+    train(c, tmp_path / "part", progress=False, stop_after=2)
+    part = load_checkpoint(tmp_path / "part")
+    assert part["streams"]["world_size"] == 2 and len(part["streams"]["nsd_rng"]) == 2
+    resumed = load_checkpoint(train(c, tmp_path / "part", progress=False, resume=True))
+    for net in ("G", "D"):
+        for k, t in whole[net].items():
+            assert torch.equal(t, resumed[net][k]), (net, k)
+    assert torch.equal(whole["streams"]["nsd_rng"][0], resumed["streams"]["nsd_rng"][0])

@@ -12,11 +12,12 @@ import torch
 from scipy import stats
 from test_train import assert_same
 
+import cce_core.masks as masks_mod
 import cce_core.train as train_mod
 from cce_core.batches import MaskStream, make_mask_stream
 from cce_core.cascade import downscale_mask
 from cce_core.checkpoint import build_models, load_checkpoint, load_model, read_log
-from cce_core.config import FAST_OPTIONS, make_config
+from cce_core.config import FAST_OPTIONS, make_config, native_bf16_cpu
 from cce_core.masks import (
     coverage,
     fill_hole,
@@ -97,11 +98,13 @@ def test_batched_random_region():
 
 @pytest.mark.parametrize("model, mask", [("ce128", "random_blocks"), ("ce64", "central")])
 def test_fast_step_is_the_plain_step_on_cpu(model, mask):
-    """Same inputs, same weights: the fast step (frozen D, unchecked masks, cached fill) gives bitwise the same
-    losses and weights as the plain one, and it leaves D's gradients from the D step only."""
+    """Same inputs, same weights: the fast step's fp32 options (frozen D, unchecked masks, cached fill; bf16 and
+    channels-last off) give bitwise the same losses and weights as the plain one, and leave D's gradients from
+    the D step only."""
     results = {}
     for fast in (False, True):
-        c = make_config("smoke", model=model, mask=mask, batch_size=4, width=8, bottleneck=16, device="cpu", fast=fast)
+        c = make_config("smoke", model=model, mask=mask, batch_size=4, width=8, bottleneck=16, device="cpu", fast=fast,
+                        amp=False, channels_last=False)
         torch.manual_seed(0)
         g, d = build_models(c)
         opt_g, opt_d = setup_training(c, g, d, torch.device("cpu"))
@@ -139,12 +142,13 @@ def test_unchecked_masks_skips_only_value_checks():
 
 def test_fast_options_resolve_and_are_recorded(tmp_path, folder):
     c = tiny(folder, fast=True, freeze_d=False)
-    assert c.device_rng and c.device_checks and c.amp and not c.freeze_d and not c.compile
+    assert c.device_rng and c.device_checks and not c.freeze_d and not c.compile
+    assert c.amp == c.channels_last == native_bf16_cpu()  # where bf16 pays (a CPU with native bf16), recorded
     assert not any(getattr(tiny(folder), name) for name in FAST_OPTIONS)
     train(c, tmp_path / "run", progress=False)
     stored = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert stored["fast"] and stored["device_rng"] and not stored["freeze_d"] and stored["mask_generator"] == "batched"
-    assert stored["planned_steps"] is None
+    assert stored["planned_steps"] is None and stored["amp"] == stored["channels_last"] == native_bf16_cpu()
 
 
 def test_fast_run_resumes_exactly(tmp_path, folder):
@@ -237,7 +241,8 @@ def test_fast_loss_curve_matches_plain(tmp_path, folder):
     fast for seeds 0, 1, 2: reconstruction loss per 50-step window up to 15%, and between two seeds of the plain
     path up to 12%; adversarial terms' 300-step means up to 11%)."""
     logs = {}
-    for name, extra in (("plain", dict(mask_generator="reference")), ("fast", dict(fast=True))):
+    fp32 = dict(amp=False, channels_last=False)  # bf16 (where the CPU has it): test_bf16_loss_curve_matches_fp32
+    for name, extra in (("plain", dict(mask_generator="reference")), ("fast", dict(fast=True, **fp32))):
         c = make_config("smoke", model="ce64", mask="random_blocks", data=[folder], steps=300, batch_size=8, width=8,
                         bottleneck=16, log_every=10, checkpoint_every=None, device="cpu", seed=0, **extra)
         train(c, tmp_path / name, progress=False)
@@ -249,6 +254,120 @@ def test_fast_loss_curve_matches_plain(tmp_path, folder):
         assert a[-1] < 0.6 * a[0] and b[-1] < 0.6 * b[0]  # both learn
     for key in ("d", "g_adv"):
         assert abs(plain[key].mean() - fast[key].mean()) <= 0.3 * plain[key].mean(), key
+
+
+def test_bf16_loss_curve_matches_fp32(tmp_path, folder, monkeypatch):
+    """Issue 21: the fast path in bf16 (autocast and channels-last, as on a CPU with native bf16; forced here so
+    the test runs on any CPU) against the same path in fp32, 300 steps of the tiny ce64 of
+    test_fast_loss_curve_matches_plain, same seed, so the same batches and masks: only the precision differs.
+    The loss curves within that test's tolerance (25% per 50-step window). The adversarial game drifts apart
+    between any two runs: bf16 vs fp32 here differ in D's 300-step mean loss by 31%, 13% and 0.1% for seeds 0, 1, 2,
+    in G's adversarial term by 22%, 5% and 0.5% (reconstruction windows: 15%, 12%, 10%), so the adversarial means
+    get a 50% bound here, not the 30% of plain vs fast: by that rule bf16 fails (seed 0), so ``fast=True`` does not
+    pick it on the CPU (:data:`cce_core.config.FAST_PICKS_CPU_BF16`); this test keeps the asked-for bf16 path
+    honest (it learns, its curves stay close). The bf16 model's NSD is then computed in fp32: evaluation
+    never runs under autocast (every convolution's output is float32)."""
+    from cce_core.evaluate import eval_masks, model_nsd
+
+    monkeypatch.setattr(train_mod, "_bf16", lambda device: True)
+    logs = {}
+    for name, amp in (("fp32", False), ("bf16", True)):
+        c = make_config("smoke", model="ce64", mask="random_blocks", data=[folder], steps=300, batch_size=8, width=8,
+                        bottleneck=16, log_every=10, checkpoint_every=None, device="cpu", seed=0, fast=True, amp=amp,
+                        channels_last=amp)
+        train(c, tmp_path / name, progress=False)
+        logs[name] = {k: np.array([r[k] for r in read_log(tmp_path / name)]) for k in ("d", "g_adv", "g_rec", "l2")}
+    fp32, bf16 = logs["fp32"], logs["bf16"]
+    assert not np.array_equal(fp32["l2"], bf16["l2"])  # bf16 did run
+    for key in ("g_rec", "l2"):
+        a, b = fp32[key].reshape(6, 5).mean(1), bf16[key].reshape(6, 5).mean(1)
+        assert np.all(np.abs(a - b) <= 0.25 * a), (key, a, b)
+        assert a[-1] < 0.6 * a[0] and b[-1] < 0.6 * b[0]  # both learn
+    for key in ("d", "g_adv"):
+        assert abs(fp32[key].mean() - bf16[key].mean()) <= 0.5 * fp32[key].mean(), key
+
+    model = load_model(tmp_path / "bf16")
+    dtypes = []
+    for mod in model.modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            mod.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    images = torch.rand(3, 3, 128, 128, generator=gen(0)) * 2 - 1
+    res = model_nsd(model, images, eval_masks("random_blocks", 4, seed=1), progress=False)
+    assert dtypes and set(dtypes) == {torch.float32} and np.isfinite(res.normalized.mean)
+
+
+def test_native_bf16_cpu_detection(monkeypatch):
+    """bf16 autocast and channels-last are picked by the fast path on CUDA and on CPUs with native bf16 only."""
+    import cce_core.config as config_mod
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    native = torch.backends.cpu.get_cpu_capability().startswith("AVX512") and any(
+        f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    assert native_bf16_cpu() == native
+    monkeypatch.setattr(config_mod, "native_bf16_cpu", lambda: False)
+    off = make_config("smoke", device="cpu", fast=True)
+    assert not off.amp and not off.channels_last and off.device_rng and off.freeze_d
+    assert make_config("smoke", device="cuda", fast=True).amp and not make_config("smoke", device="cuda").amp
+    monkeypatch.setattr(config_mod, "native_bf16_cpu", lambda: True)
+    cpu_fast = make_config("smoke", device="cpu", fast=True)  # not picked on the CPU (config.FAST_PICKS_CPU_BF16)
+    assert cpu_fast.amp is config_mod.FAST_PICKS_CPU_BF16 and not make_config("smoke", device="cpu").amp
+    monkeypatch.setattr(config_mod, "FAST_PICKS_CPU_BF16", True)
+    on = make_config("smoke", device="cpu", fast=True)
+    assert on.amp and on.channels_last and not make_config("smoke", device="cpu").amp  # faithful default: fp32
+    assert make_config("smoke", device="cpu", amp=True, channels_last=True).amp  # asked for: on
+    assert make_config("smoke", device="cpu", fast=True, amp=False).amp is False  # explicit choice kept
+
+
+def test_loop_mask_generator_gets_cpu_generators_with_device_rng(tmp_path, folder, monkeypatch):
+    """Issue 17: with ``device_rng`` the run's generator lives on the training device, and the loop mask generator
+    (``mask_generator="reference"``) draws on the CPU, so with ``mask_chunk`` = 1 too its masks must come from CPU
+    generators (a MaskStream's), never from the run's generator (on a GPU: a crash)."""
+    made, seen = [], []
+    real_make, real_ref = train_mod.make_generator, masks_mod.random_blocks_reference
+    monkeypatch.setattr(train_mod, "make_generator", lambda *a: made.append(real_make(*a)) or made[-1])
+    monkeypatch.setattr(masks_mod, "random_blocks_reference",
+                        lambda n, size, g, **kw: seen.append(g) or real_ref(n, size, g, **kw))
+    c = tiny(folder, fast=True, mask_chunk=1, mask_generator="reference")
+    train(c, tmp_path / "run", progress=False)
+    assert len(made) == 1 and len(seen) == c.steps
+    assert all(g is not made[0] and g.device.type == "cpu" for g in seen)
+    assert make_mask_stream(c, torch.device("cpu")) is not None
+    resumed = tmp_path / "part"  # and the run still resumes exactly
+    train(c, resumed, progress=False, stop_after=2)
+    train(c, resumed, progress=False, resume=True)
+    assert_same(load_checkpoint(tmp_path / "run")["G"], load_checkpoint(resumed)["G"])
+
+
+def test_train_restores_torchs_global_switches(tmp_path, folder, monkeypatch):
+    """Issue 17: cuDNN autotuning, TF32, float32 matmul precision and threads set inside a run are undone when
+    ``train`` returns (here a run that sets them all, as a CUDA run sets cuDNN autotuning), from sentinel values."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32, torch.get_float32_matmul_precision())
+    real = train_mod.load_data
+
+    def switching(*a, **kw):
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = True, True, True
+        torch.set_float32_matmul_precision("medium")
+        torch.set_num_threads(2)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "load_data", switching)
+    try:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = False, False, False  # sentinels
+        torch.set_float32_matmul_precision("highest")
+        torch.set_num_threads(1)
+        train(tiny(folder, steps=2), tmp_path / "run", progress=False)
+        assert (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32) == (False, False, False)
+        assert torch.get_float32_matmul_precision() == "highest" and torch.get_num_threads() == 1
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = before[:3]
+        torch.set_float32_matmul_precision(before[3])
+
+
+def test_paper_preset_keeps_snapshots():
+    """Issue 17: a GPU run of the paper preset shows NSD along training: ~8 snapshots of G over its 16,000 steps."""
+    c = make_config("paper")
+    assert c.snapshot_every is not None and 6 <= c.steps // c.snapshot_every <= 10
 
 
 # --- 5. the benchmark ----------------------------------------------------------------------------------------
@@ -294,10 +413,11 @@ def test_accelerated_options_rehearsed_on_cpu(tmp_path, folder, monkeypatch):
 
 
 def test_fast_run_is_the_plain_run_on_cpu(tmp_path, folder):
-    """With the same mask generator, the whole fast training loop on the CPU (device generator = the CPU's) ends
-    bitwise where the plain one does."""
+    """With the same mask generator and the fp32 options (bf16 and channels-last off), the whole fast training
+    loop on the CPU (device generator = the CPU's) ends bitwise where the plain one does."""
     a = load_checkpoint(train(tiny(folder), tmp_path / "plain", progress=False))
-    b = load_checkpoint(train(tiny(folder, fast=True, mask_chunk=1), tmp_path / "fast", progress=False))
+    b = load_checkpoint(train(tiny(folder, fast=True, mask_chunk=1, amp=False, channels_last=False), tmp_path / "fast",
+                              progress=False))
     for key in ("G", "D", "opt_g", "opt_d", "rng"):
         assert_same(a[key], b[key], key)
     assert read_log(tmp_path / "plain")[-1]["l2"] == read_log(tmp_path / "fast")[-1]["l2"]
