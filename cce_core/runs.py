@@ -56,20 +56,30 @@ def ensure_run(runs_dir: str | Path, model: str, mask: str, preset: str, data: l
     return train(cfg, run, resume="auto", progress=progress, time_limit=time_limit)
 
 
+#: The NSD loss's weights that ``reproduce --nsd-loss`` trains beside lambda = 0, chosen by the short sweep of
+#: ``benchmarks/nsd_loss_sweep.py`` (preset cpu, train-mini, one seed, the 128 CE): weights that lowered NSD while
+#: keeping the in-hole PSNR within about 1 dB of lambda = 0. The models: the 128 CE and the cascade, random blocks.
+NSD_LOSS_WEIGHTS = (0.0, 1.0, 10.0)
+NSD_LOSS_MODELS = ("ce128", "cce128")
+
+
 def ensure_nsd_runs(runs_dir: str | os.PathLike, lambdas: Sequence[float], preset: str, data: list[str],
-                    seed: int = 0, device: str = "auto", nsd_masks: int = 2,
-                    progress: bool = False) -> dict[float, Path]:
-    """Train (or resume, or reuse) the 128 CE with random blocks for each NSD weight; returns {lambda: checkpoint}.
+                    seed: int = 0, device: str = "auto", nsd_masks: int = 2, progress: bool = False,
+                    model: str = "ce128", fast: bool | None = None) -> dict[float, Path]:
+    """Train (or resume, or reuse) ``model`` (the 128 CE or the cascade) with random blocks for each NSD weight;
+    returns {lambda: checkpoint}.
 
     Every run has the same seed, data, preset and therefore the same batches and main masks. lambda = 0 is the
-    recipe without the penalty, i.e. the reproduction's own ``ce128-random_blocks`` run (reused if it exists);
-    lambda > 0 trains ``runs_dir/ce128-random_blocks-nsd<lambda>`` with ``nsd_masks`` extra masks per image
-    (:func:`ensure_run`, which names and reuses every run of a reproduction).
+    recipe without the penalty, i.e. the reproduction's own ``<model>-random_blocks`` run (reused if it exists);
+    lambda > 0 trains ``runs_dir/<model>-random_blocks-nsd<lambda>`` with ``nsd_masks`` extra masks per image
+    (:func:`ensure_run`, which names and reuses every run of a reproduction; the cascade's 64 CE is the seed's own).
     """
+    if model not in NSD_LOSS_MODELS:
+        raise ValueError(f"the NSD-loss runs are of {NSD_LOSS_MODELS}, got {model!r}")
     out = {}
     for lam in map(float, lambdas):
         if lam < 0:
             raise ValueError(f"NSD weights must be >= 0, got {lam}")
-        out[lam] = ensure_run(runs_dir, "ce128", "random_blocks", preset, data, seed=seed, device=device,
-                              progress=progress, nsd_weight=lam, nsd_masks=nsd_masks)
+        out[lam] = ensure_run(runs_dir, model, "random_blocks", preset, data, seed=seed, device=device,
+                              progress=progress, nsd_weight=lam, nsd_masks=nsd_masks, fast=fast)
     return out
