@@ -45,7 +45,8 @@ def main() -> None:
             last = read_log(out)[-1]
             acc = encode_all(g, images, masks, progress=False)
             scale = code_scale(g).double()
-            print(f"| {norm if lam else '–'} | {lam:g} | {last['code_weight_norm']:.2f} | {last['code_var_ratio']:.2f} | "
+            print(f"| {norm if lam else '–'} | {lam:g} | {last['code_weight_norm']:.2f} | "
+                  f"{last['code_var_ratio']:.2f} | "
                   f"{acc.result(scale=scale).mean:.3f} | {acc.result(standardize=True).mean:.3f} | "
                   f"{float((acc.mean / scale).var(0).mean()):.3f} |", flush=True)
 
