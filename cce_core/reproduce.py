@@ -532,10 +532,12 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
             recorder.packed("running: figures done")
         if plan.nsd_loss:
             print("[reproduce] beyond the paper: NSD as a training loss", flush=True)
-            runs_dirs = [os.path.relpath(plan.run_dir(o), nb_dir) for o in plan.seeds]
+            seed_folders = [os.path.relpath(plan.folder(o), nb_dir) for o in plan.seeds]  # where each was trained
+            runs_dirs = [plan.common(o)["runs_dir"] for o in plan.seeds]  # relative to its seed folder
             timings["nsd_loss"] = execute_notebook("nsd_loss", nb_dir / "nsd_loss.ipynb",
                                                    dict(common, **dp, fig_dir="figures", **sizes, seeds=plan.seeds,
-                                                        runs_dirs=runs_dirs, lambdas=list(NSD_LOSS_WEIGHTS)), nb_dir)
+                                                        runs_dirs=runs_dirs, seed_folders=seed_folders,
+                                                        lambdas=list(NSD_LOSS_WEIGHTS)), nb_dir)
 
 
 def _free_device_memory() -> None:

@@ -8,6 +8,7 @@ it needs and a reproduction's notebooks reuse what it trained.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -65,7 +66,7 @@ NSD_LOSS_MODELS = ("ce128", "cce128")
 
 def ensure_nsd_runs(runs_dir: str | os.PathLike, lambdas: Sequence[float], preset: str, data: list[str],
                     seed: int = 0, device: str = "auto", nsd_masks: int = 2, progress: bool = False,
-                    model: str = "ce128", fast: bool | None = None) -> dict[float, Path]:
+                    model: str = "ce128", fast: bool | None = None, cwd: str | os.PathLike = ".") -> dict[float, Path]:
     """Train (or resume, or reuse) ``model`` (the 128 CE or the cascade) with random blocks for each NSD weight;
     returns {lambda: checkpoint}.
 
@@ -73,13 +74,18 @@ def ensure_nsd_runs(runs_dir: str | os.PathLike, lambdas: Sequence[float], prese
     recipe without the penalty, i.e. the reproduction's own ``<model>-random_blocks`` run (reused if it exists);
     lambda > 0 trains ``runs_dir/<model>-random_blocks-nsd<lambda>`` with ``nsd_masks`` extra masks per image
     (:func:`ensure_run`, which names and reuses every run of a reproduction; the cascade's 64 CE is the seed's own).
+    ``cwd``: the folder the runs are asked for from (``runs_dir`` is relative to it, and so are the data and the
+    64 CE's paths stored in a run's configuration: a reproduction trains each seed from that seed's notebook
+    folder); ``data`` and the checkpoints returned are relative to the current folder.
     """
     if model not in NSD_LOSS_MODELS:
         raise ValueError(f"the NSD-loss runs are of {NSD_LOSS_MODELS}, got {model!r}")
-    out = {}
+    out, seen_from = {}, [d if d == "embedded" else os.path.relpath(d, cwd) for d in data]
     for lam in map(float, lambdas):
         if lam < 0:
             raise ValueError(f"NSD weights must be >= 0, got {lam}")
-        out[lam] = ensure_run(runs_dir, model, "random_blocks", preset, data, seed=seed, device=device,
+        with contextlib.chdir(cwd):
+            ckpt = ensure_run(runs_dir, model, "random_blocks", preset, seen_from, seed=seed, device=device,
                               progress=progress, nsd_weight=lam, nsd_masks=nsd_masks, fast=fast)
+        out[lam] = Path(cwd) / ckpt
     return out

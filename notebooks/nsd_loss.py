@@ -53,7 +53,8 @@ q = 4  # masks per image for the inpainting quality (the first q of the n NSD ma
 seed = 0  # the first training seed (its models are shown)
 seeds = None  # every training seed (None: [seed])
 runs_dir = "../_build/nbval/runs"  # the first seed's runs
-runs_dirs = None  # each seed's runs folder (None: [runs_dir])
+runs_dirs = None  # each seed's runs folder, relative to its seed folder (None: [runs_dir])
+seed_folders = None  # the folder each seed's runs were trained from, relative to this notebook (None: ["."])
 device = "auto"
 fig_dir = "../_build/nbval/figures"
 
@@ -80,8 +81,10 @@ if 0.0 not in lambdas:
     raise ValueError("lambdas must include 0: the verdict compares with the model trained without the penalty")
 seeds = list(seeds) if seeds else [seed]
 runs_dirs = list(runs_dirs) if runs_dirs else [runs_dir]
-if len(runs_dirs) != len(seeds):
-    raise ValueError(f"one runs folder per seed: {len(seeds)} seeds, {len(runs_dirs)} folders")
+seed_folders = list(seed_folders) if seed_folders else ["."] * len(seeds)
+if not len(runs_dirs) == len(seed_folders) == len(seeds):
+    raise ValueError(f"one runs folder per seed: {len(seeds)} seeds, {len(runs_dirs)} runs folders, "
+                     f"{len(seed_folders)} seed folders")
 NAMES = {"ce128": "128 CE", "cce128": "cascade"}
 
 
@@ -111,8 +114,8 @@ glue("nsdloss_q", q, display=False)
 
 # %% tags=["nbval-ignore-output"]
 checkpoints = {model: {s: ensure_nsd_runs(rd, lambdas, preset, data, seed=s, device=device, nsd_masks=nsd_masks,
-                                          model=model)
-                       for s, rd in zip(seeds, runs_dirs)} for model in NSD_LOSS_MODELS}
+                                          model=model, cwd=folder)
+                       for s, rd, folder in zip(seeds, runs_dirs, seed_folders)} for model in NSD_LOSS_MODELS}
 first = {model: checkpoints[model][seeds[0]] for model in NSD_LOSS_MODELS}
 runs = {f"{model}-{lam:g}": run_info(Path(ckpt).parent / "config.json", step=int(load_checkpoint(ckpt)["step"]))
         for model in NSD_LOSS_MODELS for lam, ckpt in first[model].items()}
