@@ -108,7 +108,7 @@ glue("nsdloss_q", q, display=False)
 # run) and with $\lambda \in \{${glue:text}`nsdloss_lambdas`$\}$, $m =$ {glue:text}`nsdloss_m` extra masks per image
 # and step, for each of the {glue:text}`nsdloss_n_seeds` training seeds ({glue:text}`nsdloss_seeds`); for a seed
 # every weight has the same data, batches, main masks and number of samples (the cascade's 64 CE is the seed's own,
-# trained without the penalty). Every model is then evaluated on the same {glue:text}`nsdloss_k` held-out images,
+# trained without the penalty). Every model is then evaluated on the same {glue:text}`nsdloss_k` evaluation images,
 # the same $n =$ {glue:text}`nsdloss_n` NSD masks and the first $q =$ {glue:text}`nsdloss_q` of them for the
 # inpainting quality.
 
