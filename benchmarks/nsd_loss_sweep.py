@@ -13,7 +13,7 @@ bottleneck convolution's weight norm and running / batch code variance. Prints o
 from __future__ import annotations
 
 import argparse
-import time
+import json
 from pathlib import Path
 
 from cce_core.checkpoint import read_log
@@ -39,11 +39,14 @@ def main() -> None:
     data = [str(Path(d).resolve()) for d in a.data]
     ckpts, seconds = {}, {}
     for lam in lambdas:
-        t = time.perf_counter()
         ckpts[lam] = ensure_run(a.runs, a.model, "random_blocks", a.preset, data, seed=a.seed, device="cpu",
                                 nsd_weight=lam)
-        seconds[lam] = time.perf_counter() - t  # ~0 for a run that already existed
-        print(f"trained lambda = {lam:g} in {seconds[lam]:.0f} s", flush=True)
+        run = Path(ckpts[lam]).parent  # its training seconds, from the speed of each log line (reused runs too)
+        cfg = json.loads((run / "config.json").read_text())["config"]
+        log = read_log(run)
+        steps = [r["step"] - prev for r, prev in zip(log, [0] + [r["step"] for r in log])]
+        seconds[lam] = sum(n * cfg["batch_size"] / r["images_per_s"] for n, r in zip(steps, log))
+        print(f"lambda = {lam:g}: {seconds[lam]:.0f} s of training", flush=True)
     images = load_images(a.eval_data, limit=a.k, seed=a.seed + 1000, progress=False).images
     masks = eval_masks("random_blocks", a.n, seed=a.seed)
     res = evaluate_nsd_runs(ckpts, images, masks, masks[:a.q])

@@ -57,9 +57,10 @@ def ensure_run(runs_dir: str | Path, model: str, mask: str, preset: str, data: l
     return train(cfg, run, resume="auto", progress=progress, time_limit=time_limit)
 
 
-#: The NSD loss's weights that ``reproduce --nsd-loss`` trains beside lambda = 0, chosen by the short sweep of
-#: ``benchmarks/nsd_loss_sweep.py`` (preset cpu, train-mini, one seed, the 128 CE): weights that lowered NSD while
-#: keeping the in-hole PSNR within about 1 dB of lambda = 0. The models: the 128 CE and the cascade, random blocks.
+#: The NSD loss's weights that ``reproduce --nsd-loss`` trains beside lambda = 0. ``benchmarks/nsd_loss_sweep.py``
+#: (preset cpu, train-mini, seed 0, the 128 CE) measured lambda = 10: NSD 15x lower in both readings, the in-hole
+#: PSNR 0.5 dB lower, the codes' spread between images not smaller; lambda = 1 (10x weaker) was not measured at that
+#: preset (at smoke size it lowers NSD as much as 10). The models: the 128 CE and the cascade, random blocks.
 NSD_LOSS_WEIGHTS = (0.0, 1.0, 10.0)
 NSD_LOSS_MODELS = ("ce128", "cce128")
 
