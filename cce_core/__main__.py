@@ -82,7 +82,8 @@ def _train(a: argparse.Namespace) -> None:
     cfg = make_config(a.preset, model=a.model, mask=a.mask, data=a.data, steps=a.steps, batch_size=a.batch_size,
                       bottleneck=a.bottleneck, width=a.width, variant=a.variant, ce64=a.ce64, seed=a.seed,
                       device=a.device, limit=a.limit, upscale=a.upscale, max_bad_fraction=a.max_bad_fraction,
-                      fast=a.fast or None, nsd_weight=a.nsd_weight, nsd_masks=a.nsd_masks)
+                      fast=a.fast or None, nsd_weight=a.nsd_weight, nsd_masks=a.nsd_masks,
+                      nsd_norm=a.nsd_norm)
     run = train
     if "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun: the agent reports an exception's traceback
         from torch.distributed.elastic.multiprocessing.errors import record
@@ -199,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="beyond the paper: weight of the NSD loss added to G's (default 0: the paper's recipe)")
     t.add_argument("--nsd-masks", type=int, metavar="M",
                    help="masks per image and step for the NSD loss (default 2; only with --nsd-weight)")
+    t.add_argument("--nsd-norm", choices=("batch", "running"),
+                   help="the NSD loss's scale: the batch codes' spread (default, scale-free) or the bottleneck "
+                        "BatchNorm's running variance (the first version)")
     t.add_argument("--fast", action="store_true",
                    help="the fast training path: same model and loss; masks and batches drawn on the device, D "
                         "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam, on a CPU "
@@ -244,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "runs/seed<K>); the book shows the first and compares the seeds")
     r.add_argument("--no-book", action="store_true", help="skip building the HTML book")
     r.add_argument("--nsd-loss", action="store_true",
-                   help="beyond the paper: also train the 128 CE with the NSD loss at two weights and add the "
-                        "chapter 'Beyond the paper' (not covered by --time-budget)")
+                   help="beyond the paper: also train the 128 CE and the cascade with the NSD loss at two weights, "
+                        "for every seed, and add the chapter 'Beyond the paper' (not covered by --time-budget)")
     r.add_argument("--loss-variants", action="store_true",
                    help="also train the three random-block models with the paper's eq. (1) loss weighting (missing "
                         "pixels only; runs/<model>-random_blocks-hole) and compare their NSD and quality with the "

@@ -62,7 +62,10 @@ def load_checkpoint(path: str | os.PathLike, model: str | None = None) -> dict:
 def config_from(ckpt: dict) -> TrainConfig:
     """The :class:`TrainConfig` stored in a checkpoint (fields this version does not know are dropped)."""
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
+    stored = {k: v for k, v in ckpt["config"].items() if k in known}
+    if stored.get("nsd_weight") and "nsd_norm" not in stored:
+        stored["nsd_norm"] = "running"  # NSD-loss runs from before nsd_norm divided by the running variance
+    return TrainConfig(**stored)
 
 
 def ce64_from(ckpt: dict) -> ContextEncoder:

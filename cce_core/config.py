@@ -97,6 +97,7 @@ class TrainConfig:
     # --- beyond the paper (issue 13, cce_core.losses): lambda * NSD_batch added to G's loss. 0: the recipe. ----
     nsd_weight: float = 0.0           # lambda
     nsd_masks: int = 2                # m: extra masks per image and step for NSD_batch (m encoder passes per step)
+    nsd_norm: str = "batch"           # codes divided by the batch's spread (scale-free) | "running": BN running var
     # --- the fast path (same model and loss; see the module docstring). None: follow `fast`. ----------------
     fast: bool = False
     device_rng: bool | None = None      # indices, flips and masks drawn on the training device (device generator)
@@ -145,6 +146,8 @@ class TrainConfig:
         if self.nsd_masks < 2:
             raise ValueError("nsd_masks must be an integer >= 2 (NSD compares codes under several masks), "
                              f"got {self.nsd_masks}")
+        if self.nsd_norm not in ("batch", "running"):
+            raise ValueError(f"nsd_norm must be 'batch' or 'running', got {self.nsd_norm!r}")
         if self.nsd_weight > 0 and self.mask == "central":
             raise ValueError("nsd_weight > 0 needs varying masks (random_blocks or random_region): the central mask "
                              "is one mask")

@@ -271,14 +271,36 @@ def checkpoint_curve(checkpoints: list[str | Path], images: torch.Tensor, nsd_ma
     return rows
 
 
+def fill_spread(model: Encoder, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 50) -> float:
+    """The inpaintings' spread between images: for each of the q masks (q, 1, 128, 128), every image inpainted
+    under it, the variance across the k images of each missing pixel ([0, 1] scale, each channel), averaged over
+    the hole and then the masks. A model that fills every hole with the same picture scores 0."""
+    out = []
+    for mask in masks:
+        fills = torch.cat([inpaint_128(model, images[i:i + batch_size],
+                                       mask[None].expand(len(images[i:i + batch_size]), -1, -1, -1))
+                           for i in range(0, len(images), batch_size)])
+        var = ((fills.double() + 1) / 2).clamp(0, 1).var(0)  # (3, 128, 128)
+        hole = mask.double().cpu().expand_as(var)
+        out.append(float((var * hole).sum() / hole.sum()))
+    return float(np.mean(out))
+
+
 def evaluate_nsd_runs(checkpoints: dict[float, str | os.PathLike], images: torch.Tensor, nsd_masks: torch.Tensor,
                       quality_masks: torch.Tensor, device: str | torch.device = "cpu") -> dict[float, dict]:
-    """Per NSD weight: the model's NSD in the three readings (:func:`model_nsd`, the same n
-    masks for every image and model) and its per-image in-hole L1/PSNR/SSIM (:func:`model_quality`,
-    the same q masks): ``{lambda: {"nsd": ModelNSD, "quality": {measure: (k,) array}, "model": model}}``."""
+    """Per NSD weight: the model's NSD in the three readings (:func:`model_nsd`, the same n masks for every image
+    and model), its per-image in-hole L1/PSNR/SSIM (:func:`model_quality`, the same q masks), and the collapse
+    checks: ``code_spread``, the mean over dimensions of the variance across images of the per-image mean code
+    (BN-normalised, as the decoder receives it), and ``fill_spread`` (:func:`fill_spread`):
+    ``{lambda: {"nsd": ModelNSD, "quality": {measure: (k,) array}, "code_spread": float, "fill_spread": float,
+    "model": model}}``."""
     out = {}
     for lam, ckpt in checkpoints.items():
         model = load_model(ckpt, device)
-        out[lam] = {"model": model, "nsd": model_nsd(model, images, nsd_masks, progress=False),
-                    "quality": model_quality(model, images, quality_masks)}
+        acc = encode_all(model, images, nsd_masks, progress=False)
+        scale = code_scale(model).double()
+        nsd = ModelNSD(acc.result(), acc.result(standardize=True), acc.result(scale=scale))
+        out[lam] = {"model": model, "nsd": nsd, "quality": model_quality(model, images, quality_masks),
+                    "code_spread": float((acc.mean.double() / scale).var(0).mean()),
+                    "fill_spread": fill_spread(model, images, quality_masks)}
     return out

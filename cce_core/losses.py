@@ -13,18 +13,34 @@ image of the batch (the run's mask strategy), encodes each image under each of t
 
     lambda * NSD_batch,   NSD_batch = 1/(D m B) sum_j sum_i ||zhat_ij - zbar_j||^2,   zbar_j = 1/m sum_i zhat_ij
 
-to G's loss: section 3's final estimator over the B images and m masks of the step, on the **BN-normalised**
-codes zhat = (z - running_mean) / sqrt(running_var + eps) of the bottleneck BatchNorm (its running statistics,
-detached: :meth:`cce_core.models.ContextEncoder.normalize_code`; the mean cancels in zhat - zbar). Dividing by
-the BatchNorm's own scale means the penalty cannot be won by shrinking the bottleneck convolution's weights: BN
-divides that scale out of the network's function, and the running variance follows it (with BN's momentum, a
-lag of about ten steps, so a small pull towards smaller weights remains between updates).
+to G's loss: section 3's final estimator over the B images and m masks of the step, on codes divided by a
+per-dimension scale chosen by ``TrainConfig.nsd_norm``:
+
+* ``"batch"`` (the default): the **current batch's** spread, sqrt of the variance of each code dimension over the
+  step's m B codes (not detached). The penalty is then sum over dimensions of (within-image variance) / (total
+  variance), a share in [0, 1]: the fraction of each dimension's spread that comes from the mask rather than from
+  the image (1 - R^2 of a one-way ANOVA by image). **Why:** the bottleneck BatchNorm follows the bottleneck
+  convolution, so scaling that convolution's weights by any c > 0 changes neither G's output nor the
+  reconstruction and adversarial losses. This penalty is invariant to that scale too (z -> c z divides out), in
+  value and in gradient w.r.t. every other parameter; its gradient w.r.t. the convolution's weight W is orthogonal
+  to W (Euler: a function of degree 0), so it does not pull ||W|| down. It also cannot be won by shrinking every
+  image's code to one point: that lowers the total variance as much as the within-image one.
+* ``"running"`` (issue 13's first version, kept as a named option to show the artefact): the bottleneck
+  BatchNorm's detached sqrt(running_var + eps) (:meth:`cce_core.models.ContextEncoder.code_scale`), i.e. the
+  BN-normalised NSD of the evaluation. Within a step the denominator is a constant, so the penalty scales by c^2
+  with the convolution's weights and pulls ||W|| down; the running variance follows W with BN's momentum lag, and
+  the evaluation divides by that same running variance, so part of a lower BN-normalised NSD after training is
+  the denominator lagging, not the codes becoming mask-invariant (issue 20: at smoke size lambda = 10 took ||W||
+  from 3.05 to 2.39 and running_var / batch var from 0.43 to 0.34). The log line records both
+  (``code_weight_norm``, ``code_var_ratio``: :func:`code_stats`) for every run, so the two can be told apart.
 
 **What else could collapse it.** NSD_batch is zero for any code that ignores the mask: a constant code (which
-ignores the image too), or a code that sees only the pixels no mask ever hides. A constant code carries no
-information about the image, so the decoder could only output one image for every input: the reconstruction
-term (lambda_rec ||W (G(x) - x)||^2, on the hole and, for full-image models, on the known pixels) is then large,
-and the adversarial term punishes one repeated output (D separates it from real crops at once). A code that
+ignores the image too), or a code that sees only the pixels no mask ever hides. With ``nsd_norm="batch"`` a
+constant code is not a minimum (within / total is 0/0, and shrinking all codes together leaves the share as it
+is); with ``"running"`` it is. The reconstruction term (lambda_rec ||W (G(x) - x)||^2) and the adversarial term
+resist a collapse, but nothing guarantees they win at a large lambda (at lambda = 1 with the running variance,
+issue 20 saw 7.6 dB PSNR and black-and-white fills): the chapter measures the codes' and the inpaintings'
+spread between images rather than assuming it. A code that
 ignores the hidden pixels is what a context encoder should have anyway (it cannot see them); the penalty asks it
 to ignore *where* the hole is, which the reconstruction of the known pixels and the hole's border resists only as
 far as the decoder needs the mask's position. So lambda trades invariance against reconstruction; a large lambda
@@ -86,19 +102,31 @@ def reconstruction_target(cfg: TrainConfig, images: torch.Tensor) -> torch.Tenso
 NSD_STREAM = "nsd loss masks"
 
 
-def nsd_penalty(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """NSD_batch of codes (B images, m masks, D) divided by a fixed per-dimension ``scale`` (D,) (detached):
-    1/(D m B) sum_j sum_i ||(z_ij - zbar_j) / scale||^2, section 3's final estimator, as a differentiable scalar.
+#: The ways of normalising the codes in the penalty (``TrainConfig.nsd_norm``; see the module docstring).
+NSD_NORMS = ("batch", "running")
 
-    With ``scale`` = the bottleneck BatchNorm's sqrt(running_var + eps) this is the BN-normalised NSD, i.e.
-    ``cce_core.nsd.nsd(codes, scale=scale).mean``.
+
+def nsd_penalty(codes: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """NSD_batch of codes (B images, m masks, D): 1/(D m B) sum_j sum_i ||(z_ij - zbar_j) / s||^2, section 3's
+    final estimator, as a differentiable scalar, with the per-dimension scale s:
+
+    * ``scale`` None (``nsd_norm="batch"``): s_d^2 = the variance of dimension d over all B m codes (population,
+      not detached), so the value is the mean over d of within-image / total variance, in [0, 1], and is
+      invariant to z -> c z for any c > 0 (see the module docstring for why that matters);
+    * ``scale`` given (D,) (``nsd_norm="running"``): that fixed scale, detached; with the bottleneck BatchNorm's
+      sqrt(running_var + eps) this is the BN-normalised NSD, ``cce_core.nsd.nsd(codes, scale=scale).mean``.
     """
     if codes.ndim != 3 or codes.shape[1] < 2:
         raise ValueError(f"codes must have shape (B images, m >= 2 masks, D), got {tuple(codes.shape)}")
-    if scale.shape != codes.shape[2:]:
-        raise ValueError(f"scale must have shape ({codes.shape[2]},), got {tuple(scale.shape)}")
-    z = codes.float() / scale.detach().float()
-    return ((z - z.mean(1, keepdim=True)) ** 2).mean()
+    if scale is not None:
+        if scale.shape != codes.shape[2:]:
+            raise ValueError(f"scale must have shape ({codes.shape[2]},), got {tuple(scale.shape)}")
+        z = codes.float() / scale.detach().float()
+        return ((z - z.mean(1, keepdim=True)) ** 2).mean()
+    z = codes if codes.dtype == torch.float64 else codes.float()
+    within = ((z - z.mean(1, keepdim=True)) ** 2).mean((0, 1))  # (D,)
+    total = ((z - z.mean((0, 1), keepdim=True)) ** 2).mean((0, 1))  # >= within: the share is in [0, 1]
+    return (within / (total + torch.finfo(z.dtype).tiny)).mean()
 
 
 def make_nsd_generator(cfg, device: torch.device) -> torch.Generator:
@@ -132,7 +160,8 @@ def keep_running_stats(module: nn.Module) -> Iterator[None]:
 
 
 def batch_penalty(cfg, g, x: torch.Tensor, gen: torch.Generator, prepare) -> torch.Tensor:
-    """NSD_batch of the step's images ``x`` (B, 3, s, s) under m fresh masks each, BN-normalised (see module doc).
+    """NSD_batch of the step's images ``x`` (B, 3, s, s) under m fresh masks each, normalised as ``cfg.nsd_norm``
+    says (see module doc).
 
     ``prepare(images, masks)`` builds G's input (``fill_hole``, or the cascade's eq. (1) input); ``g`` is the
     trained :class:`cce_core.models.ContextEncoder` (the cascade's 128 CE), or a wrapper of it with ``.module``
@@ -146,4 +175,23 @@ def batch_penalty(cfg, g, x: torch.Tensor, gen: torch.Generator, prepare) -> tor
     with keep_running_stats(g.encoder):
         z = g.encode(prepare(xs, masks))  # (m B, D): the bottleneck convolution's output, E(P, M)
     codes = z.view(m, b, -1).transpose(0, 1)  # (B, m, D)
-    return nsd_penalty(codes, g.code_scale())
+    return nsd_penalty(codes, g.code_scale() if cfg.nsd_norm == "running" else None)
+
+
+@torch.no_grad()
+def code_stats(g, inp: torch.Tensor) -> torch.Tensor:
+    """For the log line: ``tensor([code_weight_norm, code_var_ratio])`` of G (or its DDP wrapper), on the device.
+
+    ``code_weight_norm``: the Frobenius norm of the bottleneck convolution's weight W. ``code_var_ratio``: the mean
+    over dimensions of (running_var + eps) / (var + eps), the bottleneck BatchNorm's running variance over the
+    variance of the codes of G's input ``inp`` (the step's batch, re-encoded after the step; batch statistics in
+    the encoder, its running statistics untouched). 1 when the running variance keeps up with the codes' scale;
+    below 1 when W grew faster than it follows, above when W shrank. No random number is drawn and no state is
+    changed, so logging it leaves a run's numbers as they are.
+    """
+    g = getattr(g, "module", g)
+    bn = g.bottleneck_bn
+    with keep_running_stats(g.encoder):
+        z = g.encode(inp).float()
+    ratio = ((bn.running_var.float() + bn.eps) / (z.var(0) + bn.eps)).mean()
+    return torch.stack([g.bottleneck_conv.weight.detach().float().norm(), ratio])

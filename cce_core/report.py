@@ -44,6 +44,7 @@ from .stats import (
     agree_in_sign,
     bootstrap_ci,
     equivalence,
+    nsd_loss_verdict,
     paired_comparison,
     prediction_interval,
     scale_tier,
@@ -159,41 +160,6 @@ def verdict_value(ours: dict, eq: Equivalence, paper_mean: float, scale: RunScal
     return f"{eq.verdict}: {observed}"
 
 
-def verdict_nsd_training(nsd_cmp: PairedComparison, quality_diffs: dict[str, tuple[float, float]], scale: RunScale,
-                         weight: float) -> str:
-    """The paper's belief (last paragraph): training with an NSD loss gives a lower NSD and so better inpainting.
-
-    ``nsd_cmp``: paired BN-normalised NSD of the model trained with NSD weight ``weight`` minus the model trained
-    without (same images and masks); ``quality_diffs``: per quality measure, the 95% CI of the paired difference
-    (with-penalty minus without) of in-hole ``l1`` (lower is better), ``psnr`` and ``ssim`` (higher is better).
-    Rule: supported when the NSD difference's 95% CI lies below 0 AND no quality measure is significantly worse
-    (its CI entirely on the worse side); "better" inpainting is named where a CI lies entirely on the better side.
-    """
-    higher_better = {"l1": False, "psnr": True, "ssim": True}
-    missing = set(higher_better) - set(quality_diffs)
-    if missing:
-        raise ValueError(f"quality_diffs lacks {sorted(missing)}")
-    lo, hi = nsd_cmp.ci
-    lower = hi < 0
-    worse, better = [], []
-    for name, up in higher_better.items():
-        qlo, qhi = quality_diffs[name]
-        if (qhi < 0) if up else (qlo > 0):
-            worse.append(name)
-        elif (qlo > 0) if up else (qhi < 0):
-            better.append(name)
-    nsd_text = (f"BN-normalised NSD(λ = {weight:g}) − NSD(λ = 0) = {nsd_cmp.mean:+.3g}, 95% CI [{lo:+.3g}, {hi:+.3g}]"
-                f" ({'lower' if lower else 'higher' if lo > 0 else 'not significantly different'})")
-    names = {"l1": "in-hole L1", "psnr": "PSNR", "ssim": "SSIM"}
-    q_text = ("inpainting significantly worse in " + ", ".join(names[n] for n in worse) if worse else
-              "inpainting not worse" + (", significantly better in " + ", ".join(names[n] for n in better)
-                                        if better else " (no significant difference)"))
-    if lower and not worse:
-        observed = f"supported: {nsd_text}; {q_text}"
-    else:
-        observed = f"not supported: {nsd_text}; {q_text}"
-    note = scale_note(scale)
-    return f"{note}; observed here: {observed}" if note else observed
 
 
 # --- comparisons of the CE and the cascade ----------------------------------------------------------------
@@ -656,42 +622,102 @@ def loss_variant_rows(cmp: dict[str, Any]) -> list[dict]:
 
 # --- beyond the paper: the NSD-loss runs -------------------------------------------------------------------
 
-def nsd_loss_table(results: dict[float, dict], seed: int = 0) -> list[dict]:
-    """One row per NSD weight: NSD mean ± std in the three readings, in-hole L1/PSNR/SSIM means, and for lambda > 0
-    the paired difference to lambda = 0 (BN-normalised NSD and PSNR) with its 95% bootstrap CI."""
-    base = results.get(0.0)
+#: The NSD-loss chapter's measures: (label, higher is better, compared as a ratio to lambda = 0 instead of a
+#: difference). NSD in two readings (the BN-normalised one divides by the running variance the penalty could bend,
+#: the eval-standardised one by the evaluation codes' own spread), the collapse checks and the in-hole quality.
+NSD_LOSS_MEASURES: dict[str, tuple[str, bool, bool]] = {
+    "nsd_normalized": ("NSD BN-normalised", False, False),
+    "nsd_standardized": ("NSD eval-standardised", False, False),
+    "code_spread": ("codes' spread between images", True, True),
+    "fill_spread": ("fills' spread between images", True, True),
+    "l1": ("in-hole L1", False, False),
+    "psnr": ("PSNR (dB)", True, False),
+    "ssim": ("SSIM", True, False),
+}
+#: From each run's last log line (:func:`cce_core.train.log_code_stats`): levels only, no verdict.
+NSD_LOSS_LOG = {"code_weight_norm": "‖W‖ at the end", "code_var_ratio": "running / batch variance at the end"}
+
+
+def _nsd_loss_values(r: dict) -> dict[str, Any]:
+    """One evaluated model (:func:`cce_core.evaluate.evaluate_nsd_runs`' entry): its per-image arrays and scalars."""
+    return {"nsd_normalized": r["nsd"].normalized.per_image, "nsd_standardized": r["nsd"].standardized.per_image,
+            "code_spread": r["code_spread"], "fill_spread": r["fill_spread"], **r["quality"]}
+
+
+def nsd_loss_summary(results: dict[int, dict[float, dict]]) -> dict[float, dict]:
+    """The NSD-loss runs of one model compared with lambda = 0 at the seed level (:mod:`cce_core.stats`).
+
+    ``results[seed][lambda]``: :func:`cce_core.evaluate.evaluate_nsd_runs`' entries (the same images and masks for
+    every seed and lambda), optionally with ``"last_log"`` (the run's last log line). Per lambda: ``levels`` (each
+    measure's mean over seeds, and the last log line's code statistics); for lambda > 0 ``diff`` (per measure the
+    :class:`~cce_core.stats.SeedInterval` of the per-seed paired difference to the same seed's lambda = 0, the mean
+    over images of per-image differences, or the per-seed ratio for the spreads) and ``verdict`` per NSD reading
+    (:func:`cce_core.stats.nsd_loss_verdict` on in-hole L1, PSNR and SSIM).
+    """
+    seeds = sorted(results)
+    if not seeds:
+        raise ValueError("no seeds to compare")
+    lambdas = sorted(results[seeds[0]])
+    if 0.0 not in lambdas or any(sorted(results[s]) != lambdas for s in seeds):
+        raise ValueError("every seed needs the same weights, lambda = 0 among them: "
+                         f"{ {s: sorted(results[s]) for s in seeds} }")
+    vals = {s: {lam: _nsd_loss_values(results[s][lam]) for lam in lambdas} for s in seeds}
+    out: dict[float, dict] = {}
+    for lam in lambdas:
+        levels = {m: float(np.mean([np.mean(vals[s][lam][m]) for s in seeds])) for m in NSD_LOSS_MEASURES}
+        logs = [results[s][lam].get("last_log") or {} for s in seeds]
+        levels.update({k: float(np.mean([g[k] for g in logs])) for k in NSD_LOSS_LOG if all(k in g for g in logs)})
+        entry: dict[str, Any] = {"levels": levels, "seeds": seeds}
+        if lam != 0:
+            diff = {}
+            for m, (_, _, ratio) in NSD_LOSS_MEASURES.items():
+                per_seed = [vals[s][lam][m] / vals[s][0.0][m] if ratio
+                            else float(np.mean(np.asarray(vals[s][lam][m]) - np.asarray(vals[s][0.0][m])))
+                            for s in seeds]
+                diff[m] = seed_interval(per_seed)
+            quality = {q: (diff[q], NSD_LOSS_MEASURES[q][1]) for q in QUALITY}
+            entry["diff"] = diff
+            entry["verdict"] = {reading: nsd_loss_verdict(diff[f"nsd_{reading}"], quality)
+                                for reading in ("normalized", "standardized")}
+        out[lam] = entry
+    return out
+
+
+def _interval_text(iv: SeedInterval, ratio: bool) -> str:
+    f = ".2f" if ratio else "+.3g"
+    sign = "×" if ratio else "Δ"
+    if iv.ci95 is None:
+        return f"{sign} {iv.mean:{f}} (one seed: no interval)"
+    return f"{sign} {iv.mean:{f}} [{iv.ci95[0]:{f}}, {iv.ci95[1]:{f}}]"
+
+
+def nsd_loss_rows(summaries: dict[str, dict[float, dict]]) -> list[dict]:
+    """The chapter's table: one row per model and lambda, every cell a string (no NaN). lambda = 0: each measure's
+    mean over seeds; lambda > 0: the mean, then the seed-level 95% CI of the paired difference to lambda = 0 (Δ) or
+    of the ratio (×) for the spreads; with one seed the interval is missing and the cell says why."""
     rows = []
-    for lam, r in results.items():
-        row: dict = {"λ": lam}
-        for reading in READINGS:
-            res = getattr(r["nsd"], reading)
-            row[f"NSD {READING_LABELS[reading]}"] = f"{res.mean:.4f} ± {res.std:.4f}"
-        for name, v in r["quality"].items():
-            row[{"l1": "L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}[name]] = round(float(v.mean()), 4)
-        if base is not None and lam != 0:
-            c = paired_comparison(base["nsd"].normalized, r["nsd"].normalized, seed=seed)
-            row["ΔNSD vs λ=0 [95% CI]"] = f"{c.mean:+.4f} [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]"
-            d = r["quality"]["psnr"] - base["quality"]["psnr"]
-            lo, hi = bootstrap_ci(d, seed=seed)
-            row["ΔPSNR vs λ=0 [95% CI]"] = f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        rows.append(row)
+    for model, by_weight in summaries.items():
+        for lam, e in by_weight.items():
+            row: dict[str, Any] = {"model": model, "λ": f"{lam:g}", "seeds": len(e["seeds"])}
+            for m, (label, _, ratio) in NSD_LOSS_MEASURES.items():
+                level = e["levels"][m]
+                text = f"{level:.3g}" if ratio else f"{level:.4g}"
+                if lam == 0:
+                    row[label] = text + (" (reference)" if ratio else "")
+                else:
+                    row[label] = f"{text}; {_interval_text(e['diff'][m], ratio)}"
+            for k, label in NSD_LOSS_LOG.items():
+                row[label] = (f"{e['levels'][k]:.3g}" if k in e["levels"]
+                              else "not logged (a run older than this log field)")
+            rows.append(row)
     return rows
 
 
-def nsd_loss_verdicts(results: dict[float, dict], scale, seed: int = 0) -> dict[float, str]:
-    """The verdict on the paper's belief (:func:`verdict_nsd_training`) for each lambda > 0
-    against lambda = 0, on the same images and masks (paired 95% CIs)."""
-    if 0.0 not in results:
-        raise ValueError("the verdict compares with the model trained without the penalty: include lambda = 0")
-    base = results[0.0]
-    out = {}
-    for lam, r in results.items():
-        if lam == 0:
-            continue
-        cmp = paired_comparison(base["nsd"].normalized, r["nsd"].normalized, seed=seed)
-        diffs = {name: bootstrap_ci(r["quality"][name] - base["quality"][name], seed=seed) for name in r["quality"]}
-        out[lam] = verdict_nsd_training(cmp, diffs, scale, lam)
-    return out
+def nsd_loss_verdict_text(entry: dict, lam: float) -> str:
+    """One sentence per lambda > 0: the verdict of :func:`cce_core.stats.nsd_loss_verdict` in both NSD readings."""
+    v = entry["verdict"]
+    return (f"λ = {lam:g} ({len(entry['seeds'])} seed{'s' * (len(entry['seeds']) > 1)}): "
+            f"with the BN-normalised NSD {v['normalized']}; with the eval-standardised NSD {v['standardized']}")
 
 
 # --- execution statistics (run.json) --------------------------------------------------------------------------

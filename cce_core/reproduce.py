@@ -41,7 +41,7 @@ from .data import describe_sources
 from .plots import compact_image, is_photographic, jpeg_bytes, palette_png, same_figure
 from .provenance import REPO, provenance, resolve_device
 from .report import RunScale
-from .runs import ensure_run, run_name
+from .runs import NSD_LOSS_MODELS, NSD_LOSS_WEIGHTS, ensure_nsd_runs, ensure_run, run_name
 from .stats import MIN_SAMPLES
 
 NOTEBOOKS = REPO / "notebooks"
@@ -375,10 +375,12 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     ``out/runs`` are reused (``force`` retrains them); interrupted ones are resumed. ``time_budget`` (seconds)
     bounds the call (see the module docstring); ``pack`` names a ``.tar.gz`` of ``out/generated`` to write.
     ``fast`` trains with :class:`cce_core.config.TrainConfig`'s fast path (same model and loss; on CUDA bf16
-    autocast, channels-last, fused Adam, on a CPU with native bf16 bf16 autocast and channels-last; masks and
-    batches drawn on the device), recorded in each config.json.
-    ``nsd_loss`` also runs the "Beyond the paper" chapter (``notebooks/nsd_loss``): the 128 CE with random blocks
-    trained with the NSD loss at two weights beside the reproduction's own run (not covered by ``time_budget``).
+    autocast, channels-last, fused Adam (bf16 on a CPU only when asked for); masks and batches drawn on the device),
+    recorded in each config.json.
+    ``nsd_loss`` also trains, for every seed, the 128 CE and the cascade with random blocks with the NSD loss at the
+    two weights > 0 of :data:`cce_core.runs.NSD_LOSS_WEIGHTS` (4 more models per seed, beside the seed's own
+    lambda = 0 runs; not covered by ``time_budget``) and runs the "Beyond the paper" chapter
+    (``notebooks/nsd_loss``) over all seeds.
     ``loss_variants`` also trains the three random-block models with the paper's eq. (1) weighting (known-pixel
     weight 0, :class:`cce_core.config.TrainConfig` ``full_known_weight``) into ``out/runs/<model>-random_blocks-hole``
     (first seed only; not covered by ``time_budget``), and the NSD notebook compares them with the default ones.
@@ -512,8 +514,8 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     if pack:
         check_pack(pack, out)
     if nsd_loss and time_budget is not None:
-        raise ValueError("--nsd-loss trains two more models that --time-budget does not budget yet: use one or "
-                         "the other")
+        raise ValueError("--nsd-loss trains four more models per seed that --time-budget does not budget yet: use "
+                         "one or the other")
     if loss_variants and time_budget is not None:
         raise ValueError("--loss-variants trains three more models that --time-budget does not budget yet: use one or "
                          "the other")
@@ -632,6 +634,19 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
                 recorder.stages[f"train-{name}"] = {"training": recorder.timings[f"train-{name}"]}
                 _free_device_memory()
             recorder.packed("running: loss variants done")
+        if plan.nsd_loss:  # beyond the paper: the 128 CE and the cascade with the NSD loss, every seed
+            for model in NSD_LOSS_MODELS:
+                for lam in NSD_LOSS_WEIGHTS[1:]:
+                    name = run_name(model, "random_blocks", nsd_weight=lam)
+                    print(f"[reproduce] training {tag}{name} ({plan.preset}; NSD loss λ = {lam:g})", flush=True)
+                    t = time.perf_counter()
+                    with contextlib.chdir(nb_dir):
+                        ensure_nsd_runs(common["runs_dir"], [lam], plan.preset, dp["data"], seed=s, device=plan.device,
+                                        model=model, fast=plan.fast)
+                    recorder.timings[f"{tag}train-{name}"] = time.perf_counter() - t
+                    recorder.stages[f"{tag}train-{name}"] = {"training": recorder.timings[f"{tag}train-{name}"]}
+                    _free_device_memory()
+            recorder.packed(f"running: {tag}NSD-loss runs done")
 
 
 def run_evaluation(plan: Plan, recorder: Recorder) -> None:
@@ -662,8 +677,12 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
             recorder.packed("running: figures done")
         if plan.nsd_loss:
             print("[reproduce] beyond the paper: NSD as a training loss", flush=True)
+            seed_folders = [os.path.relpath(plan.folder(o), nb_dir) for o in plan.seeds]  # where each was trained
+            runs_dirs = [plan.common(o)["runs_dir"] for o in plan.seeds]  # relative to its seed folder
             timings["nsd_loss"] = execute_notebook("nsd_loss", nb_dir / "nsd_loss.ipynb",
-                                                   dict(common, **dp, fig_dir="figures", **sizes), nb_dir)
+                                                   dict(common, **dp, fig_dir="figures", **sizes, seeds=plan.seeds,
+                                                        runs_dirs=runs_dirs, seed_folders=seed_folders,
+                                                        lambdas=list(NSD_LOSS_WEIGHTS)), nb_dir)
 
 
 def _free_device_memory() -> None:

@@ -15,8 +15,9 @@ Where the parts are: the configuration in :mod:`cce_core.config`, the batches an
 :mod:`cce_core.checkpoint`; here :func:`make_step` (one iteration of the recipe) and :func:`train` (the loop).
 
 Run directory: ``config.json`` (the :class:`TrainConfig` and provenance), ``log.jsonl`` (losses every
-``log_every`` steps), ``checkpoint.pt`` (written atomically every ``checkpoint_every`` steps and/or every
-``checkpoint_seconds`` of wall-clock time, always at a log step, and at the end).
+``log_every`` steps; the bottleneck's weight norm and variance ratio, :func:`log_code_stats`), ``checkpoint.pt``
+(written atomically every ``checkpoint_every`` steps and/or every ``checkpoint_seconds`` of wall-clock time, always
+at a log step, and at the end).
 
 Speed (issue 9): the options under "the fast path" in :class:`TrainConfig` (``fast=True`` turns them all on)
 change where and how the work is done, not the model or the loss. With ``amp`` and ``channels_last`` off, the
@@ -59,7 +60,7 @@ from .checkpoint import (
 )
 from .config import RESUMABLE, TrainConfig, native_bf16_cpu
 from .data import TRAIN_CROPS, describe_sources, load_images
-from .losses import batch_penalty, make_nsd_generator, reconstruction_target, reconstruction_weights
+from .losses import batch_penalty, code_stats, make_nsd_generator, reconstruction_target, reconstruction_weights
 from .masks import fill_hole, invalid_mask_count, unchecked_masks
 from .models import ContextEncoder, Discriminator
 from .provenance import portable_config, provenance, resolve_device
@@ -511,6 +512,16 @@ class LossMeter:
         return rec, now
 
 
+def log_code_stats(run: Run, rec: dict, x: torch.Tensor, m: torch.Tensor) -> None:
+    """Add to a log line the bottleneck convolution's weight norm (``code_weight_norm``) and the bottleneck
+    BatchNorm's running variance over the variance of the step's codes (``code_var_ratio``, mean over dimensions):
+    :func:`cce_core.losses.code_stats` of the step's batch ``x``, ``m``, read at log steps only, for every run (with
+    and without the NSD loss, so that they can be compared). Draws no random number and changes no state."""
+    with torch.no_grad():
+        norm, ratio = code_stats(run.g, run.prepare(x, m)).tolist()
+    rec["code_weight_norm"], rec["code_var_ratio"] = norm, ratio
+
+
 def _agreed(run: Run, flag: bool, asked: bool) -> bool:
     """Under torchrun, rank 0's decision for all (a collective: only where the option is on, ``asked``)."""
     return run.world.agree(flag) if run.world is not None and asked else flag
@@ -582,7 +593,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
             cut = _agreed(run, cut, ask)  # rank 0's clock decides for all (a collective and a host sync)
             if at_log or cut:
                 rec, now = meter.record(done, since=last)
-                last = now
+                log_code_stats(run, rec, x, m)  # after the speed was read: not counted in images_per_s
+                last = time.perf_counter()
                 run.log(rec)
                 bar.set_postfix(d=f"{rec['d']:.3f}", rec=f"{rec['g_rec']:.4f}")
                 if cut:

@@ -3,6 +3,7 @@ vanishes on mask-invariant codes, lambda = 0 is today's recipe bit for bit, the 
 stream alone, resume is exact, and a large lambda does not collapse the codes at smoke size. CPU, tiny sizes."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,12 +12,13 @@ from test_train import assert_same
 
 import cce_core.losses as L
 import cce_core.train as T
-from cce_core.checkpoint import build_models, load_checkpoint, load_model, read_log
+from cce_core.checkpoint import build_models, config_from, load_checkpoint, load_model, read_log
 from cce_core.config import TrainConfig, make_config
 from cce_core.evaluate import code_scale, encode_all, eval_masks
 from cce_core.masks import fill_hole
 from cce_core.nsd import nsd
-from cce_core.report import RunScale, verdict_nsd_training
+from cce_core.report import nsd_loss_rows, nsd_loss_summary
+from cce_core.stats import ONE_SEED
 from cce_core.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -54,6 +56,50 @@ def test_penalty_is_the_nsd_estimator_on_the_same_codes():
     assert direct.item() == pytest.approx(nsd(z, scale=ce.code_scale()).mean, rel=1e-5)
     with pytest.raises(ValueError, match="m >= 2"):
         L.nsd_penalty(z[:, :1], ce.code_scale())
+    # nsd_norm="batch" (no scale): the eval-standardised reading of the step's own codes, a share in [0, 1]
+    assert L.nsd_penalty(codes).item() == pytest.approx(nsd(codes, standardize=True).mean, rel=1e-9)
+    assert 0 < L.nsd_penalty(z).item() <= 1
+
+
+def test_batch_penalty_is_invariant_to_the_scale_of_the_bottleneck_convolution():
+    """BatchNorm follows the bottleneck convolution, so scaling its weights by c > 0 leaves G's function and the
+    other losses alone; the default penalty too: same value, same gradient for every other parameter (float64),
+    and a gradient for W orthogonal to W (it does not pull ||W|| down). The running-variance version scales by c^2."""
+    cfg, g = trained_g()
+    g = g.double()
+    x = (torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(1)) * 2 - 1).double()
+
+    def penalty(c: float, norm: str):
+        conv = g.bottleneck_conv
+        with torch.no_grad():
+            conv.weight.mul_(c)
+            if conv.bias is not None:
+                conv.bias.mul_(c)
+        g.zero_grad()
+        p = L.batch_penalty(replace(cfg, nsd_norm=norm), g, x, L.make_nsd_generator(cfg, torch.device("cpu")),
+                            fill_hole)
+        p.backward()
+        other = torch.cat([q.grad.flatten() for name, q in g.named_parameters()
+                           if q.grad is not None and not name.startswith("bottleneck_conv")])
+        w_dot = float((conv.weight.grad * conv.weight.detach()).sum())  # d/dc of the penalty at c = 1 (Euler)
+        w_cos = w_dot / float(conv.weight.grad.norm() * conv.weight.detach().norm())
+        with torch.no_grad():
+            conv.weight.div_(c)
+            if conv.bias is not None:
+                conv.bias.div_(c)
+        return p.detach().item(), other, w_cos if norm == "batch" else w_dot
+
+    v1, g1, w1 = penalty(1.0, "batch")
+    for c in (0.01, 0.37, 8.0, 300.0):
+        vc, gc, wc = penalty(c, "batch")
+        assert abs(vc - v1) / v1 < 1e-9, (c, vc, v1)
+        assert torch.nn.functional.cosine_similarity(g1, gc, dim=0).item() > 1 - 1e-9, c
+        assert abs(wc) < 1e-9, c
+    assert abs(w1) < 1e-9 and g1.abs().max() > 0
+    r1, _, _ = penalty(1.0, "running")
+    r2, _, wr = penalty(2.0, "running")
+    # the old penalty grows as c^2: <grad_W, W> = 2 * penalty > 0, a pull of ||W|| towards 0
+    assert r2 == pytest.approx(4 * r1, rel=1e-6) and wr == pytest.approx(2 * r2, rel=1e-6)
 
 
 def test_batch_penalty_encodes_each_image_under_its_m_masks():
@@ -68,8 +114,11 @@ def test_batch_penalty_encodes_each_image_under_its_m_masks():
     with L.keep_running_stats(g.encoder):
         z = g.encode(x.repeat(3, 1, 1, 1), masks).detach()
     codes = torch.stack([z[i * 4:(i + 1) * 4] for i in range(3)], 1)  # (B, m, D)
-    assert p.item() == pytest.approx(nsd(codes, scale=g.code_scale()).mean, rel=1e-5)
+    assert p.item() == pytest.approx(nsd(codes, standardize=True).mean, rel=1e-5)
     assert p.item() > 0
+    old = L.batch_penalty(replace(cfg, nsd_norm="running"), g, x, L.make_nsd_generator(cfg, torch.device("cpu")),
+                          fill_hole)
+    assert old.item() == pytest.approx(nsd(codes, scale=g.code_scale()).mean, rel=1e-5)
 
 
 def test_gradient_is_zero_when_the_codes_of_an_image_are_equal(monkeypatch):
@@ -184,19 +233,58 @@ def test_large_weight_lowers_nsd_without_collapsing_the_codes(tmp_path, folder):
     assert s1["share"] < 0.5, stats
 
 
-def test_verdict_rule():
-    from cce_core.nsd import NSDResult
-    from cce_core.stats import paired_comparison
+def test_log_line_records_the_code_statistics_for_every_weight(tmp_path, folder):
+    """Every log line, with and without the penalty, has the bottleneck convolution's weight norm and the running
+    over batch code variance; the weight norm is the checkpoint's (the last line is at the last step)."""
+    for lam in (0.0, 1.0):
+        ckpt = load_checkpoint(train(tiny(folder, nsd_weight=lam), tmp_path / f"nsd{lam:g}", progress=False))
+        log = read_log(tmp_path / f"nsd{lam:g}")
+        assert all(r["code_weight_norm"] > 0 and 0 < r["code_var_ratio"] < np.inf for r in log)
+        w = ckpt["G"]["bottleneck_conv.weight"]
+        assert log[-1]["code_weight_norm"] == pytest.approx(float(w.float().norm()), rel=1e-6)
 
-    paper = RunScale(samples_per_model=2_000_000, bottleneck=4000, width=64, train_images=100_000)
-    a = NSDResult(np.linspace(0.5, 0.9, 20), n=10, dims=4, normalized=True)
-    lower = NSDResult(a.per_image - 0.1, n=10, dims=4, normalized=True)
-    cmp = paired_comparison(a, lower)
-    same = {"l1": (-0.01, 0.01), "psnr": (-0.2, 0.3), "ssim": (-0.01, 0.02)}
-    assert verdict_nsd_training(cmp, same, paper, 1.0).startswith("supported")
-    assert "significantly better in PSNR" in verdict_nsd_training(cmp, {**same, "psnr": (0.1, 0.5)}, paper, 1.0)
-    worse = verdict_nsd_training(cmp, {**same, "l1": (0.001, 0.02)}, paper, 1.0)
-    assert worse.startswith("not supported") and "worse in in-hole L1" in worse
-    assert verdict_nsd_training(paired_comparison(lower, a), same, paper, 1.0).startswith("not supported")
-    small = RunScale(samples_per_model=1000, bottleneck=64, width=16, train_images=512)
-    assert verdict_nsd_training(cmp, same, small, 1.0).startswith("not testable at this scale")
+
+def test_old_nsd_loss_runs_keep_their_normalisation(tmp_path, folder):
+    """A checkpoint of an NSD-loss run from before ``nsd_norm`` divided by the running variance: it loads so, and
+    auto-resume does not take it for a run of the new penalty."""
+    c = tiny(folder, nsd_weight=1.0, nsd_norm="running", steps=2, checkpoint_every=2)
+    ckpt = load_checkpoint(train(c, tmp_path / "old", progress=False))
+    del ckpt["config"]["nsd_norm"]
+    assert config_from(ckpt).nsd_norm == "running"
+    ckpt["config"]["nsd_weight"] = 0.0
+    assert config_from(ckpt).nsd_norm == "batch"
+    with pytest.raises(ValueError, match="nsd_norm"):
+        tiny(folder, nsd_norm="bn")
+
+
+def fake_result(nsd: np.ndarray, psnr: np.ndarray) -> dict:
+    """An entry of cce_core.evaluate.evaluate_nsd_runs with given per-image NSD (both readings) and PSNR."""
+    from cce_core.evaluate import ModelNSD
+    from cce_core.nsd import NSDResult
+
+    res = NSDResult(nsd, n=10, dims=4, normalized=True)
+    k = len(nsd)
+    return {"nsd": ModelNSD(res, res, res), "code_spread": 1.0, "fill_spread": 0.05,
+            "quality": {"l1": np.full(k, 0.1), "psnr": psnr, "ssim": np.full(k, 0.5)},
+            "last_log": {"code_weight_norm": 3.0, "code_var_ratio": 0.4}}
+
+
+def test_seed_level_summary_table_and_verdict():
+    """The chapter's table has a string in every cell (no NaN, the one-seed cells say why an interval is missing),
+    and the verdict is the seed-level rule of cce_core.stats: one seed describes the two networks only."""
+    rng = np.random.default_rng(0)
+    three = {}
+    for s in range(3):
+        nsd0, psnr0 = rng.uniform(0.3, 0.5, 6), rng.uniform(18, 22, 6)
+        three[s] = {0.0: fake_result(nsd0, psnr0), 1.0: fake_result(nsd0 - 0.1 - 0.01 * s, psnr0 + 0.5 + 0.1 * s)}
+    summary = nsd_loss_summary(three)
+    assert summary[1.0]["verdict"]["normalized"] == "supported: NSD lower; better in psnr"
+    assert summary[1.0]["diff"]["nsd_normalized"].n_seeds == 3
+    assert summary[1.0]["diff"]["psnr"].mean == pytest.approx(0.6)
+    one = nsd_loss_summary({0: three[0]})
+    assert one[1.0]["verdict"] == {"normalized": ONE_SEED, "standardized": ONE_SEED}
+    rows = nsd_loss_rows({"128 CE": summary, "cascade": one})
+    assert len(rows) == 4 and all(isinstance(v, (str, int)) for r in rows for v in r.values())
+    assert "nan" not in str(rows).lower() and "one seed: no interval" in str(rows)
+    with pytest.raises(ValueError, match="lambda = 0"):
+        nsd_loss_summary({0: {1.0: three[0][1.0]}})
