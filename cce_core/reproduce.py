@@ -301,16 +301,20 @@ class Budget:
         self.overhead = max(0.0, wall - min(train_wall, share))
 
 
-def plan_lines(preset: str, train_images: int, models: int, budget: Budget | None = None) -> list[str]:
+def plan_lines(preset: str, train_images: int, models: int, budget: Budget | None = None,
+               extra: int = 0) -> list[str]:
     """What the run will reach, said before any training (issue 19, item 11): the samples each model is planned
     to see, the tier the run is at if every model finishes (:class:`cce_core.report.RunScale`: samples, D, width,
     distinct training images), and with a time ``budget`` the throughput each model needs to finish within its
-    share, below which the trainings stop early and the run stays below that tier's samples."""
+    share, below which the trainings stop early and the run stays below that tier's samples. ``extra``: the models
+    trained beside the reproduction's own (``--loss-variants``, ``--nsd-loss``; outside any time budget)."""
     p = PRESETS[preset]
     planned = p["steps"] * p["batch_size"]
     scale = RunScale(planned, p["bottleneck"], p["width"], train_images)
-    lines = [f"plan: {models} models, {planned:,} image samples each ({p['steps']:,} steps × batch {p['batch_size']}), "
-             f"D = {p['bottleneck']}, width {p['width']}, {train_images:,} distinct training images",
+    also = f" (and {extra} more beside them)" if extra else ""
+    lines = [f"plan: {models} models{also}, {planned:,} image samples each ({p['steps']:,} steps × batch "
+             f"{p['batch_size']}), D = {p['bottleneck']}, width {p['width']}, "
+             f"{train_images:,} distinct training images",
              f"if every model finishes: {scale.tier}" + (f" ({', '.join(scale.shortfalls)})" if scale.shortfalls
                                                            else "")]
     if budget is not None:
@@ -400,7 +404,9 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
                         nsd_loss, loss_variants)
     prepare_out(plan)
     train_images = sum(int(src["images"]) for src in plan.sources["data"])
-    for line in plan_lines(preset, train_images, len(TRAIN_ORDER) * len(plan.seeds), plan.budget):
+    extra = (3 if plan.loss_variants else 0) + (len(NSD_LOSS_MODELS) * (len(NSD_LOSS_WEIGHTS) - 1) * len(plan.seeds)
+                                                 if plan.nsd_loss else 0)
+    for line in plan_lines(preset, train_images, len(TRAIN_ORDER) * len(plan.seeds), plan.budget, extra=extra):
         print(f"[reproduce] {line}", flush=True)
     recorder = Recorder(plan)
     main_thread = threading.current_thread() is threading.main_thread()

@@ -332,6 +332,7 @@ def test_plan_says_the_tier_before_training():
     timed = plan_lines("paper", 100_000, 6, budget)
     assert "about 1,000 s of training per model" in timed[2] and "needs 1,024 image samples/s" in timed[2]
     assert timed[3].startswith("below 1,000 image samples/s a model sees fewer than 1,000,000 samples")
+    assert plan_lines("paper", 100_000, 6, extra=4)[0].startswith("plan: 6 models (and 4 more beside them), 1,024,000")
     smoke = plan_lines("smoke", 512, 6, budget)
     assert smoke[1].startswith("if every model finishes: reduced scale (320 image samples per model")
     assert len(smoke) == 3  # the smoke preset cannot reach paper scale at any speed: no threshold line
