@@ -328,6 +328,15 @@ def plan_lines(preset: str, train_images: int, models: int, budget: Budget | Non
     return lines
 
 
+def announce(plan: Plan) -> None:
+    """Print what the run will reach (:func:`plan_lines`) before any training."""
+    train_images = sum(int(src["images"]) for src in plan.sources["data"])
+    extra = (3 if plan.loss_variants else 0) + (len(NSD_LOSS_MODELS) * (len(NSD_LOSS_WEIGHTS) - 1) * len(plan.seeds)
+                                                 if plan.nsd_loss else 0)
+    for line in plan_lines(plan.preset, train_images, len(TRAIN_ORDER) * len(plan.seeds), plan.budget, extra=extra):
+        print(f"[reproduce] {line}", flush=True)
+
+
 def _training_record(runs: Path) -> dict:
     """What each finished run saw, from its config.json: samples done and planned, where and when."""
     trained = {}
@@ -403,11 +412,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
                         nsd_loss, loss_variants)
     prepare_out(plan)
-    train_images = sum(int(src["images"]) for src in plan.sources["data"])
-    extra = (3 if plan.loss_variants else 0) + (len(NSD_LOSS_MODELS) * (len(NSD_LOSS_WEIGHTS) - 1) * len(plan.seeds)
-                                                 if plan.nsd_loss else 0)
-    for line in plan_lines(preset, train_images, len(TRAIN_ORDER) * len(plan.seeds), plan.budget, extra=extra):
-        print(f"[reproduce] {line}", flush=True)
+    announce(plan)
     recorder = Recorder(plan)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None  # `timeout`: record first

@@ -17,7 +17,7 @@ import cce_core.train as train_mod
 from cce_core.batches import MaskStream, make_mask_stream
 from cce_core.cascade import downscale_mask
 from cce_core.checkpoint import build_models, load_checkpoint, load_model, read_log
-from cce_core.config import FAST_OPTIONS, make_config, native_bf16_cpu
+from cce_core.config import FAST_OPTIONS, bf16_pays, make_config, native_bf16_cpu
 from cce_core.masks import (
     coverage,
     fill_hole,
@@ -143,12 +143,12 @@ def test_unchecked_masks_skips_only_value_checks():
 def test_fast_options_resolve_and_are_recorded(tmp_path, folder):
     c = tiny(folder, fast=True, freeze_d=False)
     assert c.device_rng and c.device_checks and not c.freeze_d and not c.compile
-    assert c.amp == c.channels_last == native_bf16_cpu()  # where bf16 pays (a CPU with native bf16), recorded
+    assert c.amp == c.channels_last == bf16_pays("cpu")  # where fast picks bf16 (not on the CPU), recorded
     assert not any(getattr(tiny(folder), name) for name in FAST_OPTIONS)
     train(c, tmp_path / "run", progress=False)
     stored = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert stored["fast"] and stored["device_rng"] and not stored["freeze_d"] and stored["mask_generator"] == "batched"
-    assert stored["planned_steps"] is None and stored["amp"] == stored["channels_last"] == native_bf16_cpu()
+    assert stored["planned_steps"] is None and stored["amp"] == stored["channels_last"] == bf16_pays("cpu")
 
 
 def test_fast_run_resumes_exactly(tmp_path, folder):
@@ -395,9 +395,10 @@ def test_accelerated_options_rehearsed_on_cpu(tmp_path, folder, monkeypatch):
     """bf16 autocast (the CPU's), channels-last and fused Adam run as they would on CUDA, for every model: the
     run trains, resumes, and its checkpoint loads into a plain model. (torch.compile is left to the benchmark.)"""
     monkeypatch.setattr(train_mod, "_accelerated", lambda device: True)
-    ce64 = train(tiny(folder, model="ce64", fast=True), tmp_path / "ce64", progress=False)
+    ce64 = train(tiny(folder, model="ce64", fast=True, amp=True, channels_last=True), tmp_path / "ce64", progress=False)
     for model in ("ce128", "cce128"):
-        c = tiny(folder, model=model, fast=True, steps=4, ce64=str(ce64) if model == "cce128" else None)
+        c = tiny(folder, model=model, fast=True, amp=True, channels_last=True, steps=4,
+                 ce64=str(ce64) if model == "cce128" else None)
         out = tmp_path / model
         train(c, out, progress=False, stop_after=2)
         train(c, out, progress=False, resume=True)
@@ -407,8 +408,9 @@ def test_accelerated_options_rehearsed_on_cpu(tmp_path, folder, monkeypatch):
         assert ckpt["opt_g"]["param_groups"][0]["fused"]
         assert torch.isfinite(load_model(out)(torch.zeros(1, 3, 128, 128), *(
             (torch.zeros(1, 1, 128, 128),) if model == "cce128" else ()))).all()
-    g, d = build_models(tiny(folder, fast=True))
-    setup_training(tiny(folder, fast=True), g, d, torch.device("cpu"))
+    on = tiny(folder, fast=True, amp=True, channels_last=True)  # what fast picks on CUDA
+    g, d = build_models(on)
+    setup_training(on, g, d, torch.device("cpu"))
     assert next(g.encoder.parameters()).is_contiguous(memory_format=torch.channels_last)
 
 
