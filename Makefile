@@ -43,8 +43,10 @@ test: setup chromium check-pairs lint
 reproduce: setup
 	$(BIN)/python -m cce_core reproduce --preset $(PRESET) --out $(OUT)
 
-book: setup  # the repository's book, with the committed results in book/generated
-	$(BIN)/jupyter-book build . -W --keep-going
+book: setup  # the repository's book, with the committed results in book/generated (optional parts if the run has them)
+	mkdir -p _build
+	$(BIN)/python -c "from cce_core.reproduce import toc_for; print(toc_for('book/generated'), end='')" > _build/_toc.yml
+	$(BIN)/jupyter-book build . --toc _build/_toc.yml -W --keep-going
 
 adopt: setup  # publish a reproduction's executed notebooks and figures in the book: make adopt RUN=_build/cpu
 	test -n "$(RUN)" && test -f "$(RUN)/generated/run.json"

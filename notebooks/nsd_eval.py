@@ -367,7 +367,8 @@ glue("seeds_table", seeds_table, display=False)
 display(Markdown(f"{seeds['tier_line']}\n\nNSD and quality, seed {seed}'s networks: {values['quality_agreement']}"))
 def claim_label(key):
     """A verdict's key (``lower_normalized``, ``better_psnr``, ``ce_value``, ...) as the claim it decides."""
-    readings = {"normalized": "BN-normalised", "raw": "raw", "std": "eval-standardised"}
+    readings = {"normalized": "BN-normalised", "raw": "raw", "std": "eval-standardised",
+                "standardized": "eval-standardised"}  # ood_lower_<reading> keys name the reading in full
     if key.endswith("_value"):
         return {"ce": f"CE's NSD is {PAPER_CE}", "cce": f"cascade's NSD is {PAPER_CCE}"}[key[:-6]]
     if "lower_" in key:
