@@ -152,7 +152,8 @@ def _reproduce(a: argparse.Namespace) -> None:
     reproduce(preset=a.preset, data=a.data, eval_data=a.eval_data, ood_data=a.ood_data, out=a.out,
               device=a.device, seed=a.seed, book=not a.no_book, force=a.force, time_budget=a.time_budget,
               pack=a.pack, seeds=a.seeds, fast=a.fast, nsd_loss=a.nsd_loss,
-              loss_variants=a.loss_variants)
+              loss_variants=a.loss_variants, central_once=a.central_once, ladder=a.ladder,
+              train_only=a.train_only)
 
 
 def _compact(a: argparse.Namespace) -> None:
@@ -233,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="run the book's notebooks with papermill and build the book",
                        formatter_class=HelpFormatter)
-    r.add_argument("--preset", default="smoke", choices=["smoke", "cpu", "paper"],
-                   help="the training preset of all six models (see train --help)")
+    r.add_argument("--preset", default="smoke", choices=["smoke", "cpu", "study", "paper"],
+                   help="the training preset of all six models (see train --help); study: the cpu sizes for "
+                        "19,200 samples with snapshots for --ladder")
     r.add_argument("--data", nargs="+", default=["embedded"], metavar="PATH", help="training images")
     r.add_argument("--eval-data", nargs="+", metavar="PATH",
                    help="NSD images (default: 'embedded' held-out crops when training on 'embedded'; else required)")
@@ -254,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train the three random-block models with the paper's eq. (1) loss weighting (missing "
                         "pixels only; runs/<model>-random_blocks-hole) and compare their NSD and quality with the "
                         "default uniform weighting (not covered by --time-budget)")
+    r.add_argument("--central-once", action="store_true",
+                   help="train the central-mask models for the first seed only (they serve the figures; the NSD "
+                        "claim rests on the random-block models of every seed)")
+    r.add_argument("--ladder", action="store_true",
+                   help="the scale ladder (needs 2 or more seeds and a preset with snapshots a factor 2 apart, e.g. "
+                        "study): NSD and quality of every seed's 128 CE and cascade at 4 training lengths, and its "
+                        "page in the book")
+    r.add_argument("--train-only", action="store_true",
+                   help="train every model and stop (run.json says 'trained'); the same command without it later "
+                        "reuses the trainings and runs the notebooks")
     r.add_argument("--fast", action="store_true",
                    help="the fast training path: same model and loss; masks and batches drawn on the device, D "
                         "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam, on a CPU "

@@ -167,12 +167,16 @@ class TrainConfig:
 #: Named presets. ``smoke``: seconds on a CPU, for tests and nbval; ``cpu``: a meaningful run of minutes on
 #: train-mini; ``paper``: the faithful architecture (D = 4000, width 64) for a GPU, with a snapshot of G every
 #: 2,000 steps (8 along a full run, for NSD along training; one is 271 MiB in fp32, a cascade's 542 MiB with its
-#: 64 CE: they stay in the run's folder, and only the NSD curve computed from them is packed).
+#: 64 CE: they stay in the run's folder, and only the NSD curve computed from them is packed). ``study``: the
+#: ``cpu`` sizes trained twice as long (19,200 samples), with snapshots at 2,400 / 4,800 / 9,600 samples on the way:
+#: the scale ladder of the CPU study (:func:`ladder_steps`, ``reproduce --ladder``).
 PRESETS: dict[str, dict] = {
     "smoke": dict(steps=20, batch_size=16, bottleneck=64, width=16, log_every=2, checkpoint_every=10,
                   snapshot_every=5),
     "cpu": dict(steps=300, batch_size=32, bottleneck=512, width=32, log_every=10, checkpoint_every=100,
                 snapshot_every=60),
+    "study": dict(steps=600, batch_size=32, bottleneck=512, width=32, log_every=10, checkpoint_every=100,
+                  snapshot_every=75),
     "paper": dict(steps=16000, batch_size=64, bottleneck=4000, width=64, log_every=50, checkpoint_every=None,
                   checkpoint_seconds=60, snapshot_every=2000),
 }
@@ -184,3 +188,15 @@ def make_config(preset: str = "smoke", **overrides) -> TrainConfig:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     values = {**PRESETS[preset], "preset": preset, **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(**values)
+
+
+def ladder_steps(steps: int, snapshot_every: int | None, points: int = 4) -> list[int]:
+    """The training steps of a scale ladder: ``points`` steps a factor 2 apart ending at ``steps`` (e.g. 75, 150,
+    300, 600), each of which keeps a snapshot (a multiple of ``snapshot_every``). ValueError when the run's
+    snapshots cannot give such a ladder."""
+    ladder = [steps // 2**i for i in reversed(range(points))]
+    if snapshot_every is None or any(s < 1 or s * 2**i != steps or s % snapshot_every
+                                     for i, s in zip(reversed(range(points)), ladder)):
+        raise ValueError(f"no ladder of {points} points a factor 2 apart ending at step {steps} among snapshots "
+                         f"every {snapshot_every} steps: choose steps = snapshot_every x 2^{points - 1} x m")
+    return ladder

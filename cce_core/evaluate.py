@@ -21,6 +21,7 @@ cascade feeds its 128 CE (section 4.2, step (iii)), so the six models are measur
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,3 +305,52 @@ def evaluate_nsd_runs(checkpoints: dict[float, str | os.PathLike], images: torch
                     "code_spread": float((acc.mean.double() / scale).var(0).mean()),
                     "fill_spread": fill_spread(model, images, quality_masks)}
     return out
+
+
+# --- the scale ladder (issue 21) ------------------------------------------------------------------------------------
+
+def snapshot_at(run: str | os.PathLike, step: int) -> Path:
+    """The model state of ``run`` after ``step`` steps: its snapshot, or its final checkpoint if it ended there.
+    FileNotFoundError (one line) when the run kept neither."""
+    run = Path(run)
+    snap = run / "snapshots" / f"step-{step:07d}.pt"
+    if snap.is_file():
+        return snap
+    final = run / "checkpoint.pt"
+    if final.is_file() and int(load_checkpoint(final)["step"]) == step:
+        return final
+    raise FileNotFoundError(f"{run} has no snapshot at step {step} (train it with snapshot_every dividing {step})")
+
+
+def ladder_seed(runs: dict[str, str | os.PathLike], steps: list[int], images: torch.Tensor, nsd_masks: torch.Tensor,
+                quality_masks: torch.Tensor, device: str | torch.device = "cpu",
+                cache: str | os.PathLike | None = None) -> dict[str, dict[str, dict]]:
+    """One training seed's models along training: for each step of ``steps`` and each run of ``runs`` ({model:
+    run directory}, e.g. the 128 CE and the cascade), NSD in the three readings (:func:`model_nsd`, the same images
+    and masks for every step and model) and the in-hole quality (:func:`model_quality`), per image, so that the
+    cascade - CE difference can be paired image by image.
+
+    Returns ``{str(step): {model: {"nsd_<reading>": [k floats], "<measure>": [k floats]}}}``. ``cache`` (a JSON
+    file): points already measured are read from it and each new one is written as soon as it is done, so an
+    interrupted ladder resumes; a cache made on other images or masks (their sizes and checksums differ) is
+    refused."""
+    key = {"k": int(images.shape[0]), "n": int(nsd_masks.shape[0]), "q": int(quality_masks.shape[0]),
+           "images_sum": float(images.double().sum()), "masks_sum": float(nsd_masks.double().sum())}
+    cache = Path(cache) if cache else None
+    done = json.loads(cache.read_text()) if cache and cache.is_file() else {"key": key, "points": {}}
+    if done["key"] != key:
+        raise ValueError(f"the ladder cache {cache} was measured on other images or masks ({done['key']}); "
+                         "delete it to measure again")
+    todo = [(st, m) for st in steps for m in runs if m not in done["points"].get(str(st), {})]
+    for st, m in tqdm(todo, desc="ladder", unit="model", disable=not todo):
+        model = load_model(snapshot_at(runs[m], st), device)
+        nsd = model_nsd(model, images, nsd_masks, progress=False)
+        q = model_quality(model, images, quality_masks)
+        done["points"].setdefault(str(st), {})[m] = {
+            **{f"nsd_{r}": np.round(getattr(nsd, r).per_image, 6).tolist() for r in READINGS},
+            **{name: np.round(v, 6).tolist() for name, v in q.items()}}
+        if cache:
+            tmp = cache.with_suffix(".part")
+            tmp.write_text(json.dumps(done))
+            tmp.replace(cache)
+    return {str(st): done["points"][str(st)] for st in steps}

@@ -473,27 +473,31 @@ def seeds_report(metrics_list: list[dict]) -> dict[str, Any]:
         if len(values) > 1:
             raise ValueError(f"the seeds' metrics differ in {key}: {sorted(values, key=str)}")
     per_seed = {s: _seed_row(m) for s, m in zip(seeds, metrics_list)}
-    measures = [x for x in [*SEED_MEASURES, *MODEL_MEASURES] if all(x in row for row in per_seed.values())]
+    # a measure of the book's seed (e.g. the central mask, trained for the first seed only) is kept across the
+    # seeds that measured it; the random-block NSD readings are measured by every seed
+    measures = [x for x in [*SEED_MEASURES, *MODEL_MEASURES] if x in per_seed[seeds[0]]]
     across = {}
     for x in measures:
-        iv = seed_interval([per_seed[s][x]["mean"] for s in seeds])
+        iv = seed_interval([per_seed[s][x]["mean"] for s in seeds if x in per_seed[s]])
         across[x] = {**iv.as_dict(), "direction": seed_direction(iv), "agree": list(agree_in_sign(iv.per_seed)),
                      "prediction95": prediction_interval(iv.per_seed)}
     first = metrics_list[0]
     scale = RunScale(min(int(m["samples_per_model"]) for m in metrics_list), first["bottleneck"], first["width"],
                      min(int(m["train_images"]) for m in metrics_list))
-    one = per_seed[seeds[0]] if len(seeds) == 1 else None
+    one = per_seed[seeds[0]]  # the image-level CI that a measure of one seed reports
     verdicts = {f"lower_{'std' if x == 'nsd_standardized' else x[4:]}" if x.startswith("nsd_") else
                 f"ood_lower_{x[8:]}" if x.startswith("ood_") else f"better_{x}":
-                verdict_order(across[x], one[x]["ci95"] if one else None, scale, SEED_MEASURES[x], _GOOD[x],
-                              _FORMAT.get(x, "+.4f")) for x in measures if x in SEED_MEASURES}
+                verdict_order(across[x], one[x]["ci95"] if across[x]["n_seeds"] == 1 else None, scale,
+                              SEED_MEASURES[x], _GOOD[x], _FORMAT.get(x, "+.4f"))
+                for x in measures if x in SEED_MEASURES}
     equivalences = {}
     for m, paper in (("ce128", PAPER_CE), ("cce128", PAPER_CCE)):
         x = f"{m}_nsd_normalized"
         eq = equivalence(_interval(across[x]), paper)
         equivalences[m] = eq.as_dict()
         verdicts[f"{m.replace('128', '')}_value"] = verdict_value(across[x], eq, paper, scale,
-                                                                  one[x]["ci95"] if one else None, _MODEL_LABELS[m])
+                                                                  one[x]["ci95"] if len(seeds) == 1 else None,
+                                                                  _MODEL_LABELS[m])
     return {"seeds": seeds, "mask": first["mask"], "per_seed": per_seed, "across": across, "verdicts": verdicts,
             "equivalence": equivalences, "margin": EQUIVALENCE_MARGIN, "samples_per_model": scale.samples_per_model,
             "train_images": scale.train_images, "tier": scale.tier, "tier_line": tier_line(scale),
@@ -552,7 +556,9 @@ def seeds_glue(report: dict) -> dict[str, str | int | float]:
     for x, a in report["across"].items():
         f = _FORMAT.get(x, ".3f" if x in MODEL_MEASURES else "+.4f")
         g[f"across_{x}_mean"] = float(a["mean"])
-        g[f"across_{x}_ci"] = (_ci_text(a["ci95"], f) if a["ci95"] is not None else "none (one seed)")
+        g[f"across_{x}_ci"] = (_ci_text(a["ci95"], f) if a["ci95"] is not None else
+                               "none (one seed)" if len(report["seeds"]) == 1 else
+                               f"none (seed {report['seeds'][0]} only: its models were trained for one seed)")
         g[f"across_{x}_agree"] = f"{a['agree'][0]} of {a['agree'][1]}"
     return g
 
@@ -767,4 +773,64 @@ def training_rows(run: dict) -> list[dict]:
                          "training (s)": train_s,
                          "samples/s": round(t["samples"] / train_s, 1) if train_s else None,
                          "device": t["device"]})
+    return rows
+
+
+# --- the scale ladder: the seed-level comparison at each training length (issue 21) ----------------------------------
+
+#: The measures of the scale ladder (cascade − CE per point), with the side that favours the cascade.
+LADDER_MEASURES = {**{f"nsd_{r}": "lower" for r in READINGS}, "l1": "lower", "psnr": "higher", "ssim": "higher"}
+
+
+def scale_ladder(points: dict[int, dict[str, dict[str, dict]]], batch_size: int, bottleneck: int, width: int,
+                 train_images: int, models: tuple[str, str] = ("ce128", "cce128")) -> list[dict[str, Any]]:
+    """The seed-level result at each training length (``metrics.json`` → ``scale_ladder``).
+
+    ``points``: per seed, :func:`cce_core.evaluate.ladder_seed`'s per-image values ``{step: {model: {measure:
+    [k]}}}``. Per step (ascending): ``samples`` (step x ``batch_size``), ``per_seed`` {seed: {measure: the paired
+    mean cascade − CE over the images}}, ``paired`` {measure: :func:`cce_core.stats.seed_interval` over the seeds
+    with ``direction``, ``agree``, ``prediction95`` (one more seed) and the ``verdict`` sentence
+    (:func:`verdict_order` at that point's tier)}, and ``models`` {model: {measure: seed interval of the model's own
+    mean}}. Every seed must have measured every step."""
+    seeds = sorted(points)
+    steps = sorted({int(st) for s in seeds for st in points[s]})
+    ce, cce = models
+    out = []
+    for st in steps:
+        if any(str(st) not in points[s] for s in seeds):
+            raise ValueError(f"the ladder point at step {st} is missing for seed(s) "
+                             f"{[s for s in seeds if str(st) not in points[s]]}")
+        rows = {s: points[s][str(st)] for s in seeds}
+        scale = RunScale(st * batch_size, bottleneck, width, train_images)
+        entry: dict[str, Any] = {"step": st, "samples": st * batch_size, "n_seeds": len(seeds), "tier": scale.tier,
+                                 "per_seed": {}, "paired": {}, "models": {}}
+        for s in seeds:
+            entry["per_seed"][s] = {x: float(np.mean(np.subtract(rows[s][cce][x], rows[s][ce][x])))
+                                    for x in LADDER_MEASURES}
+        for x, good in LADDER_MEASURES.items():
+            iv = seed_interval([entry["per_seed"][s][x] for s in seeds])
+            a = {**iv.as_dict(), "direction": seed_direction(iv), "agree": list(agree_in_sign(iv.per_seed)),
+                 "prediction95": prediction_interval(iv.per_seed)}
+            a["verdict"] = verdict_order(a, None, scale, SEED_MEASURES.get(x, x), good, _FORMAT.get(x, "+.4f"))
+            entry["paired"][x] = a
+        for m in models:
+            entry["models"][m] = {x: seed_interval([float(np.mean(rows[s][m][x])) for s in seeds]).as_dict()
+                                  for x in LADDER_MEASURES}
+        out.append(entry)
+    return out
+
+
+def ladder_rows(ladder: list[dict], measures: tuple[str, ...] = ("nsd_normalized", "nsd_standardized", "psnr"),
+                ) -> list[dict]:
+    """The ladder's table: one row per training length, per measure the seed-level mean cascade − CE with its 95%
+    CI, the seeds agreeing in sign and the seed-level direction."""
+    rows = []
+    for e in ladder:
+        row: dict[str, Any] = {"samples per model": f"{e['samples']:,}", "seeds": e["n_seeds"]}
+        for x in measures:
+            a, f = e["paired"][x], _FORMAT.get(x, "+.4f")
+            row[f"Δ {SEED_MEASURES[x]} [95% CI]"] = f"{format(a['mean'], f)} {_ci_text(a['ci95'], f)}"
+            row[f"{SEED_MEASURES[x]}: seeds agreeing, seed level"] = (f"{a['agree'][0]} of {a['agree'][1]}, "
+                                                                      f"{a['direction']}")
+        rows.append(row)
     return rows

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .config import PRESETS, TrainConfig
+from .config import PRESETS, TrainConfig, ladder_steps
 from .data import describe_sources
 from .plots import compact_image, is_photographic, jpeg_bytes, palette_png, same_figure
 from .provenance import REPO, provenance, resolve_device
@@ -47,14 +47,18 @@ from .stats import MIN_SAMPLES
 NOTEBOOKS = REPO / "notebooks"
 TRAIN_ORDER = [(mask, model) for mask in ("random_blocks", "central") for model in ("ce64", "ce128", "cce128")]
 #: NSD sample sizes per preset: the paper's k = 250 images and n = 100 masks, fewer for the smoke run.
-EVAL_SIZES = {"smoke": dict(k=8, n=10), "cpu": dict(k=250, n=100), "paper": dict(k=250, n=100)}
+EVAL_SIZES = {"smoke": dict(k=8, n=10), "cpu": dict(k=250, n=100), "study": dict(k=250, n=100),
+              "paper": dict(k=250, n=100)}
+#: The scale ladder's masks per image (``--ladder``): every ladder point of every seed on the headline's k images
+#: and the first LADDER_N of each seed's evaluation masks (all points on one set; the largest point also on all n).
+LADDER_N = 25
 #: Seconds kept back from ``time_budget`` for the NSD and figures notebooks (kernel starts included). smoke and
 #: cpu: measured on a 2-core CPU (about 25 s and 300 s), with a margin; paper: an estimate for one H100/H200
 #: (k x n = 25,000 codes per model, 10,000 more out of distribution), not yet measured.
-EVAL_RESERVE_S = {"smoke": 40.0, "cpu": 420.0, "paper": 150.0}
+EVAL_RESERVE_S = {"smoke": 40.0, "cpu": 420.0, "study": 420.0, "paper": 150.0}
 #: First guess of each model's time outside its training loop (loading data, building the model, its training
 #: notebook); after the first model the measured value is used.
-MODEL_OVERHEAD_S = {"smoke": 10.0, "cpu": 20.0, "paper": 30.0}
+MODEL_OVERHEAD_S = {"smoke": 10.0, "cpu": 20.0, "study": 20.0, "paper": 30.0}
 #: No training gets less than this, even when the budget is spent (a model needs at least one step).
 MIN_SHARE_S = 0.2
 #: Each seed after the first adds its NSD notebook: this share of the evaluation reserve, for the budget.
@@ -328,12 +332,32 @@ def plan_lines(preset: str, train_images: int, models: int, budget: Budget | Non
     return lines
 
 
+def seed_models(plan: Plan, s: int) -> list[tuple[str, str]]:
+    """The (mask, model) pairs trained for seed ``s``: :data:`TRAIN_ORDER`, the central-mask ones for the first seed
+    only with ``central_once``."""
+    return [(mask, model) for mask, model in TRAIN_ORDER
+            if mask != "central" or not plan.central_once or s == plan.seed]
+
+
+def n_trained(plan: Plan) -> int:
+    """How many of the reproduction's own models are trained (all seeds)."""
+    return sum(len(seed_models(plan, s)) for s in plan.seeds)
+
+
+def _train_seconds(run: Path) -> float | None:
+    """The seconds of a run's training loop, from its log (the last line's ``seconds``; None for a log without
+    them); a run resumed after an interruption counts from its resumption."""
+    log = run / "log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return json.loads(lines[-1]).get("seconds") if lines else None
+
+
 def announce(plan: Plan) -> None:
     """Print what the run will reach (:func:`plan_lines`) before any training."""
     train_images = sum(int(src["images"]) for src in plan.sources["data"])
     extra = (3 if plan.loss_variants else 0) + (len(NSD_LOSS_MODELS) * (len(NSD_LOSS_WEIGHTS) - 1) * len(plan.seeds)
                                                  if plan.nsd_loss else 0)
-    for line in plan_lines(plan.preset, train_images, len(TRAIN_ORDER) * len(plan.seeds), plan.budget, extra=extra):
+    for line in plan_lines(plan.preset, train_images, n_trained(plan), plan.budget, extra=extra):
         print(f"[reproduce] {line}", flush=True)
 
 
@@ -355,7 +379,7 @@ def _training_record(runs: Path) -> dict:
             "steps": cfg["steps"], "planned_steps": planned, "batch_size": cfg["batch_size"],
             "data": meta.get("data", {}).get("description"),
             "commit": meta["provenance"]["commit"], "date": meta["provenance"]["date"],
-            "device": meta["provenance"]["device"]}
+            "device": meta["provenance"]["device"], "train_seconds": _train_seconds(runs / name)}
     return trained
 
 
@@ -381,19 +405,16 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
               ood_data: list[str] | None = None, out: str | Path = "_build/smoke", device: str = "auto",
               seed: int = 0, book: bool = True, force: bool = False, time_budget: float | None = None,
               pack: str | Path | None = None, seeds: list[int] | None = None, fast: bool = False,
-              nsd_loss: bool = False, loss_variants: bool = False) -> Path:
+              nsd_loss: bool = False, loss_variants: bool = False, central_once: bool = False, ladder: bool = False,
+              train_only: bool = False) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
     ``out/runs`` are reused (``force`` retrains them); interrupted ones are resumed. ``time_budget`` (seconds)
     bounds the call (see the module docstring); ``pack`` names a ``.tar.gz`` of ``out/generated`` to write.
-    ``fast`` trains with :class:`cce_core.config.TrainConfig`'s fast path (same model and loss; on CUDA bf16
-    autocast, channels-last, fused Adam (bf16 on a CPU only when asked for); masks and batches drawn on the device),
-    recorded in each config.json.
-    ``nsd_loss`` also trains, for every seed, the 128 CE and the cascade with random blocks with the NSD loss at the
-    two weights > 0 of :data:`cce_core.runs.NSD_LOSS_WEIGHTS` (4 more models per seed, beside the seed's own
-    lambda = 0 runs; not covered by ``time_budget``) and runs the "Beyond the paper" chapter
-    (``notebooks/nsd_loss``) over all seeds.
+    ``fast``: :class:`cce_core.config.TrainConfig`'s fast path (same model and loss), recorded in each config.json.
+    ``nsd_loss`` also trains, for every seed, the 128 CE and the cascade with the NSD loss at the two weights > 0 of
+    :data:`cce_core.runs.NSD_LOSS_WEIGHTS` (not covered by ``time_budget``) for the "Beyond the paper" chapter.
     ``loss_variants`` also trains the three random-block models with the paper's eq. (1) weighting (known-pixel
     weight 0, :class:`cce_core.config.TrainConfig` ``full_known_weight``) into ``out/runs/<model>-random_blocks-hole``
     (first seed only; not covered by ``time_budget``), and the NSD notebook compares them with the default ones.
@@ -403,14 +424,17 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     notebooks (with its ``metrics.json``) in ``out/generated/seed<k>``; the other seeds' NSD notebooks run first,
     the first seed's last, given their ``metrics.json`` (``other_metrics``) to compare the seeds (see
     :func:`cce_core.report.seeds_report`); ``run.json`` lists the seeds and each one's training.
-    All inputs are checked first (ValueError / FileNotFoundError, one line); a failing step afterwards raises
+    ``central_once``: central-mask models for the first seed only. ``ladder`` (2+ seeds, a preset with
+    :func:`cce_core.config.ladder_steps`): ``notebooks/scale_ladder`` adds ``scale_ladder`` to ``metrics.json``.
+    ``train_only``: stop after the trainings (``run.json`` status "trained"); the same call without it reuses them.
+    All inputs are checked first (one-line ValueError / FileNotFoundError); a failing step afterwards raises
     :class:`ReproductionFailed` once what exists is recorded in ``run.json`` and packed.
 
     The stages: :func:`check_inputs`, :func:`prepare_out`, :func:`train_models`, :func:`run_evaluation` (the
     training page, the NSD, figures and NSD-loss notebooks), ``run.json`` (:class:`Recorder`), the book.
     """
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
-                        nsd_loss, loss_variants)
+                        nsd_loss, loss_variants, central_once, ladder, train_only)
     prepare_out(plan)
     announce(plan)
     recorder = Recorder(plan)
@@ -418,19 +442,21 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None  # `timeout`: record first
     try:
         train_models(plan, recorder)  # every training first: the evaluation's reserve is spent last
-        run_evaluation(plan, recorder)
+        if not train_only:
+            run_evaluation(plan, recorder)
     except Exception as e:  # noqa: BLE001 - recorded, packed, then raised as one line
         recorder.error = e
         (plan.generated / "error.txt").write_text(traceback.format_exc())
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
-    rec = recorder.record("failed" if recorder.error is not None else "complete")
+    rec = recorder.record("failed" if recorder.error is not None else "trained" if train_only else "complete")
     if recorder.error is not None:
         raise ReproductionFailed(f"{rec['error']} (what exists is in {plan.generated}, the traceback in error.txt"
                                  + (f"; packed in {plan.pack})" if plan.pack else ")"))
-    print(f"[reproduce] executed notebooks in {plan.generated} ({rec['total_wall_seconds']:.0f} s)", flush=True)
-    if book:
+    print(f"[reproduce] {'trained the models' if train_only else 'executed notebooks'}; run.json in {plan.generated} "
+          f"({rec['total_wall_seconds']:.0f} s)", flush=True)
+    if book and not train_only:
         html = build_book(plan.generated, plan.out / "book")
         print(f"[reproduce] book: {html / 'index.html'}", flush=True)
     return plan.generated
@@ -454,6 +480,9 @@ class Plan:
     loss_variants: bool
     sources: dict
     budget: Budget | None
+    central_once: bool = False
+    ladder: bool = False
+    train_only: bool = False
 
     @property
     def seed(self) -> int:
@@ -504,7 +533,8 @@ def _resolved(paths: list[str]) -> list[str]:
 def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | None, ood_data: list[str] | None,
                  out: str | Path, device: str, seed: int, force: bool, time_budget: float | None,
                  pack: str | Path | None, seeds: list[int] | None, fast: bool, nsd_loss: bool,
-                 loss_variants: bool) -> Plan:
+                 loss_variants: bool, central_once: bool = False, ladder: bool = False,
+                 train_only: bool = False) -> Plan:
     """Every input of :func:`reproduce` checked (one-line ValueError / FileNotFoundError) before anything is
     written: preset, seeds, device, data sources, ``out`` and ``pack``, the budget, papermill, the notebooks."""
     if preset not in PRESETS:
@@ -530,6 +560,10 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     if loss_variants and time_budget is not None:
         raise ValueError("--loss-variants trains three more models that --time-budget does not budget yet: use one or "
                          "the other")
+    if ladder:
+        if len(seeds) < 2:
+            raise ValueError("--ladder compares seeds at each training length: give --seeds with 2 or more seeds")
+        ladder_steps(PRESETS[preset]["steps"], PRESETS[preset].get("snapshot_every"))  # a one-line ValueError
     reserve = EVAL_RESERVE_S[preset] * (1 + EXTRA_SEED_EVAL * (len(seeds) - 1))
     if time_budget is not None and time_budget <= reserve:
         raise ValueError(f"--time-budget {time_budget:g} s leaves nothing for training: the NSD and figures "
@@ -541,7 +575,7 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     sources = _check_sources(preset, data, eval_data, ood_data)
     budget = Budget(time_budget, reserve, MODEL_OVERHEAD_S[preset]) if time_budget else None
     return Plan(preset, seeds, data, eval_data, ood_data, out, device, force, pack, fast, nsd_loss, loss_variants,
-                sources, budget)
+                sources, budget, central_once, ladder, train_only)
 
 
 def _check_papermill() -> None:
@@ -582,7 +616,9 @@ class Recorder:
         training = ({f"seed{s}": _training_record(p.run_dir(s)) for s in p.seeds} if p.multi
                     else _training_record(p.runs))
         rec = {"preset": p.preset, "fast": p.fast, "seed": p.seed, "seeds": p.seeds, "loss_variants": p.loss_variants,
-               "eval_sizes": EVAL_SIZES[p.preset], **p.sources,
+               "eval_sizes": EVAL_SIZES[p.preset], **p.sources, "central_once": p.central_once,
+               **({"ladder": {"steps": ladder_steps(PRESETS[p.preset]["steps"], PRESETS[p.preset]["snapshot_every"]),
+                              "k": EVAL_SIZES[p.preset]["k"], "n": LADDER_N}} if p.ladder else {}),
                "provenance": provenance(resolve_device(p.device)), "training": training,
                "wall_seconds": {k: round(v, 1) for k, v in self.timings.items()},
                "stage_seconds": {k: {part: round(v, 1) for part, v in parts.items()}
@@ -609,14 +645,14 @@ class Recorder:
 
 
 def train_models(plan: Plan, recorder: Recorder) -> None:
-    """Every seed's six models in :data:`TRAIN_ORDER` (each with its share of the budget), trained from the library
-    (the "Training" notebook reads them afterwards, :func:`run_evaluation`); then, with ``loss_variants``, the first
-    seed's random-block models under eq. (1)'s weighting."""
-    n_models, done, budget = len(TRAIN_ORDER) * len(plan.seeds), 0, plan.budget
+    """Every seed's models (:func:`seed_models`, in :data:`TRAIN_ORDER`; each with its share of the budget), trained
+    from the library (the "Training" notebook reads them afterwards, :func:`run_evaluation`); then, with
+    ``loss_variants``, the first seed's random-block models under eq. (1)'s weighting."""
+    n_models, done, budget = n_trained(plan), 0, plan.budget
     for s in plan.seeds:
         nb_dir, tag, common, dp = plan.folder(s), plan.tag(s), plan.common(s), plan.data_params(s)
         nb_dir.mkdir(parents=True, exist_ok=True)
-        for mask, model in TRAIN_ORDER:
+        for mask, model in seed_models(plan, s):
             name = run_name(model, mask)
             share = budget.share(tag + name, n_models - done) if budget else None
             print(f"[reproduce] training {tag}{name} ({plan.preset}"
@@ -673,6 +709,7 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
         nb_dir, tag, common, dp = plan.folder(s), plan.tag(s), plan.common(s), plan.data_params(s)
         extra = (dict(other_metrics=[f"seed{o}/metrics.json" for o in plan.seeds[1:]],
                       loss_variants=plan.loss_variants) if s == plan.seed else {})
+        extra["central"] = ("central", "ce64") in seed_models(plan, s)
         print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
         timings[f"{tag}nsd_eval"] = execute_notebook(
             "nsd_eval", nb_dir / "nsd_eval.ipynb",
@@ -686,6 +723,14 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
                                               dict(common, **dp, fig_dir="figures", k=sizes["k"]), nb_dir)
         if plan.multi:
             recorder.packed("running: figures done")
+        if plan.ladder:
+            print("[reproduce] the scale ladder", flush=True)
+            timings["scale_ladder"] = execute_notebook(
+                "scale_ladder", nb_dir / "scale_ladder.ipynb",
+                dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, metrics_path="metrics.json",
+                     seeds=plan.seeds, runs_dirs=[plan.common(o)["runs_dir"] for o in plan.seeds],
+                     seed_folders=[os.path.relpath(plan.folder(o), nb_dir) for o in plan.seeds]), nb_dir)
+            recorder.packed("running: scale ladder done")
         if plan.nsd_loss:
             print("[reproduce] beyond the paper: NSD as a training loss", flush=True)
             seed_folders = [os.path.relpath(plan.folder(o), nb_dir) for o in plan.seeds]  # where each was trained
@@ -702,8 +747,8 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-#: Parts of ``_toc.yml`` that exist only when the run made their notebook (``reproduce --nsd-loss``).
-OPTIONAL_PARTS = {"Beyond the paper": "nsd_loss.ipynb"}
+#: Parts of ``_toc.yml`` that exist only when the run made their notebook (``reproduce --nsd-loss``, ``--ladder``).
+OPTIONAL_PARTS = {"Beyond the paper": "nsd_loss.ipynb", "The CPU study": "scale_ladder.ipynb"}
 
 
 def toc_for(generated: str | Path) -> str:

@@ -593,6 +593,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
             cut = _agreed(run, cut, ask)  # rank 0's clock decides for all (a collective and a host sync)
             if at_log or cut:
                 rec, now = meter.record(done, since=last)
+                rec["seconds"] = round(now - t_start, 2)  # this call's training loop so far (a resume restarts it)
                 log_code_stats(run, rec, x, m)  # after the speed was read: not counted in images_per_s
                 last = time.perf_counter()
                 run.log(rec)

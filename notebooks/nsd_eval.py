@@ -53,6 +53,7 @@ runs_dir = "../_build/nbval/runs"
 fig_dir = "../_build/nbval/figures"
 metrics_path = "../_build/nbval/metrics.json"
 other_metrics = []  # metrics.json of the same reproduction's other training seeds (relative paths), compared below
+central = True  # also the central-mask models (False: a seed trained without them, reproduce --central-once)
 loss_variants = False  # also evaluate the random-block models trained with eq. (1)'s loss weighting (runs *-hole)
 
 # %% tags=["hide-input"]
@@ -119,12 +120,13 @@ QUALITY_LABELS = {"l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}
 # %% [markdown]
 # ## The models, the images and the masks
 #
-# Six models: the 64 CE, the 128 CE and the cascade, each trained with random blocks and with the central mask.
-# NSD needs varying masks, so it is measured on the random-block models; the quality measures on all six.
+# Six models: the 64 CE, the 128 CE and the cascade, each trained with random blocks and with the central mask
+# (a run may train the central-mask ones for its first seed only: they serve the figures). NSD needs varying masks,
+# so it is measured on the random-block models; the quality measures on all the models the seed has.
 
 # %% tags=["nbval-ignore-output"]
 dev = resolve_device(device)
-names = [run_name(m, mk) for mk in (mask, "central") for m in ("ce64", "ce128", "cce128")]
+names = [run_name(m, mk) for mk in ((mask, "central") if central else (mask,)) for m in ("ce64", "ce128", "cce128")]
 checkpoints = {name: ensure_run(runs_dir, *name.split("-", 1), preset, data, seed=seed, device=device) for name in names}
 models = {name: load_model(c, dev) for name, c in checkpoints.items()}
 runs = {name: run_info(c.parent / "config.json", step=load_checkpoint(c)["step"]) for name, c in checkpoints.items()}
