@@ -21,6 +21,7 @@ cascade feeds its 128 CE (section 4.2, step (iii)), so the six models are measur
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -332,10 +333,10 @@ def ladder_seed(runs: dict[str, str | os.PathLike], steps: list[int], images: to
 
     Returns ``{str(step): {model: {"nsd_<reading>": [k floats], "<measure>": [k floats]}}}``. ``cache`` (a JSON
     file): points already measured are read from it and each new one is written as soon as it is done, so an
-    interrupted ladder resumes; a cache made on other images or masks (their sizes and checksums differ) is
-    refused."""
+    interrupted ladder resumes; a cache made on other images or masks (their sizes or SHA-256 differ) is refused."""
     key = {"k": int(images.shape[0]), "n": int(nsd_masks.shape[0]), "q": int(quality_masks.shape[0]),
-           "images_sum": float(images.double().sum()), "masks_sum": float(nsd_masks.double().sum())}
+           **{name: hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+              for name, t in (("images", images), ("nsd_masks", nsd_masks), ("quality_masks", quality_masks))}}
     cache = Path(cache) if cache else None
     done = json.loads(cache.read_text()) if cache and cache.is_file() else {"key": key, "points": {}}
     if done["key"] != key:

@@ -534,12 +534,14 @@ def seeds_rows(report: dict) -> list[dict]:
     seeds, the mean over seeds with its seed-level 95% CI."""
     cols = [x for x in report["across"] if x in SEED_MEASURES]
     rows = [{"seed": str(s), **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, row[x]['mean'])} "
-                                f"[{_fmt(x, row[x]['ci95'][0])}, {_fmt(x, row[x]['ci95'][1])}]" for x in cols}}
+                                f"[{_fmt(x, row[x]['ci95'][0])}, {_fmt(x, row[x]['ci95'][1])}]" if x in row
+                                else "— (not trained for this seed)" for x in cols}}
             for s, row in report["per_seed"].items()]
     if len(report["seeds"]) > 1:
         rows.append({"seed": "mean over seeds [seed-level 95% CI]",
                      **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, a['mean'])} [{_fmt(x, a['ci95'][0])}, "
-                                                 f"{_fmt(x, a['ci95'][1])}]"
+                                                 f"{_fmt(x, a['ci95'][1])}]" if a["ci95"] is not None
+                        else f"{_fmt(x, a['mean'])} (one seed)"
                         for x, a in report["across"].items() if x in cols}})
     return rows
 
@@ -735,22 +737,27 @@ def _seed_and_name(key: str, first_seed: int) -> tuple[int, str]:
 
 
 def execution_rows(run: dict) -> list[dict]:
-    """The executed notebooks of a reproduction, from its ``run.json`` (:class:`cce_core.reproduce.Recorder`): one
-    row per step in the order it ran (seed, step, notebook, wall time in s, status), the notebook that failed if
-    one did, and the whole run's wall time and status. Trainings (``train-*``) run without a notebook of their own
-    (the Training page shows them all); runs recorded before that included their notebook in the time."""
+    """The steps of a reproduction, from its ``run.json`` (:class:`cce_core.reproduce.Recorder`): one row per step in
+    the order it ran (call, seed, step, notebook, wall time in s, status), the notebook that failed if one did, and
+    each call's wall time and status. A reproduction made in several calls into one folder (``--train-only``, then
+    the notebooks) lists the earlier calls first (``earlier_calls``); a later call that reused a training shows it
+    at about 0 s. Trainings (``train-*``) run without a notebook of their own (the Training page shows them all)."""
     rows = []
-    for key, seconds in run.get("wall_seconds", {}).items():
-        seed, name = _seed_and_name(key, run["seed"])
-        training = name.startswith("train-")
-        rows.append({"seed": seed, "step": name, "notebook": "— (training only)" if training else f"{key}.ipynb",
-                     "wall time (s)": seconds, "status": "done"})
-    failed = re.search(r"notebook (\S+)\.ipynb failed", run.get("error", ""))
-    if failed:
-        rows.append({"seed": "", "step": failed.group(1), "notebook": f"{failed.group(1)}.ipynb",
-                     "wall time (s)": None, "status": "failed"})
-    rows.append({"seed": "", "step": "whole run", "notebook": "", "wall time (s)": run.get("total_wall_seconds"),
-                 "status": run.get("status", "unknown")})
+    calls = [*run.get("earlier_calls", []), run]
+    for i, call in enumerate(calls, 1):
+        label = f"{i} ({str(call.get('commit') or call.get('provenance', {}).get('commit', ''))[:7]})"
+        for key, seconds in (call.get("wall_seconds") or {}).items():
+            seed, name = _seed_and_name(key, run["seed"])
+            training = name.startswith("train-")
+            rows.append({"call": label, "seed": seed, "step": name,
+                         "notebook": "— (training only)" if training else f"{key}.ipynb",
+                         "wall time (s)": seconds, "status": "done"})
+        failed = re.search(r"notebook (\S+)\.ipynb failed", call.get("error") or "")
+        if failed:
+            rows.append({"call": label, "seed": "", "step": failed.group(1), "notebook": f"{failed.group(1)}.ipynb",
+                         "wall time (s)": None, "status": "failed"})
+        rows.append({"call": label, "seed": "", "step": "whole call", "notebook": "",
+                     "wall time (s)": call.get("total_wall_seconds"), "status": call.get("status", "unknown")})
     return rows
 
 
@@ -767,7 +774,7 @@ def training_rows(run: dict) -> list[dict]:
         prefix = "" if seed == first else f"seed{seed}/"
         for name, t in trainings.items():
             key = f"{prefix}train-{name}"
-            train_s = stages.get(key, {}).get("training")
+            train_s = t.get("train_seconds") or stages.get(key, {}).get("training")  # the log's, where it has it
             rows.append({"seed": seed, "run": name, "samples": t["samples"], "planned samples": t["planned_samples"],
                          "step wall time (s)": run.get("wall_seconds", {}).get(key),
                          "training (s)": train_s,
@@ -788,7 +795,8 @@ def scale_ladder(points: dict[int, dict[str, dict[str, dict]]], batch_size: int,
 
     ``points``: per seed, :func:`cce_core.evaluate.ladder_seed`'s per-image values ``{step: {model: {measure:
     [k]}}}``. Per step (ascending): ``samples`` (step x ``batch_size``), ``per_seed`` {seed: {measure: the paired
-    mean cascade − CE over the images}}, ``paired`` {measure: :func:`cce_core.stats.seed_interval` over the seeds
+    mean cascade − CE over the images and its image-level bootstrap 95% CI}},
+    ``paired`` {measure: :func:`cce_core.stats.seed_interval` over the seeds
     with ``direction``, ``agree``, ``prediction95`` (one more seed) and the ``verdict`` sentence
     (:func:`verdict_order` at that point's tier)}, and ``models`` {model: {measure: seed interval of the model's own
     mean}}. Every seed must have measured every step."""
@@ -805,10 +813,11 @@ def scale_ladder(points: dict[int, dict[str, dict[str, dict]]], batch_size: int,
         entry: dict[str, Any] = {"step": st, "samples": st * batch_size, "n_seeds": len(seeds), "tier": scale.tier,
                                  "per_seed": {}, "paired": {}, "models": {}}
         for s in seeds:
-            entry["per_seed"][s] = {x: float(np.mean(np.subtract(rows[s][cce][x], rows[s][ce][x])))
-                                    for x in LADDER_MEASURES}
+            diffs = {x: np.subtract(rows[s][cce][x], rows[s][ce][x]) for x in LADDER_MEASURES}
+            entry["per_seed"][s] = {x: {"mean": float(d.mean()), "ci95": list(bootstrap_ci(d, seed=s))}
+                                    for x, d in diffs.items()}
         for x, good in LADDER_MEASURES.items():
-            iv = seed_interval([entry["per_seed"][s][x] for s in seeds])
+            iv = seed_interval([entry["per_seed"][s][x]["mean"] for s in seeds])
             a = {**iv.as_dict(), "direction": seed_direction(iv), "agree": list(agree_in_sign(iv.per_seed)),
                  "prediction95": prediction_interval(iv.per_seed)}
             a["verdict"] = verdict_order(a, None, scale, SEED_MEASURES.get(x, x), good, _FORMAT.get(x, "+.4f"))
@@ -834,3 +843,20 @@ def ladder_rows(ladder: list[dict], measures: tuple[str, ...] = ("nsd_normalized
                                                                       f"{a['direction']}")
         rows.append(row)
     return rows
+
+
+def ladder_summary(ladder: list[dict], measure: str = "nsd_normalized") -> str:
+    """The ladder in one sentence for the landing page: the seed-level cascade − CE at the shortest and the longest
+    training, how the seeds agree there, and the prediction interval for one more seed at the longest."""
+    first, last = ladder[0], ladder[-1]
+    f = _FORMAT.get(measure, "+.4f")
+
+    def at(e: dict) -> str:
+        a = e["paired"][measure]
+        return (f"{format(a['mean'], f)} {_ci_text(a['ci95'], f)} at {e['samples']:,} samples "
+                f"({a['agree'][0]} of {a['agree'][1]} seeds agree in sign: {a['direction']})")
+
+    pred = last["paired"][measure]["prediction95"]
+    return (f"Along training, cascade − CE in {SEED_MEASURES[measure]} (mean over {last['n_seeds']} seeds, seed-level "
+            f"95% CI): {at(first)}; {at(last)}. One more seed trained for {last['samples']:,} samples should land in "
+            f"{_ci_text(pred, f)} (95% prediction interval).")

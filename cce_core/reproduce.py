@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,6 +52,8 @@ EVAL_SIZES = {"smoke": dict(k=8, n=10), "cpu": dict(k=250, n=100), "study": dict
 #: The scale ladder's masks per image (``--ladder``): every ladder point of every seed on the headline's k images
 #: and the first LADDER_N of each seed's evaluation masks (all points on one set; the largest point also on all n).
 LADDER_N = 25
+#: The scale ladder's points, a factor 2 apart (:func:`cce_core.config.ladder_steps`).
+LADDER_POINTS = 4
 #: Seconds kept back from ``time_budget`` for the NSD and figures notebooks (kernel starts included). smoke and
 #: cpu: measured on a 2-core CPU (about 25 s and 300 s), with a margin; paper: an estimate for one H100/H200
 #: (k x n = 25,000 codes per model, 10,000 more out of distribution), not yet measured.
@@ -483,6 +485,7 @@ class Plan:
     central_once: bool = False
     ladder: bool = False
     train_only: bool = False
+    earlier: list[dict] = field(default_factory=list)  # the calls before this one in the same ``out`` (run.json)
 
     @property
     def seed(self) -> int:
@@ -563,7 +566,7 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     if ladder:
         if len(seeds) < 2:
             raise ValueError("--ladder compares seeds at each training length: give --seeds with 2 or more seeds")
-        ladder_steps(PRESETS[preset]["steps"], PRESETS[preset].get("snapshot_every"))  # a one-line ValueError
+        ladder_steps(PRESETS[preset]["steps"], PRESETS[preset].get("snapshot_every"), LADDER_POINTS)  # or ValueError
     reserve = EVAL_RESERVE_S[preset] * (1 + EXTRA_SEED_EVAL * (len(seeds) - 1))
     if time_budget is not None and time_budget <= reserve:
         raise ValueError(f"--time-budget {time_budget:g} s leaves nothing for training: the NSD and figures "
@@ -595,6 +598,12 @@ def prepare_out(plan: Plan) -> None:
     (plan.out / MARKER).write_text("written by python -m cce_core reproduce: runs/, generated/ and book/ are its own\n")
     if plan.force:
         shutil.rmtree(plan.runs, ignore_errors=True)
+    elif (plan.generated / "run.json").is_file():  # an earlier call (e.g. --train-only): its record is kept
+        before = json.loads((plan.generated / "run.json").read_text())
+        plan.earlier = [*before.get("earlier_calls", []),
+                        {key: before.get(key) for key in ("status", "total_wall_seconds", "wall_seconds")}
+                        | {"commit": before.get("provenance", {}).get("commit"),
+                           "date": before.get("provenance", {}).get("date")}]
     shutil.rmtree(plan.generated, ignore_errors=True)
     (plan.generated / "figures").mkdir(parents=True)
     if plan.pack:
@@ -617,13 +626,15 @@ class Recorder:
                     else _training_record(p.runs))
         rec = {"preset": p.preset, "fast": p.fast, "seed": p.seed, "seeds": p.seeds, "loss_variants": p.loss_variants,
                "eval_sizes": EVAL_SIZES[p.preset], **p.sources, "central_once": p.central_once,
-               **({"ladder": {"steps": ladder_steps(PRESETS[p.preset]["steps"], PRESETS[p.preset]["snapshot_every"]),
+               **({"ladder": {"steps": ladder_steps(PRESETS[p.preset]["steps"], PRESETS[p.preset]["snapshot_every"],
+                                                    LADDER_POINTS),
                               "k": EVAL_SIZES[p.preset]["k"], "n": LADDER_N}} if p.ladder else {}),
                "provenance": provenance(resolve_device(p.device)), "training": training,
                "wall_seconds": {k: round(v, 1) for k, v in self.timings.items()},
                "stage_seconds": {k: {part: round(v, 1) for part, v in parts.items()}
                                  for k, parts in self.stages.items()},
-               "total_wall_seconds": round(time.perf_counter() - self.started, 1), "status": status}
+               "total_wall_seconds": round(time.perf_counter() - self.started, 1), "status": status,
+               "earlier_calls": p.earlier}
         if p.multi:
             rec["seed_folders"] = {f"seed{s}": f"seed{s}/" for s in p.seeds[1:]}  # the first seed's are here
             rec["seed_runs"] = {f"seed{s}": os.path.relpath(p.run_dir(s), p.out) for s in p.seeds}
@@ -698,8 +709,8 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
 
 def run_evaluation(plan: Plan, recorder: Recorder) -> None:
     """The first seed's "Training" page (its six runs in one table, loss curves and inpaintings), each seed's NSD
-    notebook (the other seeds' first, the first seed's last: it compares the seeds), then the first seed's figures
-    and, with ``nsd_loss``, the NSD-loss chapter."""
+    notebook (the other seeds' first, the first seed's last: it compares the seeds; with ``ladder`` the scale ladder
+    just before it), then the first seed's figures and, with ``nsd_loss``, the NSD-loss chapter."""
     sizes, timings = EVAL_SIZES[plan.preset], recorder.timings
     print("[reproduce] the training page", flush=True)
     timings["training"] = execute_notebook("training", plan.generated / "training.ipynb",
@@ -710,6 +721,16 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
         extra = (dict(other_metrics=[f"seed{o}/metrics.json" for o in plan.seeds[1:]],
                       loss_variants=plan.loss_variants) if s == plan.seed else {})
         extra["central"] = ("central", "ce64") in seed_models(plan, s)
+        if s == plan.seed and plan.ladder:  # before the book's NSD notebook, which adds it to metrics.json
+            print("[reproduce] the scale ladder", flush=True)
+            timings["scale_ladder"] = execute_notebook(
+                "scale_ladder", nb_dir / "scale_ladder.ipynb",
+                dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, points=LADDER_POINTS,
+                     ladder_path="ladder.json", seeds=plan.seeds,
+                     runs_dirs=[plan.common(o)["runs_dir"] for o in plan.seeds],
+                     seed_folders=[os.path.relpath(plan.folder(o), nb_dir) for o in plan.seeds]), nb_dir)
+            recorder.packed("running: scale ladder done")
+            extra["ladder_path"] = "ladder.json"
         print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
         timings[f"{tag}nsd_eval"] = execute_notebook(
             "nsd_eval", nb_dir / "nsd_eval.ipynb",
@@ -723,14 +744,6 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
                                               dict(common, **dp, fig_dir="figures", k=sizes["k"]), nb_dir)
         if plan.multi:
             recorder.packed("running: figures done")
-        if plan.ladder:
-            print("[reproduce] the scale ladder", flush=True)
-            timings["scale_ladder"] = execute_notebook(
-                "scale_ladder", nb_dir / "scale_ladder.ipynb",
-                dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, metrics_path="metrics.json",
-                     seeds=plan.seeds, runs_dirs=[plan.common(o)["runs_dir"] for o in plan.seeds],
-                     seed_folders=[os.path.relpath(plan.folder(o), nb_dir) for o in plan.seeds]), nb_dir)
-            recorder.packed("running: scale ladder done")
         if plan.nsd_loss:
             print("[reproduce] beyond the paper: NSD as a training loss", flush=True)
             seed_folders = [os.path.relpath(plan.folder(o), nb_dir) for o in plan.seeds]  # where each was trained

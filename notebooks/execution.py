@@ -32,28 +32,31 @@ run = json.loads(Path(run_json).read_text())
 steps = pd.DataFrame(execution_rows(run))
 trainings = pd.DataFrame(training_rows(run))
 prov = run["provenance"]
+calls = [*run.get("earlier_calls", []), run]
 print(f"run: preset {run['preset']}, seeds {', '.join(map(str, run['seeds']))}; {run['status']} in "
-      f"{run['total_wall_seconds'] / 60:.1f} min on {prov['device']} (torch {prov['torch']}, Python {prov['python']}, "
-      f"commit {prov['commit'][:7]}, {prov['date'][:10]})")
+      f"{sum(c['total_wall_seconds'] for c in calls) / 60:.1f} min over {len(calls)} call(s) on {prov['device']} "
+      f"(torch {prov['torch']}, Python {prov['python']}, last call at commit {prov['commit'][:7]}, {prov['date'][:10]})")
 
 # %% [markdown]
 # ## The notebooks
 #
-# In the order they ran: each seed's six trainings, each followed by its notebook (the step's time covers both),
-# the trainings with eq. (1)'s weighting if the run made them (no notebook of their own), the other seeds' NSD
-# notebooks, then the book's seed's NSD, figures and, if run, NSD-loss notebooks. A step that takes only seconds
-# reused a run trained before (a reproduction resumes or reuses the trainings it finds in its `runs/` folder).
-# "done": the notebook ran to its end; a failed notebook is listed with the error, and the run's status is "failed".
+# In the order they ran: each seed's trainings (no notebook of their own: the Training page shows them), the
+# trainings with eq. (1)'s weighting if the run made them, the other seeds' NSD notebooks, the scale ladder if the
+# run made one, then the book's seed's NSD, figures and, if run, NSD-loss notebooks. A reproduction can be made in
+# more than one call into the same folder (`reproduce --train-only`, then the same command without it): each call
+# is listed with its commit, the earlier ones first, and a training that a later call found already done shows
+# there at about 0 s (its own time is in the first call, and in the table of trainings below).
+# "done": the notebook ran to its end; a failed notebook is listed with the error, and the call's status is "failed".
 
 # %% tags=["hide-input", "nbval-ignore-output"]
-steps.set_index(["seed", "step"]).style.format({"wall time (s)": "{:,.1f}"}, na_rep="—").set_table_styles(PADDED)
+steps.set_index(["call", "seed", "step"]).style.format({"wall time (s)": "{:,.1f}"}, na_rep="—").set_table_styles(PADDED)
 
 # %% [markdown]
 # ## The trainings
 #
 # Per model and seed: the image samples seen (steps × batch size) against those planned (fewer when a time budget
-# cut the training), the step's wall time, and, where the record splits it, the training's own time and its
-# speed in samples per second. Runs recorded before that split show "—" there.
+# cut the training), the step's wall time in the last call, and the training loop's own time (from the run's log,
+# or from the record's split for runs made before the logs kept it) with its speed in samples per second.
 
 # %% tags=["hide-input", "nbval-ignore-output"]
 (trainings.set_index(["seed", "run"]).style
@@ -61,5 +64,5 @@ steps.set_index(["seed", "step"]).style.format({"wall time (s)": "{:,.1f}"}, na_
           "training (s)": "{:,.1f}", "samples/s": "{:,.1f}"}, na_rep="—").set_table_styles(PADDED))
 
 # %% tags=["remove-cell"]
-assert len(steps) >= 2 and steps["step"].iloc[-1] == "whole run"
+assert len(steps) >= 2 and steps["step"].iloc[-1] == "whole call"
 assert (trainings["samples"] <= trainings["planned samples"]).all()

@@ -53,6 +53,7 @@ runs_dir = "../_build/nbval/runs"
 fig_dir = "../_build/nbval/figures"
 metrics_path = "../_build/nbval/metrics.json"
 other_metrics = []  # metrics.json of the same reproduction's other training seeds (relative paths), compared below
+ladder_path = None  # the scale ladder's results (notebooks/scale_ladder, reproduce --ladder), added to metrics.json
 central = True  # also the central-mask models (False: a seed trained without them, reproduce --central-once)
 loss_variants = False  # also evaluate the random-block models trained with eq. (1)'s loss weighting (runs *-hole)
 
@@ -352,6 +353,11 @@ metrics = build_metrics(preset=preset, seed=seed, mask=mask, eval_data=images.de
                         runs=runs, results=results, quality=quality, provenance=provenance(dev), ood=ood,
                         ood_data=ood_images.description if ood_images is not None else None)
 metrics["along_training"] = along
+if ladder_path:  # metrics.json's scale_ladder: the seed-level comparison at each training length
+    ladder_record = json.loads(Path(ladder_path).read_text())
+    metrics["scale_ladder"] = ladder_record["points"]
+    metrics["scale_ladder_set"] = {key: ladder_record[key] for key in ("steps", "samples", "k", "n", "q", "eval_data",
+                                                                       "cascade_64")}
 if variants:
     metrics["loss_variants"] = variants
 seeds = seeds_report([metrics] + load_seed_metrics(other_metrics))
@@ -359,6 +365,8 @@ metrics["seeds"], metrics["verdicts"] = seeds, seeds["verdicts"]  # every verdic
 _ = Path(metrics_path).write_text(json.dumps(metrics, indent=1))
 values = glue_values(metrics)
 values["along_training"] = along["summary"]
+values["ladder_summary"] = (ladder_record["summary"] if ladder_path else
+                            "This run measured no scale ladder (reproduce --ladder, with several seeds, measures one).")
 for key, value in values.items():
     glue(key, value, display=False)
 assert values["verdict_lower_normalized"] and np.isfinite(values["diff_normalized_mean"])

@@ -22,10 +22,11 @@ def test_execution_rows_in_order_with_the_whole_run():
     rows = execution_rows(record())
     assert [(r["seed"], r["step"]) for r in rows] == [(3, "train-ce64-central"), (3, "train-ce64-random_blocks-hole"),
                                                       (5, "train-ce64-central"), (5, "nsd_eval"), (3, "nsd_eval"),
-                                                      ("", "whole run")]
+                                                      ("", "whole call")]
     assert {rows[i]["notebook"] for i in (0, 1, 2)} == {"— (training only)"}  # trainings: the Training page
     assert rows[3]["notebook"] == "seed5/nsd_eval.ipynb" and rows[4]["notebook"] == "nsd_eval.ipynb"
-    assert rows[-1] == {"seed": "", "step": "whole run", "notebook": "", "wall time (s)": 100.0, "status": "complete"}
+    assert rows[-1] == {"call": "1 ()", "seed": "", "step": "whole call", "notebook": "", "wall time (s)": 100.0,
+                        "status": "complete"}
     assert {r["status"] for r in rows[:-1]} == {"done"}
 
 
@@ -34,6 +35,23 @@ def test_execution_rows_name_the_failed_notebook():
                                                       "RuntimeError: boom"))
     assert rows[-2]["step"] == "nsd_eval" and rows[-2]["status"] == "failed" and rows[-2]["wall time (s)"] is None
     assert rows[-1]["status"] == "failed"
+
+
+def test_execution_rows_list_the_earlier_calls_first():
+    earlier = {"status": "trained", "total_wall_seconds": 50.0, "wall_seconds": {"train-ce64-central": 40.0},
+               "commit": "abcdef123", "date": "2026-12-02"}
+    rows = execution_rows(record(earlier_calls=[earlier], provenance={"commit": "0123456789"}))
+    assert [(r["call"], r["step"]) for r in rows[:2]] == [("1 (abcdef1)", "train-ce64-central"),
+                                                          ("1 (abcdef1)", "whole call")]
+    assert rows[1]["status"] == "trained" and rows[1]["wall time (s)"] == 50.0
+    assert rows[2]["call"] == "2 (0123456)" and rows[-1]["status"] == "complete"
+
+
+def test_training_rows_take_the_training_time_from_the_log():
+    run = record()
+    run["training"]["seed5"] = {"ce64-central": {"samples": 320, "planned_samples": 320, "device": "cpu",
+                                                 "train_seconds": 16.0}}
+    assert training_rows(run)[1]["training (s)"] == 16.0 and training_rows(run)[1]["samples/s"] == 20.0
 
 
 def test_training_rows_speed_only_where_the_training_time_is_recorded():
@@ -48,6 +66,7 @@ def test_training_rows_speed_only_where_the_training_time_is_recorded():
 
 def test_rows_of_the_committed_run():
     run = json.loads((REPO / "book" / "generated" / "run.json").read_text())
-    assert len(execution_rows(run)) == len(run["wall_seconds"]) + 1
+    calls = [*run.get("earlier_calls", []), run]
+    assert len(execution_rows(run)) == sum(len(c["wall_seconds"]) + 1 for c in calls)
     trainings = run["training"].values() if "seed_folders" in run else [run["training"]]
     assert len(training_rows(run)) == sum(len(t) for t in trainings)

@@ -1,0 +1,208 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The CPU study: five seeds along training
+#
+# One training seed cannot tell a training procedure from luck, and one training length cannot tell whether a
+# difference appears, vanishes or reverses as training goes on. This page follows the 128 CE and the cascade
+# (random blocks) of every training seed along training: each run keeps its generator at a ladder of training
+# lengths a factor 2 apart, and every snapshot of every seed is measured on **one** set of images and masks. At
+# each length, the paired cascade − CE difference is taken per seed (over the images) and then across seeds, with
+# the seed-level 95% interval of the [statistics](nsd_eval.ipynb) (a t-interval over the seeds' means) and a
+# prediction interval for one more seed.
+#
+# The cascade at a ladder point is its 128 CE after that many samples, on top of its 64 CE trained for the whole
+# run (the paper trains the 64 CE first, then the 128 stage): the ladder measures the length of the 128 stage's
+# training. The final point is the same model as the headline's; the headline measures it with more masks per image.
+
+# %% tags=["parameters", "remove-cell"]
+preset = "smoke"
+data = ["embedded"]  # training images (to train the models if their runs are missing)
+eval_data = ["embedded"]  # the ladder's images: the first k of the NSD evaluation set
+k = 8  # images (the study: 250, the headline's)
+n = 6  # NSD masks per image at every ladder point (the study: the first 25 of each seed's 100 evaluation masks)
+q = 4  # masks per image for the quality measures (the first q of the n masks, as on the NSD page)
+points = 3  # ladder points, a factor 2 apart, ending at the runs' final step (the study: 4)
+seed = 0  # the book's seed (the first of seeds)
+seeds = [0, 1]
+device = "auto"
+runs_dir = "../_build/nbval/runs"
+runs_dirs = None  # each seed's runs folder, relative to its seed folder (None: runs_dir/seed<s> after the first)
+seed_folders = None  # the folder each seed's runs were trained from, relative to this notebook (None: ".")
+fig_dir = "../_build/nbval/figures"
+ladder_path = "../_build/nbval/ladder.json"  # written here, read by the NSD page (metrics.json's scale_ladder)
+
+# %% tags=["hide-input"]
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from cce_core.config import ladder_steps
+from cce_core.data import EVAL_CROPS, load_images
+from cce_core.evaluate import eval_masks, ladder_seed
+from cce_core.glue import glue
+from cce_core.plots import FIG_WIDTH_IN, forest_plot, ladder_lines, save_figure, use_book_style
+from cce_core.provenance import provenance, resolve_device
+from cce_core.report import LADDER_MEASURES, SEED_MEASURES, ladder_rows, ladder_summary, run_info, scale_ladder
+from cce_core.runs import ensure_nsd_runs
+from cce_core.stats import PAPER_EFFECT
+
+use_book_style()
+Path(fig_dir).mkdir(parents=True, exist_ok=True)
+PADDED = [{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}]
+COLORS = {"ce128": "tab:blue", "cce128": "tab:orange"}
+LABELS = {"ce128": "CE (128)", "cce128": "cascade CE"}
+MODELS = ("ce128", "cce128")
+
+# %% [markdown]
+# ## The runs and the ladder
+
+# %% tags=["nbval-ignore-output"]
+dev = resolve_device(device)
+seeds = list(seeds)
+runs_dirs = list(runs_dirs) if runs_dirs else [runs_dir if s == seeds[0] else f"{runs_dir}/seed{s}" for s in seeds]
+seed_folders = list(seed_folders) if seed_folders else ["."] * len(seeds)
+if not len(runs_dirs) == len(seed_folders) == len(seeds) or len(seeds) < 2:
+    raise ValueError(f"the ladder needs 2 or more seeds and one runs folder per seed: {len(seeds)} seeds, "
+                     f"{len(runs_dirs)} runs folders, {len(seed_folders)} seed folders")
+runs = {s: {m: ensure_nsd_runs(rd, [0.0], preset, data, seed=s, device=device, model=m, cwd=folder)[0.0].parent
+            for m in MODELS} for s, rd, folder in zip(seeds, runs_dirs, seed_folders)}
+info = run_info(runs[seeds[0]]["ce128"] / "config.json")
+config = json.loads((runs[seeds[0]]["ce128"] / "config.json").read_text())["config"]
+steps = ladder_steps(config["steps"], config["snapshot_every"], points)
+samples = [st * info["batch_size"] for st in steps]
+images = load_images(eval_data, limit=k, embedded_count=k, seed=seed, purpose=EVAL_CROPS, progress=False)
+print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); ladder: steps {steps} = {samples} image samples per model "
+      f"(batch {info['batch_size']}); D = {info['bottleneck']}, width {info['width']}; trained on {info['train_data']}")
+print(f"measured on {len(images)} images from {images.description}, each seed's first {n} evaluation masks "
+      f"(random blocks), quality on the first {q} of them; device {dev}")
+
+# %% [markdown]
+# ## Every snapshot of every seed, measured
+#
+# Each seed has its own evaluation masks (the stream of `cce_core.evaluate.eval_masks`, apart from its training
+# masks); within a seed the CE and the cascade see the same images and masks at every point, so the difference is
+# paired image by image. The measurements are kept beside each seed's runs (`ladder-k<k>-n<n>.json`), so an
+# interrupted ladder resumes where it stopped.
+
+# %% tags=["nbval-ignore-output"]
+per_seed_points = {}
+for s, rd, folder in zip(seeds, runs_dirs, seed_folders):
+    masks = eval_masks("random_blocks", n, seed=s)
+    per_seed_points[s] = ladder_seed(runs[s], steps, images.images, masks, masks[:q], dev,
+                                     cache=Path(folder) / rd / f"ladder-k{len(images)}-n{n}.json")
+ladder = scale_ladder(per_seed_points, info["batch_size"], info["bottleneck"], info["width"], info["train_images"])
+record = {"steps": steps, "samples": samples, "k": len(images), "n": n, "q": q, "seeds": seeds,
+          "eval_data": images.description, "train_data": info["train_data"], "points": ladder,
+          "cascade_64": "each cascade's 64 CE is the one trained for the whole run (the ladder counts the 128 stage)",
+          "summary": ladder_summary(ladder), "provenance": provenance(dev)}
+_ = Path(ladder_path).write_text(json.dumps(record, indent=1))
+assert [e["samples"] for e in ladder] == samples and all(e["n_seeds"] == len(seeds) for e in ladder)
+
+# %% [markdown]
+# ## NSD and PSNR along training
+#
+# Thin lines: one seed each; thick line: the mean over seeds; band: its seed-level 95% interval. The x axis doubles
+# at each point.
+
+# %% tags=["nbval-ignore-output"]
+def model_values(m, x):
+    return {s: [e["models"][m][x]["per_seed"][i] for e in ladder] for i, s in enumerate(seeds)}
+
+
+fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
+for ax, x in zip(axes, ("nsd_normalized", "nsd_standardized")):
+    for m in MODELS:
+        ladder_lines(ax, samples, model_values(m, x), [e["models"][m][x] for e in ladder], LABELS[m], COLORS[m])
+    ax.set(xlabel="image samples per model", title=SEED_MEASURES[x])
+axes[0].legend()
+save_figure(fig, Path(fig_dir) / "ladder_nsd.png")
+
+# %% tags=["nbval-ignore-output"]
+fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
+for ax, x in zip(axes, ("psnr", "ssim")):
+    for m in MODELS:
+        ladder_lines(ax, samples, model_values(m, x), [e["models"][m][x] for e in ladder], LABELS[m], COLORS[m])
+    ax.set(xlabel="image samples per model", title=f"in-hole {SEED_MEASURES[x]}")
+axes[0].legend()
+save_figure(fig, Path(fig_dir) / "ladder_quality.png")
+
+# %% [markdown]
+# ## The difference, seed by seed, at each training length
+#
+# Left: cascade − CE along training, per seed (thin) and over seeds (thick, with the seed-level band), for the
+# headline's NSD reading and for PSNR. Below: the forest plot at each ladder point: each seed's paired difference
+# with its image-level 95% interval (a description of that seed's two networks), the mean over seeds with its
+# seed-level interval, 0 and the paper's difference.
+
+# %% tags=["nbval-ignore-output"]
+fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
+for ax, x in zip(axes, ("nsd_normalized", "psnr")):
+    diffs = {s: [e["per_seed"][s][x]["mean"] for e in ladder] for s in seeds}
+    ladder_lines(ax, samples, diffs, [e["paired"][x] for e in ladder], "cascade − CE", "tab:green")
+    ax.axhline(0, color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel="image samples per model", title=f"Δ {SEED_MEASURES[x]}")
+save_figure(fig, Path(fig_dir) / "ladder_difference.png")
+
+# %% tags=["nbval-ignore-output"]
+cols = 2
+rows_ = -(-len(ladder) // cols)
+fig, axes = plt.subplots(rows_, cols, figsize=(FIG_WIDTH_IN, rows_ * (1.4 + 0.34 * (len(seeds) + 1))),
+                         layout="constrained", sharex=True, sharey=True, squeeze=False)
+for i, (ax, e) in enumerate(zip(axes.ravel(), ladder)):
+    forest_plot([(f"seed {s}", e["per_seed"][s]["nsd_normalized"]["mean"],
+                  tuple(e["per_seed"][s]["nsd_normalized"]["ci95"])) for s in seeds],
+                e["paired"]["nsd_normalized"], paper_effect=PAPER_EFFECT, ax=ax, xlabel="Δ NSD, BN-normalised")
+    ax.set_title(f"{e['samples']:,} samples")
+    if i:
+        ax.get_legend().remove()
+    if i % cols:
+        ax.tick_params(labelleft=False)
+    if i < len(ladder) - cols:
+        ax.set_xlabel("")
+for ax in axes.ravel()[len(ladder):]:
+    ax.set_visible(False)
+save_figure(fig, Path(fig_dir) / "ladder_forest.png")
+
+# %% [markdown]
+# ## The seed-level result at each point
+#
+# Per training length: the mean over seeds of the paired cascade − CE difference with its seed-level 95% interval,
+# how many seeds agree in sign, and the seed-level direction ("lower", "higher", or "no difference detected" when
+# the interval covers 0).
+
+# %% tags=["nbval-ignore-output"]
+table = pd.DataFrame(ladder_rows(ladder)).set_index("samples per model").style.set_table_styles(PADDED)
+glue("ladder_table", table, display=False)
+table
+
+# %% tags=["hide-input"]
+last = ladder[-1]
+pred = {x: last["paired"][x]["prediction95"] for x in LADDER_MEASURES}
+display(Markdown(
+    f"{last['paired']['nsd_normalized']['verdict'].split(':', 1)[1].strip().capitalize()}.\n\n"
+    f"**One more seed.** A reader who trains one more seed for {last['samples']:,} samples should expect its "
+    f"cascade − CE to fall, with 95% probability, in [{pred['nsd_normalized'][0]:+.4f}, "
+    f"{pred['nsd_normalized'][1]:+.4f}] in BN-normalised NSD and in [{pred['psnr'][0]:+.2f}, {pred['psnr'][1]:+.2f}] "
+    f"dB in PSNR (95% prediction intervals from the {len(seeds)} seeds: mean ± t·sd·√(1 + 1/S)).\n\n"
+    f"{ladder_summary(ladder)}\n\nTier at every point: {last['tier']} (the paper trained on about a million samples "
+    f"per model, with D = 4000 and width 64)."))
+for key, value in {"ladder_summary": ladder_summary(ladder), "ladder_points": len(ladder),
+                   "ladder_first_samples": ladder[0]["samples"], "ladder_last_samples": last["samples"],
+                   "ladder_n": n, "ladder_k": len(images)}.items():
+    glue(key, value, display=False)
