@@ -206,8 +206,9 @@ table
 # %% tags=["hide-input"]
 last = ladder[-1]
 pred = {x: last["paired"][x]["prediction95"] for x in LADDER_MEASURES}
+observed = last["paired"]["nsd_normalized"]["verdict"].split(":", 1)[1].strip()
 display(Markdown(
-    f"{last['paired']['nsd_normalized']['verdict'].split(':', 1)[1].strip().capitalize()}.\n\n"
+    f"At the last point, on this page's masks: {observed}.\n\n"
     f"**One more seed.** A reader who trains one more seed for {last['samples']:,} samples should expect its "
     f"cascade − CE to fall, with 95% probability, in [{pred['nsd_normalized'][0]:+.4f}, "
     f"{pred['nsd_normalized'][1]:+.4f}] in BN-normalised NSD and in [{pred['psnr'][0]:+.2f}, {pred['psnr'][1]:+.2f}] "
