@@ -153,7 +153,7 @@ def _reproduce(a: argparse.Namespace) -> None:
               device=a.device, seed=a.seed, book=not a.no_book, force=a.force, time_budget=a.time_budget,
               pack=a.pack, seeds=a.seeds, fast=a.fast, nsd_loss=a.nsd_loss,
               loss_variants=a.loss_variants, central_once=a.central_once, ladder=a.ladder,
-              train_only=a.train_only)
+              train_only=a.train_only, nsd_loss_seeds=a.nsd_loss_seeds)
 
 
 def _compact(a: argparse.Namespace) -> None:
@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nsd-loss", action="store_true",
                    help="beyond the paper: also train the 128 CE and the cascade with the NSD loss at two weights, "
                         "for every seed, and add the chapter 'Beyond the paper' (not covered by --time-budget)")
+    r.add_argument("--nsd-loss-seeds", type=int, nargs="+", metavar="K",
+                   help="--nsd-loss for these seeds only (a subset of --seeds; implies --nsd-loss)")
     r.add_argument("--loss-variants", action="store_true",
                    help="also train the three random-block models with the paper's eq. (1) loss weighting (missing "
                         "pixels only; runs/<model>-random_blocks-hole) and compare their NSD and quality with the "

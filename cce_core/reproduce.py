@@ -357,8 +357,8 @@ def _train_seconds(run: Path) -> float | None:
 def announce(plan: Plan) -> None:
     """Print what the run will reach (:func:`plan_lines`) before any training."""
     train_images = sum(int(src["images"]) for src in plan.sources["data"])
-    extra = (3 if plan.loss_variants else 0) + (len(NSD_LOSS_MODELS) * (len(NSD_LOSS_WEIGHTS) - 1) * len(plan.seeds)
-                                                 if plan.nsd_loss else 0)
+    extra = (3 if plan.loss_variants else 0) + (len(NSD_LOSS_MODELS) * (len(NSD_LOSS_WEIGHTS) - 1)
+                                                 * len(plan.nsd_loss_seeds) if plan.nsd_loss else 0)
     for line in plan_lines(plan.preset, train_images, n_trained(plan), plan.budget, extra=extra):
         print(f"[reproduce] {line}", flush=True)
 
@@ -408,15 +408,15 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
               seed: int = 0, book: bool = True, force: bool = False, time_budget: float | None = None,
               pack: str | Path | None = None, seeds: list[int] | None = None, fast: bool = False,
               nsd_loss: bool = False, loss_variants: bool = False, central_once: bool = False, ladder: bool = False,
-              train_only: bool = False) -> Path:
+              train_only: bool = False, nsd_loss_seeds: list[int] | None = None) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
     ``out/runs`` are reused (``force`` retrains them); interrupted ones are resumed. ``time_budget`` (seconds)
     bounds the call (see the module docstring); ``pack`` names a ``.tar.gz`` of ``out/generated`` to write.
     ``fast``: :class:`cce_core.config.TrainConfig`'s fast path (same model and loss), recorded in each config.json.
-    ``nsd_loss`` also trains, for every seed, the 128 CE and the cascade with the NSD loss at the two weights > 0 of
-    :data:`cce_core.runs.NSD_LOSS_WEIGHTS` (not covered by ``time_budget``) for the "Beyond the paper" chapter.
+    ``nsd_loss`` also trains, for every seed (or ``nsd_loss_seeds``), the 128 CE and the cascade with the NSD loss
+    at :data:`cce_core.runs.NSD_LOSS_WEIGHTS` > 0 (not covered by ``time_budget``) for "Beyond the paper".
     ``loss_variants`` also trains the three random-block models with the paper's eq. (1) weighting (known-pixel
     weight 0, :class:`cce_core.config.TrainConfig` ``full_known_weight``) into ``out/runs/<model>-random_blocks-hole``
     (first seed only; not covered by ``time_budget``), and the NSD notebook compares them with the default ones.
@@ -436,7 +436,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     training page, the NSD, figures and NSD-loss notebooks), ``run.json`` (:class:`Recorder`), the book.
     """
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
-                        nsd_loss, loss_variants, central_once, ladder, train_only)
+                        nsd_loss, loss_variants, central_once, ladder, train_only, nsd_loss_seeds)
     prepare_out(plan)
     announce(plan)
     recorder = Recorder(plan)
@@ -485,6 +485,7 @@ class Plan:
     central_once: bool = False
     ladder: bool = False
     train_only: bool = False
+    nsd_loss_seeds: list[int] = field(default_factory=list)  # the seeds of the NSD-loss chapter (nsd_loss)
     earlier: list[dict] = field(default_factory=list)  # the calls before this one in the same ``out`` (run.json)
 
     @property
@@ -537,7 +538,7 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
                  out: str | Path, device: str, seed: int, force: bool, time_budget: float | None,
                  pack: str | Path | None, seeds: list[int] | None, fast: bool, nsd_loss: bool,
                  loss_variants: bool, central_once: bool = False, ladder: bool = False,
-                 train_only: bool = False) -> Plan:
+                 train_only: bool = False, nsd_loss_seeds: list[int] | None = None) -> Plan:
     """Every input of :func:`reproduce` checked (one-line ValueError / FileNotFoundError) before anything is
     written: preset, seeds, device, data sources, ``out`` and ``pack``, the budget, papermill, the notebooks."""
     if preset not in PRESETS:
@@ -557,6 +558,10 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     pack = Path(pack).resolve() if pack else None
     if pack:
         check_pack(pack, out)
+    if nsd_loss_seeds:  # a subset of the seeds for the NSD-loss chapter (implies nsd_loss)
+        nsd_loss = True
+        if len(set(nsd_loss_seeds)) != len(nsd_loss_seeds) or not set(nsd_loss_seeds) <= set(seeds):
+            raise ValueError(f"--nsd-loss-seeds {list(nsd_loss_seeds)} must be distinct seeds among --seeds {seeds}")
     if nsd_loss and time_budget is not None:
         raise ValueError("--nsd-loss trains four more models per seed that --time-budget does not budget yet: use "
                          "one or the other")
@@ -578,7 +583,8 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     sources = _check_sources(preset, data, eval_data, ood_data)
     budget = Budget(time_budget, reserve, MODEL_OVERHEAD_S[preset]) if time_budget else None
     return Plan(preset, seeds, data, eval_data, ood_data, out, device, force, pack, fast, nsd_loss, loss_variants,
-                sources, budget, central_once, ladder, train_only)
+                sources, budget, central_once, ladder, train_only,
+                [s for s in seeds if s in (nsd_loss_seeds or seeds)] if nsd_loss else [])
 
 
 def _check_papermill() -> None:
@@ -692,7 +698,7 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
                 recorder.stages[f"train-{name}"] = {"training": recorder.timings[f"train-{name}"]}
                 _free_device_memory()
             recorder.packed("running: loss variants done")
-        if plan.nsd_loss:  # beyond the paper: the 128 CE and the cascade with the NSD loss, every seed
+        if plan.nsd_loss and s in plan.nsd_loss_seeds:  # beyond the paper: the 128 CE and the cascade, NSD loss
             for model in NSD_LOSS_MODELS:
                 for lam in NSD_LOSS_WEIGHTS[1:]:
                     name = run_name(model, "random_blocks", nsd_weight=lam)
@@ -746,10 +752,11 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
             recorder.packed("running: figures done")
         if plan.nsd_loss:
             print("[reproduce] beyond the paper: NSD as a training loss", flush=True)
-            seed_folders = [os.path.relpath(plan.folder(o), nb_dir) for o in plan.seeds]  # where each was trained
-            runs_dirs = [plan.common(o)["runs_dir"] for o in plan.seeds]  # relative to its seed folder
+            chapter = plan.nsd_loss_seeds
+            seed_folders = [os.path.relpath(plan.folder(o), nb_dir) for o in chapter]  # where each was trained
+            runs_dirs = [plan.common(o)["runs_dir"] for o in chapter]  # relative to its seed folder
             timings["nsd_loss"] = execute_notebook("nsd_loss", nb_dir / "nsd_loss.ipynb",
-                                                   dict(common, **dp, fig_dir="figures", **sizes, seeds=plan.seeds,
+                                                   dict(common, **dp, fig_dir="figures", **sizes, seeds=chapter,
                                                         runs_dirs=runs_dirs, seed_folders=seed_folders,
                                                         lambdas=list(NSD_LOSS_WEIGHTS)), nb_dir)
 

@@ -149,6 +149,18 @@ def test_reproduce_refuses_a_ladder_it_cannot_make(tmp_path):
     assert check_inputs("study", seeds=[0, 1], **args).ladder
 
 
+def test_nsd_loss_seeds_are_a_subset_of_the_seeds(tmp_path):
+    args = dict(data=None, eval_data=None, ood_data=None, out=tmp_path / "o", device="cpu", seed=0, force=False,
+                time_budget=None, pack=None, fast=False, nsd_loss=False, loss_variants=False)
+    plan = check_inputs("study", seeds=[0, 1, 2, 3], nsd_loss_seeds=[2, 0], **args)
+    assert plan.nsd_loss and plan.nsd_loss_seeds == [0, 2]  # in the order of --seeds
+    assert check_inputs("study", seeds=[0, 1], **{**args, "nsd_loss": True}).nsd_loss_seeds == [0, 1]
+    assert check_inputs("study", seeds=[0, 1], **args).nsd_loss_seeds == []
+    for bad in ([5], [1, 1]):
+        with pytest.raises(ValueError, match="--nsd-loss-seeds"):
+            check_inputs("study", seeds=[0, 1], nsd_loss_seeds=bad, **args)
+
+
 def test_train_only_with_central_once_trains_the_central_models_for_the_first_seed(tmp_path, one_thread):
     out = tmp_path / "run"
     reproduce("smoke", out=out, seeds=[0, 1], central_once=True, train_only=True, book=False, device="cpu")
