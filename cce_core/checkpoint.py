@@ -103,10 +103,15 @@ def kept_ce64(ckpt: dict | None) -> dict | None:
     return {k: ckpt[k] for k in ("format", "config", "step", "G")} if ckpt is not None else None
 
 
+def snapshot_path(out: str | os.PathLike, step: int) -> Path:
+    """Where a run keeps its snapshot of ``step``: ``out/snapshots/step-NNNNNNN.pt``."""
+    return Path(out) / "snapshots" / f"step-{step:07d}.pt"
+
+
 def save_snapshot(state: dict, out: Path) -> None:
-    """A model state kept along training: ``out/snapshots/step-NNNNNNN.pt`` (NSD along training)."""
+    """A model state kept along training: :func:`snapshot_path` (NSD along training)."""
     (out / "snapshots").mkdir(exist_ok=True)
-    atomic_save({**state, "finished": False, "snapshot": True}, out / "snapshots" / f"step-{state['step']:07d}.pt")
+    atomic_save({**state, "finished": False, "snapshot": True}, snapshot_path(out, state["step"]))
 
 
 def snapshots(run: str | os.PathLike) -> list[Path]:

@@ -33,7 +33,7 @@ from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask, upscale
-from .checkpoint import load_checkpoint, load_model
+from .checkpoint import load_checkpoint, load_model, snapshot_path
 from .data import to_float
 from .masks import MaskKind, fill_hole, make_masks, paste
 from .models import ContextEncoder
@@ -314,7 +314,7 @@ def snapshot_at(run: str | os.PathLike, step: int) -> Path:
     """The model state of ``run`` after ``step`` steps: its snapshot, or its final checkpoint if it ended there.
     FileNotFoundError (one line) when the run kept neither."""
     run = Path(run)
-    snap = run / "snapshots" / f"step-{step:07d}.pt"
+    snap = snapshot_path(run, step)
     if snap.is_file():
         return snap
     final = run / "checkpoint.pt"

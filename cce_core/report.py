@@ -453,6 +453,14 @@ def _seed_row(m: dict) -> dict[str, dict]:
     return {x: {"mean": float(e["mean"]), "ci95": [float(c) for c in e["ci95"]]} for x, e in row.items()}
 
 
+def _across(per_seed: list[float]) -> dict[str, Any]:
+    """One measure across seeds: :func:`cce_core.stats.seed_interval` with its ``direction``, how many seeds
+    ``agree`` in sign and the ``prediction95`` interval for one more seed."""
+    iv = seed_interval(per_seed)
+    return {**iv.as_dict(), "direction": seed_direction(iv), "agree": list(agree_in_sign(iv.per_seed)),
+            "prediction95": prediction_interval(iv.per_seed)}
+
+
 def seeds_report(metrics_list: list[dict]) -> dict[str, Any]:
     """The seed-level result of a run (issue 18), from each seed's ``metrics.json`` (the book's seed first).
 
@@ -478,9 +486,7 @@ def seeds_report(metrics_list: list[dict]) -> dict[str, Any]:
     measures = [x for x in [*SEED_MEASURES, *MODEL_MEASURES] if x in per_seed[seeds[0]]]
     across = {}
     for x in measures:
-        iv = seed_interval([per_seed[s][x]["mean"] for s in seeds if x in per_seed[s]])
-        across[x] = {**iv.as_dict(), "direction": seed_direction(iv), "agree": list(agree_in_sign(iv.per_seed)),
-                     "prediction95": prediction_interval(iv.per_seed)}
+        across[x] = _across([per_seed[s][x]["mean"] for s in seeds if x in per_seed[s]])
     first = metrics_list[0]
     scale = RunScale(min(int(m["samples_per_model"]) for m in metrics_list), first["bottleneck"], first["width"],
                      min(int(m["train_images"]) for m in metrics_list))
@@ -817,9 +823,7 @@ def scale_ladder(points: dict[int, dict[str, dict[str, dict]]], batch_size: int,
             entry["per_seed"][s] = {x: {"mean": float(d.mean()), "ci95": list(bootstrap_ci(d, seed=s))}
                                     for x, d in diffs.items()}
         for x, good in LADDER_MEASURES.items():
-            iv = seed_interval([entry["per_seed"][s][x]["mean"] for s in seeds])
-            a = {**iv.as_dict(), "direction": seed_direction(iv), "agree": list(agree_in_sign(iv.per_seed)),
-                 "prediction95": prediction_interval(iv.per_seed)}
+            a = _across([entry["per_seed"][s][x]["mean"] for s in seeds])
             a["verdict"] = verdict_order(a, None, scale, SEED_MEASURES.get(x, x), good, _FORMAT.get(x, "+.4f"))
             entry["paired"][x] = a
         for m in models:

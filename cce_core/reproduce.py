@@ -357,8 +357,8 @@ def _train_seconds(run: Path) -> float | None:
 def announce(plan: Plan) -> None:
     """Print what the run will reach (:func:`plan_lines`) before any training."""
     train_images = sum(int(src["images"]) for src in plan.sources["data"])
-    extra = (3 if plan.loss_variants else 0) + (len(NSD_LOSS_MODELS) * (len(NSD_LOSS_WEIGHTS) - 1)
-                                                 * len(plan.nsd_loss_seeds) if plan.nsd_loss else 0)
+    extra = (3 if plan.loss_variants else 0) + len(NSD_LOSS_MODELS) * (len(NSD_LOSS_WEIGHTS) - 1) * len(
+        plan.nsd_loss_seeds)
     for line in plan_lines(plan.preset, train_images, n_trained(plan), plan.budget, extra=extra):
         print(f"[reproduce] {line}", flush=True)
 
@@ -485,7 +485,7 @@ class Plan:
     central_once: bool = False
     ladder: bool = False
     train_only: bool = False
-    nsd_loss_seeds: list[int] = field(default_factory=list)  # the seeds of the NSD-loss chapter (nsd_loss)
+    nsd_loss_seeds: list[int] = field(default_factory=list)  # the seeds of the NSD-loss chapter (empty: no nsd_loss)
     earlier: list[dict] = field(default_factory=list)  # the calls before this one in the same ``out`` (run.json)
 
     @property
@@ -515,6 +515,13 @@ class Plan:
 
     def tag(self, s: int) -> str:
         return "" if s == self.seed else f"seed{s}/"
+
+    def seed_places(self, seeds: list[int], nb_dir: Path) -> dict[str, list]:
+        """The parameters of a notebook in ``nb_dir`` that reads several seeds' runs: ``seeds``, the folder each was
+        trained from (``seed_folders``, relative to ``nb_dir``) and its runs folder (``runs_dirs``, relative to
+        that seed folder)."""
+        return dict(seeds=list(seeds), seed_folders=[os.path.relpath(self.folder(o), nb_dir) for o in seeds],
+                    runs_dirs=[self.common(o)["runs_dir"] for o in seeds])
 
     def rel(self, paths: list[str] | None, folder: Path) -> list[str] | None:
         """Data paths relative to a notebook's folder: no machine path in the notebooks."""
@@ -698,7 +705,7 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
                 recorder.stages[f"train-{name}"] = {"training": recorder.timings[f"train-{name}"]}
                 _free_device_memory()
             recorder.packed("running: loss variants done")
-        if plan.nsd_loss and s in plan.nsd_loss_seeds:  # beyond the paper: the 128 CE and the cascade, NSD loss
+        if s in plan.nsd_loss_seeds:  # beyond the paper: the 128 CE and the cascade with the NSD loss
             for model in NSD_LOSS_MODELS:
                 for lam in NSD_LOSS_WEIGHTS[1:]:
                     name = run_name(model, "random_blocks", nsd_weight=lam)
@@ -732,9 +739,7 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
             timings["scale_ladder"] = execute_notebook(
                 "scale_ladder", nb_dir / "scale_ladder.ipynb",
                 dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, points=LADDER_POINTS,
-                     ladder_path="ladder.json", seeds=plan.seeds,
-                     runs_dirs=[plan.common(o)["runs_dir"] for o in plan.seeds],
-                     seed_folders=[os.path.relpath(plan.folder(o), nb_dir) for o in plan.seeds]), nb_dir)
+                     ladder_path="ladder.json", **plan.seed_places(plan.seeds, nb_dir)), nb_dir)
             recorder.packed("running: scale ladder done")
             extra["ladder_path"] = "ladder.json"
         print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
@@ -752,12 +757,9 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
             recorder.packed("running: figures done")
         if plan.nsd_loss:
             print("[reproduce] beyond the paper: NSD as a training loss", flush=True)
-            chapter = plan.nsd_loss_seeds
-            seed_folders = [os.path.relpath(plan.folder(o), nb_dir) for o in chapter]  # where each was trained
-            runs_dirs = [plan.common(o)["runs_dir"] for o in chapter]  # relative to its seed folder
             timings["nsd_loss"] = execute_notebook("nsd_loss", nb_dir / "nsd_loss.ipynb",
-                                                   dict(common, **dp, fig_dir="figures", **sizes, seeds=chapter,
-                                                        runs_dirs=runs_dirs, seed_folders=seed_folders,
+                                                   dict(common, **dp, fig_dir="figures", **sizes,
+                                                        **plan.seed_places(plan.nsd_loss_seeds, nb_dir),
                                                         lambdas=list(NSD_LOSS_WEIGHTS)), nb_dir)
 
 

@@ -234,26 +234,38 @@ def test_time_limit_half_a_second(tmp_path, folder):
 
 # --- 4. the loss curve of the fast path matches the plain fp32 path ------------------------------------------
 
+def curve_logs(tmp_path, folder, **arms: dict) -> dict[str, dict[str, np.ndarray]]:
+    """300 steps of a tiny ce64 (width 8, D = 16, batches of 8, seed 0) per arm (``name=config overrides``): each
+    arm's logged losses (d, g_adv, g_rec, l2), one value per 10 steps."""
+    logs = {}
+    for name, extra in arms.items():
+        c = make_config("smoke", model="ce64", mask="random_blocks", data=[folder], steps=300, batch_size=8, width=8,
+                        bottleneck=16, log_every=10, checkpoint_every=None, device="cpu", seed=0, **extra)
+        train(c, tmp_path / name, progress=False)
+        logs[name] = {k: np.array([r[k] for r in read_log(tmp_path / name)]) for k in ("d", "g_adv", "g_rec", "l2")}
+    return logs
+
+
+def assert_curves_agree(ref: dict, other: dict, adversarial: float) -> None:
+    """The reconstruction curves within 25% of ``ref`` per 50-step window and both learning (the last window under
+    60% of the first); D's and G's adversarial 300-step means within ``adversarial`` of ``ref``'s."""
+    for key in ("g_rec", "l2"):
+        a, b = ref[key].reshape(6, 5).mean(1), other[key].reshape(6, 5).mean(1)
+        assert np.all(np.abs(a - b) <= 0.25 * a), (key, a, b)
+        assert a[-1] < 0.6 * a[0] and b[-1] < 0.6 * b[0]  # both learn
+    for key in ("d", "g_adv"):
+        assert abs(ref[key].mean() - other[key].mean()) <= adversarial * ref[key].mean(), key
+
+
 def test_fast_loss_curve_matches_plain(tmp_path, folder):
     """300 steps of a tiny ce64 (width 8, D = 16, batches of 8) from the same seed: the plain path (today's loop
     mask generator, host RNG) and the fast path (batched masks, frozen D, device checks) see other masks and
     flips, so the curves differ, but only within noise. Tolerances: about twice the differences seen (plain vs
     fast for seeds 0, 1, 2: reconstruction loss per 50-step window up to 15%, and between two seeds of the plain
     path up to 12%; adversarial terms' 300-step means up to 11%)."""
-    logs = {}
     fp32 = dict(amp=False, channels_last=False)  # bf16 (where the CPU has it): test_bf16_loss_curve_matches_fp32
-    for name, extra in (("plain", dict(mask_generator="reference")), ("fast", dict(fast=True, **fp32))):
-        c = make_config("smoke", model="ce64", mask="random_blocks", data=[folder], steps=300, batch_size=8, width=8,
-                        bottleneck=16, log_every=10, checkpoint_every=None, device="cpu", seed=0, **extra)
-        train(c, tmp_path / name, progress=False)
-        logs[name] = {k: np.array([r[k] for r in read_log(tmp_path / name)]) for k in ("d", "g_adv", "g_rec", "l2")}
-    plain, fast = logs["plain"], logs["fast"]
-    for key in ("g_rec", "l2"):
-        a, b = plain[key].reshape(6, 5).mean(1), fast[key].reshape(6, 5).mean(1)
-        assert np.all(np.abs(a - b) <= 0.25 * a), (key, a, b)
-        assert a[-1] < 0.6 * a[0] and b[-1] < 0.6 * b[0]  # both learn
-    for key in ("d", "g_adv"):
-        assert abs(plain[key].mean() - fast[key].mean()) <= 0.3 * plain[key].mean(), key
+    logs = curve_logs(tmp_path, folder, plain=dict(mask_generator="reference"), fast=dict(fast=True, **fp32))
+    assert_curves_agree(logs["plain"], logs["fast"], adversarial=0.3)
 
 
 def test_bf16_loss_curve_matches_fp32(tmp_path, folder, monkeypatch):
@@ -270,21 +282,11 @@ def test_bf16_loss_curve_matches_fp32(tmp_path, folder, monkeypatch):
     from cce_core.evaluate import eval_masks, model_nsd
 
     monkeypatch.setattr(train_mod, "_bf16", lambda device: True)
-    logs = {}
-    for name, amp in (("fp32", False), ("bf16", True)):
-        c = make_config("smoke", model="ce64", mask="random_blocks", data=[folder], steps=300, batch_size=8, width=8,
-                        bottleneck=16, log_every=10, checkpoint_every=None, device="cpu", seed=0, fast=True, amp=amp,
-                        channels_last=amp)
-        train(c, tmp_path / name, progress=False)
-        logs[name] = {k: np.array([r[k] for r in read_log(tmp_path / name)]) for k in ("d", "g_adv", "g_rec", "l2")}
+    logs = curve_logs(tmp_path, folder, **{name: dict(fast=True, amp=amp, channels_last=amp)
+                                            for name, amp in (("fp32", False), ("bf16", True))})
     fp32, bf16 = logs["fp32"], logs["bf16"]
     assert not np.array_equal(fp32["l2"], bf16["l2"])  # bf16 did run
-    for key in ("g_rec", "l2"):
-        a, b = fp32[key].reshape(6, 5).mean(1), bf16[key].reshape(6, 5).mean(1)
-        assert np.all(np.abs(a - b) <= 0.25 * a), (key, a, b)
-        assert a[-1] < 0.6 * a[0] and b[-1] < 0.6 * b[0]  # both learn
-    for key in ("d", "g_adv"):
-        assert abs(fp32[key].mean() - bf16[key].mean()) <= 0.5 * fp32[key].mean(), key
+    assert_curves_agree(fp32, bf16, adversarial=0.5)
 
     model = load_model(tmp_path / "bf16")
     dtypes = []
