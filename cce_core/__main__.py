@@ -153,7 +153,7 @@ def _reproduce(a: argparse.Namespace) -> None:
               device=a.device, seed=a.seed, book=not a.no_book, force=a.force, time_budget=a.time_budget,
               pack=a.pack, seeds=a.seeds, fast=a.fast, nsd_loss=a.nsd_loss,
               loss_variants=a.loss_variants, central_once=a.central_once, ladder=a.ladder,
-              train_only=a.train_only, nsd_loss_seeds=a.nsd_loss_seeds)
+              train_only=a.train_only, nsd_loss_seeds=a.nsd_loss_seeds, notebooks=a.notebooks)
 
 
 def _compact(a: argparse.Namespace) -> None:
@@ -268,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--train-only", action="store_true",
                    help="train every model and stop (run.json says 'trained'); the same command without it later "
                         "reuses the trainings and runs the notebooks")
+    r.add_argument("--notebooks", nargs="+", metavar="NAME",
+                   help="execute only these notebooks (training, scale_ladder, nsd_eval, figures, nsd_loss) into "
+                        "an --out where an earlier call executed the others, which are kept (e.g. nsd_loss after "
+                        "adding its trainings); the trainings are reused or made first")
     r.add_argument("--fast", action="store_true",
                    help="the fast training path: same model and loss; masks and batches drawn on the device, D "
                         "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam, on a CPU "

@@ -47,6 +47,7 @@ from .stats import (
     nsd_loss_verdict,
     paired_comparison,
     prediction_interval,
+    ratio_interval,
     scale_tier,
     seed_direction,
     seed_interval,
@@ -685,10 +686,11 @@ def nsd_loss_summary(results: dict[int, dict[float, dict]]) -> dict[float, dict]
         if lam != 0:
             diff = {}
             for m, (_, _, ratio) in NSD_LOSS_MEASURES.items():
-                per_seed = [vals[s][lam][m] / vals[s][0.0][m] if ratio
-                            else float(np.mean(np.asarray(vals[s][lam][m]) - np.asarray(vals[s][0.0][m])))
-                            for s in seeds]
-                diff[m] = seed_interval(per_seed)
+                if ratio:  # a spread: its ratio to lambda = 0, interval on the log scale (positive bounds)
+                    diff[m] = ratio_interval([vals[s][lam][m] / vals[s][0.0][m] for s in seeds])
+                else:
+                    diff[m] = seed_interval([float(np.mean(np.asarray(vals[s][lam][m]) - np.asarray(vals[s][0.0][m])))
+                                             for s in seeds])
             quality = {q: (diff[q], NSD_LOSS_MEASURES[q][1]) for q in QUALITY}
             entry["diff"] = diff
             entry["verdict"] = {reading: nsd_loss_verdict(diff[f"nsd_{reading}"], quality)
@@ -727,11 +729,36 @@ def nsd_loss_rows(summaries: dict[str, dict[float, dict]]) -> list[dict]:
     return rows
 
 
+def nsd_loss_findings(summary: dict[float, dict], model: str) -> str:
+    """What the NSD loss did to one model (:func:`nsd_loss_summary`), one clause per lambda > 0: each NSD reading
+    as a ratio of the means over seeds to lambda = 0's, the spreads between images (seed-level ratio intervals),
+    the in-hole PSNR difference (seed-level interval) and the bottleneck convolution's weight norm at the end."""
+    base = summary[0.0]["levels"]
+    parts = []
+    for lam, e in summary.items():
+        if lam == 0:
+            continue
+        lv, d = e["levels"], e["diff"]
+        ratio = {m: f"×{d[m].mean:.2g}" + (f" [{d[m].ci95[0]:.2g}, {d[m].ci95[1]:.2g}]" if d[m].ci95 else "")
+                 for m in ("code_spread", "fill_spread")}
+        psnr = d["psnr"]
+        text = (f"λ = {lam:g}: NSD ×{lv['nsd_normalized'] / base['nsd_normalized']:.2g} BN-normalised and "
+                f"×{lv['nsd_standardized'] / base['nsd_standardized']:.2g} eval-standardised (means over seeds, "
+                f"against λ = 0); the codes' spread between images {ratio['code_spread']}, the fills' "
+                f"{ratio['fill_spread']}; in-hole PSNR {psnr.mean:+.2f} dB"
+                + (f" [{psnr.ci95[0]:+.2f}, {psnr.ci95[1]:+.2f}]" if psnr.ci95 else ""))
+        if "code_weight_norm" in lv and "code_weight_norm" in base:
+            text += f"; ‖W‖ at the end {lv['code_weight_norm']:.3g} (λ = 0: {base['code_weight_norm']:.3g})"
+        parts.append(text)
+    return f"The {model}: " + "; ".join(parts) + "."
+
+
 def nsd_loss_verdict_text(entry: dict, lam: float) -> str:
     """One sentence per lambda > 0: the verdict of :func:`cce_core.stats.nsd_loss_verdict` in both NSD readings."""
     v = entry["verdict"]
     return (f"λ = {lam:g} ({len(entry['seeds'])} seed{'s' * (len(entry['seeds']) > 1)}): "
-            f"with the BN-normalised NSD {v['normalized']}; with the eval-standardised NSD {v['standardized']}")
+            f"judged by the BN-normalised NSD, {v['normalized']}; judged by the eval-standardised NSD, "
+            f"{v['standardized']}")
 
 
 # --- execution statistics (run.json) --------------------------------------------------------------------------

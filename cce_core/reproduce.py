@@ -45,6 +45,8 @@ from .runs import NSD_LOSS_MODELS, NSD_LOSS_WEIGHTS, ensure_nsd_runs, ensure_run
 from .stats import MIN_SAMPLES
 
 NOTEBOOKS = REPO / "notebooks"
+#: The notebooks a reproduction executes, in order (``nsd_eval`` once per seed); ``--notebooks`` picks among them.
+NOTEBOOK_NAMES = ("training", "scale_ladder", "nsd_eval", "figures", "nsd_loss")
 TRAIN_ORDER = [(mask, model) for mask in ("random_blocks", "central") for model in ("ce64", "ce128", "cce128")]
 #: NSD sample sizes per preset: the paper's k = 250 images and n = 100 masks, fewer for the smoke run.
 EVAL_SIZES = {"smoke": dict(k=8, n=10), "cpu": dict(k=250, n=100), "study": dict(k=250, n=100),
@@ -408,7 +410,8 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
               seed: int = 0, book: bool = True, force: bool = False, time_budget: float | None = None,
               pack: str | Path | None = None, seeds: list[int] | None = None, fast: bool = False,
               nsd_loss: bool = False, loss_variants: bool = False, central_once: bool = False, ladder: bool = False,
-              train_only: bool = False, nsd_loss_seeds: list[int] | None = None) -> Path:
+              train_only: bool = False, nsd_loss_seeds: list[int] | None = None,
+              notebooks: list[str] | None = None) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
@@ -429,6 +432,9 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     ``central_once``: central-mask models for the first seed only. ``ladder`` (2+ seeds, a preset with
     :func:`cce_core.config.ladder_steps`): ``notebooks/scale_ladder`` adds ``scale_ladder`` to ``metrics.json``.
     ``train_only``: stop after the trainings (``run.json`` status "trained"); the same call without it reuses them.
+    ``notebooks`` (names among :data:`NOTEBOOK_NAMES`): execute only these (e.g. ``["nsd_loss"]`` after adding its
+    trainings), keeping the other executed notebooks of the earlier call in ``out/generated``; ``run.json`` lists
+    that call in ``earlier_calls``. A call with ``train_only`` keeps them too; a full call replaces them all.
     All inputs are checked first (one-line ValueError / FileNotFoundError); a failing step afterwards raises
     :class:`ReproductionFailed` once what exists is recorded in ``run.json`` and packed.
 
@@ -436,7 +442,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     training page, the NSD, figures and NSD-loss notebooks), ``run.json`` (:class:`Recorder`), the book.
     """
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
-                        nsd_loss, loss_variants, central_once, ladder, train_only, nsd_loss_seeds)
+                        nsd_loss, loss_variants, central_once, ladder, train_only, nsd_loss_seeds, notebooks)
     prepare_out(plan)
     announce(plan)
     recorder = Recorder(plan)
@@ -486,6 +492,7 @@ class Plan:
     ladder: bool = False
     train_only: bool = False
     nsd_loss_seeds: list[int] = field(default_factory=list)  # the seeds of the NSD-loss chapter (empty: no nsd_loss)
+    notebooks: list[str] | None = None  # execute only these (None: all); the others stay as an earlier call left them
     earlier: list[dict] = field(default_factory=list)  # the calls before this one in the same ``out`` (run.json)
 
     @property
@@ -504,6 +511,15 @@ class Plan:
     @property
     def generated(self) -> Path:
         return self.out / "generated"
+
+    def executes(self, name: str) -> bool:
+        """Whether this call executes notebook ``name`` (every one unless ``notebooks`` names some)."""
+        return self.notebooks is None or name in self.notebooks
+
+    @property
+    def keeps_notebooks(self) -> bool:
+        """A call that executes fewer than all notebooks keeps those an earlier call executed."""
+        return self.train_only or self.notebooks is not None
 
     def folder(self, s: int) -> Path:
         """Where seed ``s``'s notebooks run and are written: ``generated``, ``generated/seed<s>`` after the first."""
@@ -545,7 +561,8 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
                  out: str | Path, device: str, seed: int, force: bool, time_budget: float | None,
                  pack: str | Path | None, seeds: list[int] | None, fast: bool, nsd_loss: bool,
                  loss_variants: bool, central_once: bool = False, ladder: bool = False,
-                 train_only: bool = False, nsd_loss_seeds: list[int] | None = None) -> Plan:
+                 train_only: bool = False, nsd_loss_seeds: list[int] | None = None,
+                 notebooks: list[str] | None = None) -> Plan:
     """Every input of :func:`reproduce` checked (one-line ValueError / FileNotFoundError) before anything is
     written: preset, seeds, device, data sources, ``out`` and ``pack``, the budget, papermill, the notebooks."""
     if preset not in PRESETS:
@@ -569,6 +586,22 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
         nsd_loss = True
         if len(set(nsd_loss_seeds)) != len(nsd_loss_seeds) or not set(nsd_loss_seeds) <= set(seeds):
             raise ValueError(f"--nsd-loss-seeds {list(nsd_loss_seeds)} must be distinct seeds among --seeds {seeds}")
+    if notebooks is not None:
+        unknown = sorted(set(notebooks) - set(NOTEBOOK_NAMES))
+        if unknown or not notebooks:
+            raise ValueError(f"--notebooks {' '.join(notebooks)}: choose among {', '.join(NOTEBOOK_NAMES)}")
+        if train_only:
+            raise ValueError("--notebooks executes notebooks and --train-only none: use one or the other")
+        if force:
+            raise ValueError("--notebooks keeps an earlier call's notebooks and --force retrains its runs: use one "
+                             "or the other")
+        if not (out / "generated" / "run.json").is_file():
+            raise FileNotFoundError(f"--notebooks re-executes notebooks of an earlier call, but {out} has no "
+                                    "generated/run.json: run the whole reproduction there first")
+        if "nsd_loss" in notebooks and not (nsd_loss or nsd_loss_seeds):
+            raise ValueError("--notebooks nsd_loss needs --nsd-loss or --nsd-loss-seeds (its models)")
+        if "scale_ladder" in notebooks and not ladder:
+            raise ValueError("--notebooks scale_ladder needs --ladder")
     if nsd_loss and time_budget is not None:
         raise ValueError("--nsd-loss trains four more models per seed that --time-budget does not budget yet: use "
                          "one or the other")
@@ -591,7 +624,8 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     budget = Budget(time_budget, reserve, MODEL_OVERHEAD_S[preset]) if time_budget else None
     return Plan(preset, seeds, data, eval_data, ood_data, out, device, force, pack, fast, nsd_loss, loss_variants,
                 sources, budget, central_once, ladder, train_only,
-                [s for s in seeds if s in (nsd_loss_seeds or seeds)] if nsd_loss else [])
+                [s for s in seeds if s in (nsd_loss_seeds or seeds)] if nsd_loss else [],
+                list(dict.fromkeys(notebooks)) if notebooks is not None else None)
 
 
 def _check_papermill() -> None:
@@ -617,8 +651,9 @@ def prepare_out(plan: Plan) -> None:
                         {key: before.get(key) for key in ("status", "total_wall_seconds", "wall_seconds")}
                         | {"commit": before.get("provenance", {}).get("commit"),
                            "date": before.get("provenance", {}).get("date")}]
-    shutil.rmtree(plan.generated, ignore_errors=True)
-    (plan.generated / "figures").mkdir(parents=True)
+    if not plan.keeps_notebooks:  # a full call replaces every executed notebook
+        shutil.rmtree(plan.generated, ignore_errors=True)
+    (plan.generated / "figures").mkdir(parents=True, exist_ok=True)
     if plan.pack:
         plan.pack.unlink(missing_ok=True)  # an archive from an earlier call must not pass for this one's
 
@@ -723,39 +758,45 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
 def run_evaluation(plan: Plan, recorder: Recorder) -> None:
     """The first seed's "Training" page (its six runs in one table, loss curves and inpaintings), each seed's NSD
     notebook (the other seeds' first, the first seed's last: it compares the seeds; with ``ladder`` the scale ladder
-    just before it), then the first seed's figures and, with ``nsd_loss``, the NSD-loss chapter."""
+    just before it), then the first seed's figures and, with ``nsd_loss``, the NSD-loss chapter; with
+    ``plan.notebooks`` only those named."""
     sizes, timings = EVAL_SIZES[plan.preset], recorder.timings
-    print("[reproduce] the training page", flush=True)
-    timings["training"] = execute_notebook("training", plan.generated / "training.ipynb",
-                                           dict(plan.common(plan.seed), **plan.data_params(plan.seed)), plan.generated)
-    recorder.packed("running: training page done")
+    if plan.executes("training"):
+        print("[reproduce] the training page", flush=True)
+        timings["training"] = execute_notebook("training", plan.generated / "training.ipynb",
+                                               dict(plan.common(plan.seed), **plan.data_params(plan.seed)),
+                                               plan.generated)
+        recorder.packed("running: training page done")
     for s in plan.seeds[1:] + plan.seeds[:1]:
         nb_dir, tag, common, dp = plan.folder(s), plan.tag(s), plan.common(s), plan.data_params(s)
         extra = (dict(other_metrics=[f"seed{o}/metrics.json" for o in plan.seeds[1:]],
                       loss_variants=plan.loss_variants) if s == plan.seed else {})
         extra["central"] = ("central", "ce64") in seed_models(plan, s)
         if s == plan.seed and plan.ladder:  # before the book's NSD notebook, which adds it to metrics.json
-            print("[reproduce] the scale ladder", flush=True)
-            timings["scale_ladder"] = execute_notebook(
-                "scale_ladder", nb_dir / "scale_ladder.ipynb",
-                dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, points=LADDER_POINTS,
-                     ladder_path="ladder.json", **plan.seed_places(plan.seeds, nb_dir)), nb_dir)
-            recorder.packed("running: scale ladder done")
+            if plan.executes("scale_ladder"):
+                print("[reproduce] the scale ladder", flush=True)
+                timings["scale_ladder"] = execute_notebook(
+                    "scale_ladder", nb_dir / "scale_ladder.ipynb",
+                    dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, points=LADDER_POINTS,
+                         ladder_path="ladder.json", **plan.seed_places(plan.seeds, nb_dir)), nb_dir)
+                recorder.packed("running: scale ladder done")
             extra["ladder_path"] = "ladder.json"
-        print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
-        timings[f"{tag}nsd_eval"] = execute_notebook(
-            "nsd_eval", nb_dir / "nsd_eval.ipynb",
-            dict(common, **dp, ood_data=plan.rel(plan.ood_data, nb_dir), fig_dir="figures", metrics_path="metrics.json",
-                 **sizes, **extra), nb_dir, images=s == plan.seed)
-        recorder.packed(f"running: {tag}nsd_eval done")
+        if plan.executes("nsd_eval"):
+            print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
+            timings[f"{tag}nsd_eval"] = execute_notebook(
+                "nsd_eval", nb_dir / "nsd_eval.ipynb",
+                dict(common, **dp, ood_data=plan.rel(plan.ood_data, nb_dir), fig_dir="figures",
+                     metrics_path="metrics.json", **sizes, **extra), nb_dir, images=s == plan.seed)
+            recorder.packed(f"running: {tag}nsd_eval done")
         if s != plan.seed:
             continue
-        print("[reproduce] figures", flush=True)  # the book's figures: the first seed's models
-        timings["figures"] = execute_notebook("figures", nb_dir / "figures.ipynb",
-                                              dict(common, **dp, fig_dir="figures", k=sizes["k"]), nb_dir)
-        if plan.multi:
-            recorder.packed("running: figures done")
-        if plan.nsd_loss:
+        if plan.executes("figures"):
+            print("[reproduce] figures", flush=True)  # the book's figures: the first seed's models
+            timings["figures"] = execute_notebook("figures", nb_dir / "figures.ipynb",
+                                                  dict(common, **dp, fig_dir="figures", k=sizes["k"]), nb_dir)
+            if plan.multi:
+                recorder.packed("running: figures done")
+        if plan.nsd_loss and plan.executes("nsd_loss"):
             print("[reproduce] beyond the paper: NSD as a training loss", flush=True)
             timings["nsd_loss"] = execute_notebook("nsd_loss", nb_dir / "nsd_loss.ipynb",
                                                    dict(common, **dp, fig_dir="figures", **sizes,

@@ -111,6 +111,19 @@ def seed_interval(per_seed: Sequence[float], confidence: float = 0.95) -> SeedIn
     return SeedInterval(mean, (mean - half, mean + half), sd, s, tuple(map(float, x)), method, s - 1)
 
 
+def ratio_interval(per_seed_ratios: Sequence[float], confidence: float = 0.95) -> SeedInterval:
+    """The seed-level interval of a ratio (one positive ratio per seed, e.g. a spread with the NSD loss over the
+    same seed's spread without it): the t-interval of the log ratios, exponentiated, so the mean is the geometric
+    mean and both bounds are positive (a t-interval on the ratios themselves can cross zero)."""
+    x = _values(per_seed_ratios, confidence)
+    if (x <= 0).any():
+        raise ValueError(f"ratios must be positive, got {list(x)}")
+    logs = seed_interval(np.log(x), confidence)
+    ci = (math.exp(logs.ci95[0]), math.exp(logs.ci95[1])) if logs.ci95 is not None else None
+    return SeedInterval(math.exp(logs.mean), ci, logs.sd, logs.n_seeds, tuple(map(float, x)),
+                        "t-interval of log ratios over seeds, exponentiated (geometric mean; sd of the logs)", logs.df)
+
+
 def prediction_interval(per_seed: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
     """Where one more seed's value should fall: mean ± t(S − 1)·sd·√(1 + 1/S); None with one seed.
 
@@ -229,7 +242,7 @@ def nsd_loss_verdict(nsd: SeedInterval, quality: dict[str, tuple[SeedInterval, b
     ``nsd``: seed-level NSD(with loss) − NSD(without); ``quality``: per measure, the seed-level paired difference
     and whether higher is better (l1: False; psnr, ssim: True). "supported" needs NSD lower AND at least one
     quality measure better with none worse; "not supported" if NSD is higher or any measure is worse; otherwise
-    "no difference detected" (in NSD, or in quality while NSD is lower).
+    "no difference detected in NSD", or "NSD lower, but no difference detected in inpainting quality".
     """
     if not quality:
         raise ValueError("nsd_loss_verdict needs at least one quality measure")
@@ -245,9 +258,9 @@ def nsd_loss_verdict(nsd: SeedInterval, quality: dict[str, tuple[SeedInterval, b
     if direction == "higher":
         return "not supported: NSD higher"
     if direction != "lower":
-        return "no difference detected: NSD"
+        return "no difference detected in NSD"
     if not better:
-        return "no difference detected: inpainting quality (NSD lower)"
+        return "NSD lower, but no difference detected in inpainting quality"
     return "supported: NSD lower; better in " + ", ".join(better)
 
 

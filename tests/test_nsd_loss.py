@@ -17,7 +17,7 @@ from cce_core.config import TrainConfig, make_config
 from cce_core.evaluate import code_scale, encode_all, eval_masks
 from cce_core.masks import fill_hole
 from cce_core.nsd import nsd
-from cce_core.report import nsd_loss_rows, nsd_loss_summary
+from cce_core.report import nsd_loss_findings, nsd_loss_rows, nsd_loss_summary
 from cce_core.stats import ONE_SEED
 from cce_core.train import train
 
@@ -284,8 +284,13 @@ def test_seed_level_summary_table_and_verdict():
     assert summary[1.0]["verdict"]["normalized"] == "supported: NSD lower; better in psnr"
     assert summary[1.0]["diff"]["nsd_normalized"].n_seeds == 3
     assert summary[1.0]["diff"]["psnr"].mean == pytest.approx(0.6)
+    spread = summary[1.0]["diff"]["code_spread"]  # a ratio to lambda = 0: geometric mean, positive bounds
+    assert 0 < spread.ci95[0] <= spread.mean <= spread.ci95[1] and "log ratios" in spread.method
     one = nsd_loss_summary({0: three[0]})
     assert one[1.0]["verdict"] == {"normalized": ONE_SEED, "standardized": ONE_SEED}
+    text = nsd_loss_findings(summary, "128 CE")
+    assert text.startswith("The 128 CE: λ = 1: NSD ×") and "in-hole PSNR +0.60 dB [" in text and "nan" not in text
+    assert "(one seed" not in text and "[" not in nsd_loss_findings(one, "cascade").split("PSNR")[1]
     rows = nsd_loss_rows({"128 CE": summary, "cascade": one})
     assert len(rows) == 4 and all(isinstance(v, (str, int)) for r in rows for v in r.values())
     assert "nan" not in str(rows).lower() and "one seed: no interval" in str(rows)

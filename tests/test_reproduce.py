@@ -336,3 +336,49 @@ def test_plan_says_the_tier_before_training():
     smoke = plan_lines("smoke", 512, 6, budget)
     assert smoke[1].startswith("if every model finishes: reduced scale (320 image samples per model")
     assert len(smoke) == 3  # the smoke preset cannot reach paper scale at any speed: no threshold line
+
+
+def test_notebooks_reexecutes_only_those_named_and_keeps_the_others(tmp_path, monkeypatch):
+    """A full call, then --train-only with --nsd-loss (new trainings: the executed notebooks stay), then
+    --notebooks nsd_loss: only the NSD-loss chapter runs, every other executed notebook is kept as it was, and
+    run.json lists both earlier calls. Bad uses of --notebooks fail before anything is written."""
+    from dataclasses import asdict
+
+    out, calls = tmp_path / "out", []
+
+    def fake_train(cfg, run, resume=False, progress=True, time_limit=None):
+        run = Path(run).resolve()
+        if not (run / "config.json").exists():
+            run.mkdir(parents=True)
+            (run / "config.json").write_text(json.dumps({"config": asdict(cfg), "data": {"description": "x"},
+                                                         "provenance": {"commit": "c", "date": "d", "device": "cpu"}}))
+        return run / "checkpoint.pt"
+
+    def fake_notebook(name, output, parameters, cwd, images=True):
+        calls.append(output.relative_to(out).as_posix())
+        output.write_text(json.dumps({"call": len(calls)}))
+        return 0.0
+
+    monkeypatch.setattr(runs_mod, "train", fake_train)
+    monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
+    with pytest.raises(FileNotFoundError, match="no generated/run.json"):
+        reproduce(preset="smoke", out=out, book=False, notebooks=["nsd_loss"], nsd_loss=True)
+    assert not out.exists()
+    reproduce(preset="smoke", out=out, book=False, seeds=[0, 1])
+    first = {p: (out / p).read_text() for p in calls}
+    assert set(first) == {"generated/training.ipynb", "generated/seed1/nsd_eval.ipynb", "generated/nsd_eval.ipynb",
+                          "generated/figures.ipynb"}
+    calls.clear()
+    reproduce(preset="smoke", out=out, book=False, seeds=[0, 1], nsd_loss_seeds=[0], train_only=True)
+    assert calls == [] and all((out / p).read_text() == text for p, text in first.items())
+    for bad, match in ((["nsd_loss"], "needs --nsd-loss"), (["scale_ladder"], "needs --ladder"),
+                       (["figure"], "choose among"), ([], "choose among")):
+        with pytest.raises(ValueError, match=match):
+            reproduce(preset="smoke", out=out, book=False, seeds=[0, 1], notebooks=bad)
+    reproduce(preset="smoke", out=out, book=False, seeds=[0, 1], nsd_loss_seeds=[0], notebooks=["nsd_loss"])
+    assert calls == ["generated/nsd_loss.ipynb"]
+    assert all((out / p).read_text() == text for p, text in first.items())  # the others as the first call left them
+    run = json.loads((out / "generated" / "run.json").read_text())
+    assert [c["status"] for c in run["earlier_calls"]] == ["complete", "trained"] and run["status"] == "complete"
+    assert list(run["wall_seconds"]) and all(k == "nsd_loss" or "train-" in k for k in run["wall_seconds"])
+    assert any("nsd1" in k for k in run["earlier_calls"][1]["wall_seconds"])  # the NSD-loss trainings' call

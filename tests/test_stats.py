@@ -174,8 +174,8 @@ def test_nsd_loss_verdict():
     assert nsd_loss_verdict(lower, q(flat, higher, higher)) == "supported: NSD lower; better in psnr, ssim"
     assert nsd_loss_verdict(lower, q(lower, lower, flat)) == "not supported: worse in psnr"
     assert nsd_loss_verdict(higher, q(lower, flat, flat)) == "not supported: NSD higher"
-    assert nsd_loss_verdict(flat, q(lower, flat, flat)) == "no difference detected: NSD"
-    assert nsd_loss_verdict(lower, q(flat, flat, flat)).startswith("no difference detected: inpainting quality")
+    assert nsd_loss_verdict(flat, q(lower, flat, flat)) == "no difference detected in NSD"
+    assert nsd_loss_verdict(lower, q(flat, flat, flat))== "NSD lower, but no difference detected in inpainting quality"
     assert nsd_loss_verdict(seed_interval([-0.1]), q(lower, flat, flat)) == ONE_SEED
 
 
@@ -196,3 +196,15 @@ def test_forest_plot(tmp_path):
     assert all(t.get_fontsize() >= 10 for t in [*ax.get_yticklabels(), *ax.get_xticklabels(), ax.xaxis.label])
     ax.figure.savefig(tmp_path / "forest.png", dpi=80)
     plt.close(ax.figure)
+
+
+def test_ratio_interval_is_positive_and_symmetric_on_the_log_scale():
+    from cce_core.stats import ratio_interval, seed_interval
+    r = ratio_interval([0.05, 0.2, 0.1])  # a t-interval on these ratios themselves would cross zero
+    assert seed_interval([0.05, 0.2, 0.1]).ci95[0] < 0 < r.ci95[0] < r.mean < r.ci95[1]
+    assert r.mean == pytest.approx(0.1)  # the geometric mean
+    assert r.ci95[0] * r.ci95[1] == pytest.approx(r.mean ** 2)  # symmetric around it in log
+    assert ratio_interval([2.0, 2.0, 2.0]).ci95 == pytest.approx((2.0, 2.0))
+    assert ratio_interval([3.0]).ci95 is None and ratio_interval([3.0]).mean == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="positive"):
+        ratio_interval([0.5, 0.0])
