@@ -425,21 +425,18 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     (first seed only; not covered by ``time_budget``), and the NSD notebook compares them with the default ones.
     ``seeds`` (several): the six models are trained once per seed; the first seed's runs are ``out/runs`` itself
     (so seeds added to a finished single-seed reproduction reuse its runs), each other seed's ``out/runs/seed<k>``.
-    The first seed's notebooks are the book's (``out/generated``), each other seed gets its NSD
-    notebooks (with its ``metrics.json``) in ``out/generated/seed<k>``; the other seeds' NSD notebooks run first,
+    The first seed's notebooks are the book's (``out/generated``), each other seed gets its NSD notebooks (with its
+    ``metrics.json``) in ``out/generated/seed<k>``; the other seeds' NSD notebooks run first,
     the first seed's last, given their ``metrics.json`` (``other_metrics``) to compare the seeds (see
     :func:`cce_core.report.seeds_report`); ``run.json`` lists the seeds and each one's training.
     ``central_once``: central-mask models for the first seed only. ``ladder`` (2+ seeds, a preset with
     :func:`cce_core.config.ladder_steps`): ``notebooks/scale_ladder`` adds ``scale_ladder`` to ``metrics.json``.
-    ``train_only``: stop after the trainings (``run.json`` status "trained"); the same call without it reuses them.
-    ``notebooks`` (names among :data:`NOTEBOOK_NAMES`): execute only these (e.g. ``["nsd_loss"]`` after adding its
-    trainings), keeping the other executed notebooks of the earlier call in ``out/generated``; ``run.json`` lists
-    that call in ``earlier_calls``. A call with ``train_only`` keeps them too; a full call replaces them all.
+    ``train_only``: stop after the trainings (``run.json`` status "trained"; executed notebooks are kept); the same
+    call without it reuses them. ``notebooks`` (of :data:`NOTEBOOK_NAMES`): execute only these, keep the others.
     All inputs are checked first (one-line ValueError / FileNotFoundError); a failing step afterwards raises
     :class:`ReproductionFailed` once what exists is recorded in ``run.json`` and packed.
 
-    The stages: :func:`check_inputs`, :func:`prepare_out`, :func:`train_models`, :func:`run_evaluation` (the
-    training page, the NSD, figures and NSD-loss notebooks), ``run.json`` (:class:`Recorder`), the book.
+    The stages: :func:`check_inputs`, :func:`prepare_out`, :func:`train_models`, :func:`run_evaluation`, the book.
     """
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
                         nsd_loss, loss_variants, central_once, ladder, train_only, nsd_loss_seeds, notebooks)
@@ -587,21 +584,7 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
         if len(set(nsd_loss_seeds)) != len(nsd_loss_seeds) or not set(nsd_loss_seeds) <= set(seeds):
             raise ValueError(f"--nsd-loss-seeds {list(nsd_loss_seeds)} must be distinct seeds among --seeds {seeds}")
     if notebooks is not None:
-        unknown = sorted(set(notebooks) - set(NOTEBOOK_NAMES))
-        if unknown or not notebooks:
-            raise ValueError(f"--notebooks {' '.join(notebooks)}: choose among {', '.join(NOTEBOOK_NAMES)}")
-        if train_only:
-            raise ValueError("--notebooks executes notebooks and --train-only none: use one or the other")
-        if force:
-            raise ValueError("--notebooks keeps an earlier call's notebooks and --force retrains its runs: use one "
-                             "or the other")
-        if not (out / "generated" / "run.json").is_file():
-            raise FileNotFoundError(f"--notebooks re-executes notebooks of an earlier call, but {out} has no "
-                                    "generated/run.json: run the whole reproduction there first")
-        if "nsd_loss" in notebooks and not (nsd_loss or nsd_loss_seeds):
-            raise ValueError("--notebooks nsd_loss needs --nsd-loss or --nsd-loss-seeds (its models)")
-        if "scale_ladder" in notebooks and not ladder:
-            raise ValueError("--notebooks scale_ladder needs --ladder")
+        _check_notebooks(notebooks, out, train_only, force, nsd_loss or bool(nsd_loss_seeds), ladder)
     if nsd_loss and time_budget is not None:
         raise ValueError("--nsd-loss trains four more models per seed that --time-budget does not budget yet: use "
                          "one or the other")
@@ -626,6 +609,26 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
                 sources, budget, central_once, ladder, train_only,
                 [s for s in seeds if s in (nsd_loss_seeds or seeds)] if nsd_loss else [],
                 list(dict.fromkeys(notebooks)) if notebooks is not None else None)
+
+
+def _check_notebooks(notebooks: list[str], out: Path, train_only: bool, force: bool, nsd_loss: bool,
+                     ladder: bool) -> None:
+    """``--notebooks``: known names, an earlier call's ``run.json`` in ``out``, and the options their models need."""
+    unknown = sorted(set(notebooks) - set(NOTEBOOK_NAMES))
+    if unknown or not notebooks:
+        raise ValueError(f"--notebooks {' '.join(notebooks)}: choose among {', '.join(NOTEBOOK_NAMES)}")
+    if train_only:
+        raise ValueError("--notebooks executes notebooks and --train-only none: use one or the other")
+    if force:
+        raise ValueError("--notebooks keeps an earlier call's notebooks and --force retrains its runs: use one "
+                         "or the other")
+    if not (out / "generated" / "run.json").is_file():
+        raise FileNotFoundError(f"--notebooks re-executes notebooks of an earlier call, but {out} has no "
+                                "generated/run.json: run the whole reproduction there first")
+    if "nsd_loss" in notebooks and not nsd_loss:
+        raise ValueError("--notebooks nsd_loss needs --nsd-loss or --nsd-loss-seeds (its models)")
+    if "scale_ladder" in notebooks and not ladder:
+        raise ValueError("--notebooks scale_ladder needs --ladder")
 
 
 def _check_papermill() -> None:
