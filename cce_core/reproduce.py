@@ -584,7 +584,7 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
         if len(set(nsd_loss_seeds)) != len(nsd_loss_seeds) or not set(nsd_loss_seeds) <= set(seeds):
             raise ValueError(f"--nsd-loss-seeds {list(nsd_loss_seeds)} must be distinct seeds among --seeds {seeds}")
     if notebooks is not None:
-        _check_notebooks(notebooks, out, train_only, force, nsd_loss or bool(nsd_loss_seeds), ladder)
+        _check_notebooks(notebooks, out, train_only, force, nsd_loss, ladder)  # nsd_loss set above
     if nsd_loss and time_budget is not None:
         raise ValueError("--nsd-loss trains four more models per seed that --time-budget does not budget yet: use "
                          "one or the other")

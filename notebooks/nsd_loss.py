@@ -232,17 +232,17 @@ for model in NSD_LOSS_MODELS:
 #
 # {glue:text}`nsdloss_findings_cce128`
 #
-# Whether the effect survives the scale-free penalty: the penalty is now unchanged by the scale of $W$, so it no
-# longer rewards shrinking it. $\lVert W\rVert$ can still end up different from $\lambda = 0$'s: the gradient of
-# a loss that ignores the scale of $W$ (the whole generator loss, now) is orthogonal to $W$, so a plain gradient step
-# can only lengthen $W$, by an amount that grows with the gradient, and under Adam the norm drifts by amounts that
-# depend on the gradients too. The norm records the training's path, not a pull of the penalty. The first version's artefact was the running variance lagging
-# behind codes whose variance the penalty shrank; a variance ratio near 1 at the end (the table's last column)
-# says the BN-normalised reading is not bent by such a lag, and the eval-standardised reading, which no training
-# denominator can bend, says whether the codes really move less with the mask. A lower NSD is only the paper's hope
-# fulfilled if the inpaintings improve with it; the verdict above needs both. A spread between images far below
-# $\lambda = 0$'s says the codes (or the fills) have become
-# more alike from image to image: the penalty can be met by ignoring the mask, or by ignoring more of the image.
+# Whether the effect survives the scale-free penalty: the penalty is now unchanged by the scale of $W$, so it no longer
+# rewards shrinking it. $\lVert W\rVert$ can still end up different from $\lambda = 0$'s: the gradient of a loss that
+# ignores the scale of $W$ (the whole generator loss, now) is orthogonal to $W$, so a plain gradient step can only
+# lengthen $W$, by an amount that grows with the gradient, and under Adam the norm drifts by amounts that depend on the
+# gradients too. The norm records the training's path, not a pull of the penalty. The first version's artefact was the
+# running variance lagging behind codes whose variance the penalty shrank; a variance ratio near 1 at the end (the
+# table's last column) says the BN-normalised reading is not bent by such a lag, and the eval-standardised reading,
+# which no training denominator can bend, says whether the codes really move less with the mask. A lower NSD is only the
+# paper's hope fulfilled if the inpaintings improve with it; the verdict above needs both. A spread between images far
+# below $\lambda = 0$'s says the codes (or the fills) have become more alike from image to image: the penalty can be met
+# by ignoring the mask, or by ignoring more of the image.
 
 # %% [markdown]
 # ## Inpaintings side by side

@@ -182,14 +182,14 @@ save_figure(fig, Path(fig_dir) / "ladder_forest.png")
 # %% [markdown]
 # ## What the ladder can and cannot say
 #
-# The CE and the cascade's 128 stage have seen the same number of samples at every point, but the cascade also
-# carries its 64 CE, which at every point has seen the whole run's samples: at the first points the cascade starts
-# from a coarse inpainting made by a network trained several times longer than the 128 networks being compared (the
-# ratio halves at each point, down to one at the last). An advantage of the cascade early in the ladder is therefore partly a head start of its 64 CE, not only
-# a property of the design; the comparison on equal terms is the last point, where all three networks have seen the
-# same samples (as in the paper, which trains the 64 CE first and then the 128 stage). The question the ladder answers
-# is how the difference moves as the 128 stage trains longer; every point is still far below the paper's training
-# length, so none of it is a verdict on the paper's claim.
+# The CE and the cascade's 128 stage have seen the same number of samples at every point, but the cascade also carries
+# its 64 CE, which at every point has seen the whole run's samples: at the first points the cascade starts from a coarse
+# inpainting made by a network trained several times longer than the 128 networks being compared (the ratio halves at
+# each point, down to one at the last). An advantage of the cascade early in the ladder is therefore partly a head start
+# of its 64 CE, not only a property of the design; the comparison on equal terms is the last point, where all three
+# networks have seen the same samples (as in the paper, which trains the 64 CE first and then the 128 stage). The
+# question the ladder answers is how the difference moves as the 128 stage trains longer; every point is still far below
+# the paper's training length, so none of it is a verdict on the paper's claim.
 
 # %% [markdown]
 # ## The seed-level result at each point
