@@ -7,6 +7,7 @@ reported as one line on stderr with exit status 2, before any work starts and wi
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -60,8 +61,31 @@ def _positive(name: str):
     return _number(name, int, lambda v: v >= 1, "be at least 1")
 
 
+def _seed(name: str):
+    """An argparse type for a seed: a whole number, 0 or more (the random streams derive from it)."""
+    return _number(name, int, lambda v: v >= 0, "be 0 or more")
+
+
 _fraction = _number("--max-bad-fraction", float, lambda v: 0 <= v <= 1, "lie in [0, 1]")
 _seconds = _number("--time-budget", float, lambda v: v > 0, "be a positive number of seconds")
+_masks = _number("--masks", int, lambda v: v >= 2, "be at least 2 (NSD compares codes under several masks)")
+
+
+def preset_names() -> list[str]:
+    """The names of the training presets, :data:`cce_core.config.PRESETS`' keys, read from config.py's source:
+    importing it would import torch, and ``--help`` should answer at once."""
+    tree = ast.parse(Path(__file__).with_name("config.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "PRESETS":
+            return [ast.literal_eval(key) for key in node.value.keys]
+    raise RuntimeError("cce_core/config.py defines no PRESETS")
+
+
+#: What ``--fast`` does (:class:`cce_core.config.TrainConfig`, :func:`cce_core.config.bf16_pays`).
+FAST_HELP = ("the fast path: same model and loss; masks and batches drawn on the device (32 steps of masks at a "
+             "time), D frozen in the G step, mask checks on the device; on CUDA also bf16 autocast, channels-last, "
+             "fused Adam and cuDNN autotuning; on a CPU fp32, the plain path's maths (bf16 is not picked, even on a "
+             "CPU with native bf16: cce_core.config.FAST_PICKS_CPU_BF16)")
 
 
 # The command handlers import the library where they run, not at the top: importing it (torch, scikit-image,
@@ -153,7 +177,8 @@ def _reproduce(a: argparse.Namespace) -> None:
               device=a.device, seed=a.seed, book=not a.no_book, force=a.force, time_budget=a.time_budget,
               pack=a.pack, seeds=a.seeds, fast=a.fast, nsd_loss=a.nsd_loss,
               loss_variants=a.loss_variants, central_once=a.central_once, ladder=a.ladder,
-              train_only=a.train_only, nsd_loss_seeds=a.nsd_loss_seeds, notebooks=a.notebooks)
+              train_only=a.train_only, nsd_loss_seeds=a.nsd_loss_seeds, notebooks=a.notebooks,
+              allow_dirty=a.allow_dirty)
 
 
 def _compact(a: argparse.Namespace) -> None:
@@ -179,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ce64: the 64x64 CE; ce128: the plain 128x128 CE; cce128: the cascade's 128 CE (needs --ce64)")
     t.add_argument("--mask", default="random_blocks", choices=["central", "random_blocks", "random_region"],
                    help="the masks it learns to fill")
-    t.add_argument("--preset", default="smoke", choices=["smoke", "cpu", "paper"],
-                   help="smoke: seconds on a CPU; cpu: minutes on train-mini; paper: D=4000, width 64, for a GPU")
+    t.add_argument("--preset", default="smoke", choices=preset_names(),
+                   help="smoke: seconds on a CPU; cpu: minutes on train-mini; study: the cpu sizes trained twice as "
+                        "long, with snapshots for reproduce --ladder; paper: D=4000, width 64, for a GPU")
     t.add_argument("--data", nargs="+", default=["embedded"], metavar="PATH", help="'embedded', folders or zips")
     t.add_argument("--out", required=True, help="run directory (config.json, log.jsonl, checkpoint.pt)")
     t.add_argument("--ce64", help="checkpoint (or run directory) of the trained 64 CE, for --model cce128")
@@ -195,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the cascade's x2 filter (default: bilinear)")
     t.add_argument("--max-bad-fraction", type=_fraction, metavar="F",
                    help="share of unreadable or too small image files tolerated (default: 0.05)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and masks")
+    t.add_argument("--seed", type=_seed("--seed"), default=0, help="seed of the weights, batches and masks")
     t.add_argument("--device", default="auto", help=device_help)
     t.add_argument("--nsd-weight", type=float, metavar="LAMBDA",
                    help="beyond the paper: weight of the NSD loss added to G's (default 0: the paper's recipe)")
@@ -204,10 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nsd-norm", choices=("batch", "running"),
                    help="the NSD loss's scale: the batch codes' spread (default, scale-free) or the bottleneck "
                         "BatchNorm's running variance (the first version)")
-    t.add_argument("--fast", action="store_true",
-                   help="the fast training path: same model and loss; masks and batches drawn on the device, D "
-                        "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam, on a CPU "
-                        "with native bf16 bf16 autocast and channels-last (see cce_core.train)")
+    t.add_argument("--fast", action="store_true", help=FAST_HELP)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--global-batch", action="store_true",
                    help="under torchrun: every process draws the whole global batch from the single-process "
@@ -218,13 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter)
     n.add_argument("--checkpoint", required=True, help="checkpoint.pt or run directory")
     n.add_argument("--data", nargs="+", required=True, metavar="PATH",
-                   help="evaluation images (folder, zip, or 'embedded': held-out crops, seed + 1000)")
+                   help="evaluation images (folder, zip, or 'embedded': held-out crops drawn from the seed's own "
+                        "stream 'evaluation crops', apart from the training crops)")
     n.add_argument("--images", type=_positive("--images"), default=250, metavar="K",
                    help="k: number of images (the first k)")
-    n.add_argument("--masks", type=_positive("--masks"), default=100, metavar="N", help="n: number of masks")
+    n.add_argument("--masks", type=_masks, default=100, metavar="N", help="n: number of masks (2 or more)")
     n.add_argument("--mask", default="random_blocks", choices=["random_blocks", "random_region"],
                    help="kind of the n masks")
-    n.add_argument("--seed", type=int, default=0, help="seed of the masks")
+    n.add_argument("--seed", type=_seed("--seed"), default=0, help="seed of the masks (and of embedded crops)")
     n.add_argument("--max-bad-fraction", type=_fraction, default=0.05, metavar="F",
                    help="share of unreadable or too small image files tolerated")
     n.add_argument("--device", default="auto", help=device_help)
@@ -234,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="run the book's notebooks with papermill and build the book",
                        formatter_class=HelpFormatter)
-    r.add_argument("--preset", default="smoke", choices=["smoke", "cpu", "study", "paper"],
+    r.add_argument("--preset", default="smoke", choices=preset_names(),
                    help="the training preset of all six models (see train --help); study: the cpu sizes for "
                         "19,200 samples with snapshots for --ladder")
     r.add_argument("--data", nargs="+", default=["embedded"], metavar="PATH", help="training images")
@@ -244,15 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output folder (executed notebooks, runs, and the built book)")
     r.add_argument("--device", default="auto", help=device_help)
     seed = r.add_mutually_exclusive_group()
-    seed.add_argument("--seed", type=int, default=0, help="seed of the trainings and of the NSD masks")
-    seed.add_argument("--seeds", type=int, nargs="+", metavar="K",
+    seed.add_argument("--seed", type=_seed("--seed"), default=0, help="seed of the trainings and of the NSD masks")
+    seed.add_argument("--seeds", type=_seed("--seeds"), nargs="+", metavar="K",
                       help="train and measure every model once per seed (the first in runs/, the others in "
                            "runs/seed<K>); the book shows the first and compares the seeds")
     r.add_argument("--no-book", action="store_true", help="skip building the HTML book")
     r.add_argument("--nsd-loss", action="store_true",
                    help="beyond the paper: also train the 128 CE and the cascade with the NSD loss at two weights, "
                         "for every seed, and add the chapter 'Beyond the paper' (not covered by --time-budget)")
-    r.add_argument("--nsd-loss-seeds", type=int, nargs="+", metavar="K",
+    r.add_argument("--nsd-loss-seeds", type=_seed("--nsd-loss-seeds"), nargs="+", metavar="K",
                    help="--nsd-loss for these seeds only (a subset of --seeds; implies --nsd-loss)")
     r.add_argument("--loss-variants", action="store_true",
                    help="also train the three random-block models with the paper's eq. (1) loss weighting (missing "
@@ -272,16 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="execute only these notebooks (training, scale_ladder, nsd_eval, figures, nsd_loss) into "
                         "an --out where an earlier call executed the others, which are kept (e.g. nsd_loss after "
                         "adding its trainings); the trainings are reused or made first")
-    r.add_argument("--fast", action="store_true",
-                   help="the fast training path: same model and loss; masks and batches drawn on the device, D "
-                        "frozen in the G step; on CUDA also bf16 autocast, channels-last, fused Adam, on a CPU "
-                        "with native bf16 bf16 autocast and channels-last (see cce_core.train)")
+    r.add_argument("--fast", action="store_true", help=FAST_HELP)
     r.add_argument("--time-budget", type=_seconds, metavar="SECONDS",
-                   help="bound the whole call: each training stops at its share, the NSD and figures still run")
+                   help="bound the whole call: each training stops at its share, the NSD and figures still run "
+                        "(not with --ladder, whose trainings must run their full length)")
     r.add_argument("--pack", metavar="FILE.tar.gz",
                    help="also write OUT/generated as one archive (at most 16 MiB), even if a notebook fails")
     r.add_argument("--force", action="store_true", help="retrain the runs already in --out, and write into an "
                    "--out that holds other files (they are left alone)")
+    r.add_argument("--allow-dirty", action="store_true",
+                   help="run although cce_core/ or notebooks/ differ from the git commit (else refused); the "
+                        "provenance then says -dirty")
     r.set_defaults(func=_reproduce)
 
     c = sub.add_parser("compact", help="make a reproduction's executed notebooks and figures small, in place "

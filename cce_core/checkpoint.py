@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -37,6 +39,20 @@ def atomic_save(obj: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then renamed over it
+    (``os.replace``): a reader (or a run killed meanwhile) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike, model: str | None = None) -> dict:
@@ -125,12 +141,30 @@ def snapshots(run: str | os.PathLike) -> list[Path]:
     return paths
 
 
+def drop_snapshots(run: str | os.PathLike, after: int = -1) -> None:
+    """Delete the snapshots of a run directory later than step ``after`` (by default all of them): those of a
+    previous run overwritten, or those a resumed run will take again."""
+    for path in (Path(run) / "snapshots").glob("step-*.pt"):
+        if int(path.stem.split("-")[1]) > after:
+            path.unlink()
+
+
 def read_log(run: str | os.PathLike) -> list[dict]:
-    """The loss records of a run directory (one dict per ``log_every`` steps)."""
+    """The loss records of a run directory (one dict per ``log_every`` steps). A last line cut short (a run
+    killed while writing it) is skipped with a warning; an unreadable line before it is a ValueError naming it."""
     path = Path(run) / "log.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no training log in {run}")
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln]
+    lines = [(i, ln) for i, ln in enumerate(path.read_text().splitlines(), 1) if ln.strip()]
+    records = []
+    for i, ln in lines:
+        try:
+            records.append(json.loads(ln))
+        except json.JSONDecodeError as e:
+            if i != lines[-1][0]:
+                raise ValueError(f"{path}: line {i} is not a JSON record ({e})") from None
+            warnings.warn(f"{path}: skipping its last line {i}, cut short ({e})", stacklevel=2)
+    return records
 
 
 def run_summary(run: str | os.PathLike) -> dict:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,12 @@ from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask, upscale
-from .checkpoint import load_checkpoint, load_model, snapshot_path
-from .data import to_float
+from .checkpoint import atomic_write_text, load_checkpoint, load_model, snapshot_path
+from .data import EVAL_CROPS, ImageSet, load_images, to_float
 from .masks import MaskKind, fill_hole, make_masks, paste
 from .models import ContextEncoder
 from .nsd import NSDResult, StreamingNSD
+from .provenance import code_sha256, file_sha256, provenance
 from .seeding import derive_seed
 
 Encoder = ContextEncoder | CascadeContextEncoder
@@ -57,6 +59,14 @@ def eval_masks(kind: MaskKind, n: int, seed: int = 0, size: int = 128) -> torch.
         raise ValueError("the central mask is a single mask: NSD needs varying masks (random_blocks or random_region)")
     kw = {"per_batch": False} if kind == "random_region" else {}
     return make_masks(kind, n, size, torch.Generator().manual_seed(derive_seed(seed, EVAL_MASK_STREAM)), **kw)
+
+
+def eval_images(source: str | os.PathLike | Sequence[str | os.PathLike], k: int, seed: int = 0) -> ImageSet:
+    """The first k images of an evaluation source, for the evaluation of training seed ``seed``: a folder's or
+    zip's images are the same for every seed; embedded photos are the seed's own evaluation crops (the stream
+    ``derive_seed(seed, "evaluation crops")``, apart from its training crops). The NSD page and the scale ladder
+    both take their images from here."""
+    return load_images(source, limit=k, embedded_count=k, seed=seed, purpose=EVAL_CROPS, progress=False)
 
 
 def _is_small(model: Encoder) -> bool:
@@ -323,6 +333,23 @@ def snapshot_at(run: str | os.PathLike, step: int) -> Path:
     raise FileNotFoundError(f"{run} has no snapshot at step {step} (train it with snapshot_every dividing {step})")
 
 
+def _ladder_key(images: torch.Tensor, nsd_masks: torch.Tensor, quality_masks: torch.Tensor) -> dict:
+    """What a ladder cache was measured on: the sizes and SHA-256 of its images and masks."""
+    return {"k": int(images.shape[0]), "n": int(nsd_masks.shape[0]), "q": int(quality_masks.shape[0]),
+            **{name: hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+               for name, t in (("images", images), ("nsd_masks", nsd_masks), ("quality_masks", quality_masks))}}
+
+
+def _ladder_point(path: Path, images: torch.Tensor, nsd_masks: torch.Tensor, quality_masks: torch.Tensor,
+                  device: str | torch.device) -> dict[str, list[float]]:
+    """One model state's per-image NSD readings and quality measures, at full precision."""
+    model = load_model(path, device)
+    nsd = model_nsd(model, images, nsd_masks, progress=False)
+    q = model_quality(model, images, quality_masks)
+    return {**{f"nsd_{r}": np.asarray(getattr(nsd, r).per_image, dtype=float).tolist() for r in READINGS},
+            **{name: np.asarray(v, dtype=float).tolist() for name, v in q.items()}}
+
+
 def ladder_seed(runs: dict[str, str | os.PathLike], steps: list[int], images: torch.Tensor, nsd_masks: torch.Tensor,
                 quality_masks: torch.Tensor, device: str | torch.device = "cpu",
                 cache: str | os.PathLike | None = None) -> dict[str, dict[str, dict]]:
@@ -331,27 +358,34 @@ def ladder_seed(runs: dict[str, str | os.PathLike], steps: list[int], images: to
     and masks for every step and model) and the in-hole quality (:func:`model_quality`), per image, so that the
     cascade - CE difference can be paired image by image.
 
-    Returns ``{str(step): {model: {"nsd_<reading>": [k floats], "<measure>": [k floats]}}}``. ``cache`` (a JSON
-    file): points already measured are read from it and each new one is written as soon as it is done, so an
-    interrupted ladder resumes; a cache made on other images or masks (their sizes or SHA-256 differ) is refused."""
-    key = {"k": int(images.shape[0]), "n": int(nsd_masks.shape[0]), "q": int(quality_masks.shape[0]),
-           **{name: hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-              for name, t in (("images", images), ("nsd_masks", nsd_masks), ("quality_masks", quality_masks))}}
+    Returns ``{str(step): {model: {"nsd_<reading>": [k floats], "<measure>": [k floats], "measured": {...}}}}``;
+    ``measured`` says what measured the values: the commit, the SHA-256 of the library's code
+    (:func:`cce_core.provenance.code_sha256`, ``tree``), the date, device and torch, and the model state measured
+    with its SHA-256. ``cache`` (a JSON file): points already measured are read from it and each new one is written
+    as soon as it is done, so an interrupted ladder resumes; a point whose checkpoint file or code changed since
+    is measured again, and a cache made on other images or masks (their sizes or SHA-256 differ) is refused."""
+    key = _ladder_key(images, nsd_masks, quality_masks)
     cache = Path(cache) if cache else None
     done = json.loads(cache.read_text()) if cache and cache.is_file() else {"key": key, "points": {}}
     if done["key"] != key:
         raise ValueError(f"the ladder cache {cache} was measured on other images or masks ({done['key']}); "
                          "delete it to measure again")
-    todo = [(st, m) for st in steps for m in runs if m not in done["points"].get(str(st), {})]
+    prov = provenance(device)
+    code = {"commit": prov["commit"], "tree": code_sha256(), "date": prov["date"], "device": prov["device"],
+            "torch": prov["torch"]}
+    paths = {(st, m): snapshot_at(runs[m], st) for st in steps for m in runs}
+    shas = {point: file_sha256(path) for point, path in paths.items()}
+
+    def current(st: int, m: str) -> bool:
+        was = done["points"].get(str(st), {}).get(m, {}).get("measured", {})
+        return was.get("checkpoint_sha256") == shas[st, m] and was.get("tree") == code["tree"]
+
+    todo = [(st, m) for st, m in paths if not current(st, m)]
     for st, m in tqdm(todo, desc="ladder", unit="model", disable=not todo):
-        model = load_model(snapshot_at(runs[m], st), device)
-        nsd = model_nsd(model, images, nsd_masks, progress=False)
-        q = model_quality(model, images, quality_masks)
-        done["points"].setdefault(str(st), {})[m] = {
-            **{f"nsd_{r}": np.round(getattr(nsd, r).per_image, 6).tolist() for r in READINGS},
-            **{name: np.round(v, 6).tolist() for name, v in q.items()}}
+        point = _ladder_point(paths[st, m], images, nsd_masks, quality_masks, device)
+        point["measured"] = {**code, "checkpoint": paths[st, m].relative_to(Path(runs[m]).parent).as_posix(),
+                             "checkpoint_sha256": shas[st, m]}
+        done["points"].setdefault(str(st), {})[m] = point
         if cache:
-            tmp = cache.with_suffix(".part")
-            tmp.write_text(json.dumps(done))
-            tmp.replace(cache)
-    return {str(st): done["points"][str(st)] for st in steps}
+            atomic_write_text(cache, json.dumps(done))
+    return {str(st): {m: done["points"][str(st)][m] for m in runs} for st in steps}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -18,20 +20,55 @@ REPO = Path(__file__).resolve().parents[1]
 CARRIED_COMMIT = REPO / ".carry" / "COMMIT"
 
 
-def git_commit() -> str:
-    """The commit of the working tree (with ``-dirty`` if it has uncommitted changes). Without git or ``.git``:
-    the commit ``make carry`` recorded in ``.carry/COMMIT`` (marked as such), else ``"unknown"``."""
+#: The parts of the tree that make a reproduction's numbers: the library and the notebooks.
+SOURCES = ("cce_core", "notebooks")
+
+
+def uncommitted(repo: Path = REPO) -> list[str] | None:
+    """The uncommitted changes of the library and notebooks (:data:`SOURCES`) in ``repo``: ``git status
+    --porcelain`` lines (modified, added, deleted and untracked files; empty when clean). None outside a git
+    checkout or without git (e.g. a tree unpacked on the GPU box, whose commit ``.carry/COMMIT`` records)."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        r = subprocess.run(["git", "status", "--porcelain", "--", *SOURCES], cwd=repo, capture_output=True,
+                           text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.splitlines() if r.returncode == 0 else None
+
+
+def git_commit(repo: Path = REPO) -> str:
+    """The commit of the working tree in ``repo`` (with ``-dirty`` if it has uncommitted changes to tracked files,
+    or untracked files in the library or notebooks, :func:`uncommitted`). Without git or ``.git``: the commit
+    ``make carry`` recorded in ``.carry/COMMIT`` (marked as such), else ``"unknown"``."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
         if sha.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                                    capture_output=True, text=True, timeout=10).stdout.strip()
-            return sha.stdout.strip() + ("-dirty" if dirty else "")
+            return sha.stdout.strip() + ("-dirty" if dirty or uncommitted(repo) else "")
     except (OSError, subprocess.SubprocessError):
         pass
     if CARRIED_COMMIT.is_file():
         return CARRIED_COMMIT.read_text().strip() + " (recorded by make carry)"
     return "unknown"
+
+
+def code_sha256() -> str:
+    """SHA-256 of the library's code: each ``cce_core/*.py`` file's name and contents, in name order. It names the
+    code that measured a result even where the commit does not (uncommitted changes, no ``.git``)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in blocks of 1 MiB."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def device_name(device: torch.device | str) -> str:
@@ -77,6 +114,16 @@ def provenance(device: torch.device | str = "cpu") -> dict:
         "python": platform.python_version(),
         "host": platform.node(),
     }
+
+
+def dirty_warning(prov: dict) -> str | None:
+    """A MyST warning admonition (Markdown, one sentence) for a page stamped with provenance ``prov`` whose commit
+    is ``-dirty`` (made from uncommitted code, see :func:`git_commit`); None for a clean or unknown commit."""
+    commit = str(prov.get("commit") or "")
+    if not commit.split(" ")[0].endswith("-dirty"):
+        return None
+    return (f":::{{warning}}\nThese results were made from uncommitted code (commit {commit}): the commit alone "
+            "does not reproduce them.\n:::")
 
 
 def portable_config(config: dict) -> dict:

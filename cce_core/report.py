@@ -6,7 +6,8 @@ compares, decides and formats.
 
 **Verdicts** (issue 18). The paper's claims are about a training procedure, so every verdict reads the seed level:
 per training seed, the image-level paired mean of cascade − CE (its image-level CI kept as a description of those two
-networks); across seeds, :func:`cce_core.stats.seed_interval` (``metrics.json``: ``seeds.across.<measure>``). With
+networks); across seeds, :func:`cce_core.stats.crossed_interval` where the seeds' per-image values are stored (seeds
+and images random; else :func:`cce_core.stats.seed_interval`; ``metrics.json``: ``seeds.across.<measure>``). With
 one seed a verdict speaks of "these two trained networks" only. Whether a run can test the paper's claims depends
 on what it did (:func:`cce_core.stats.scale_tier`: samples, D, width and distinct training images), not on the
 preset's name: a verdict is made only at "paper scale"; below it the text says what was observed, and the page
@@ -41,9 +42,13 @@ from .stats import (
     Equivalence,
     PairedComparison,
     SeedInterval,
+    VarianceComponents,
     agree_in_sign,
     bootstrap_ci,
+    calibration_table,
+    crossed_interval,
     equivalence,
+    nsd_loss_calibration,
     nsd_loss_verdict,
     paired_comparison,
     prediction_interval,
@@ -52,6 +57,7 @@ from .stats import (
     seed_direction,
     seed_interval,
     summary,
+    variance_components,
 )
 
 
@@ -106,7 +112,7 @@ def tier_line(scale: RunScale) -> str:
 
 def verdict_word(verdict: str) -> str:
     """The verdict of a verdict sentence (:func:`verdict_order`, :func:`verdict_value`), for a table's verdict
-    column: "reproduced", "not reproduced", "equivalent", "different", "inconclusive", "observed" (below paper
+    column: "reproduced", "not reproduced", "inconclusive", "equivalent", "different", "observed" (below paper
     scale) or "one seed"."""
     return verdict.split(":", 1)[0].strip()
 
@@ -128,8 +134,10 @@ def verdict_order(across: dict, per_seed_ci: list[float] | None, scale: RunScale
     """A cascade − CE comparison decided at the seed level (``across``: :meth:`SeedInterval.as_dict` of the S
     per-seed means, with ``direction``). ``good``: "lower" or "higher", the side the paper's claim (or a better
     inpainting) is on; ``what`` names the measure. One seed: "these two trained networks", with their image-level
-    CI ``per_seed_ci``, and no verdict. Paper scale: "reproduced" / "not reproduced" from the seed-level 95% CI;
-    below it: "observed", the same numbers without a verdict (the page names the tier)."""
+    CI ``per_seed_ci``, and no verdict. Paper scale, from the seed-level 95% CI: "reproduced" (on the claim's
+    side of 0), "not reproduced" (on the other side: contrary evidence) or "inconclusive" (it covers 0: an
+    underpowered run is no evidence either way); below paper scale: "observed", the same numbers without a verdict
+    (the page names the tier)."""
     s, mean = across["n_seeds"], across["mean"]
     if across["ci95"] is None:
         ci = f", image-level 95% CI {_ci_text(per_seed_ci, fmt)}" if per_seed_ci is not None else ""
@@ -141,7 +149,9 @@ def verdict_order(across: dict, per_seed_ci: list[float] | None, scale: RunScale
                 f"{_ci_text(across['ci95'], fmt)}; {agree} of {s} seeds agree in sign")
     if not scale.is_paper_scale:
         return f"observed: {observed}"
-    return f"{'reproduced' if across['direction'] == good else 'not reproduced'}: {observed}"
+    word = ("reproduced" if across["direction"] == good else "inconclusive"
+            if across["direction"] == "no difference detected" else "not reproduced")
+    return f"{word}: {observed}"
 
 
 def verdict_value(ours: dict, eq: Equivalence, paper_mean: float, scale: RunScale, per_seed_ci: list[float] | None,
@@ -191,7 +201,7 @@ def paired_quality(a: dict[str, np.ndarray], b: dict[str, np.ndarray], seed: int
         lo, hi = bootstrap_ci(diff, seed=seed)
         better = diff > 0 if higher else diff < 0
         out[name] = {"mean": float(diff.mean()), "ci95": [lo, hi], "fraction_better": float(better.mean()),
-                     "direction": direction((lo, hi), higher)}
+                     "direction": direction((lo, hi), higher), "per_image": diff.tolist()}
     return out
 
 
@@ -269,7 +279,7 @@ def run_scale_line(runs: dict[str, dict], eval_data: str, k: int, n: int, device
 def _nsd_entry(res: NSDResult, seed: int) -> dict[str, Any]:
     lo, hi = bootstrap_ci(res.per_image, seed=seed)
     return {"mean": res.mean, "std": res.std, "ci95": [lo, hi], "dims": res.dims, "reading": res.reading,
-            "per_image": np.round(res.per_image, 6).tolist()}
+            "per_image": res.per_image.tolist()}
 
 
 def agreement(nsd_means: dict[str, float], quality: dict[str, dict], pair: dict[str, dict],
@@ -331,7 +341,8 @@ def build_metrics(*, preset: str, seed: int, mask: str, eval_data: str, k: int, 
                                          image_level_order(comparisons["normalized"].ci))
     if ood:
         oc = {r: paired_comparison(getattr(ood["ce128"], r), getattr(ood["cce128"], r), seed=seed) for r in READINGS}
-        metrics["ood"] = {"data": ood_data, "paired": {r: {"mean": c.mean, "ci95": list(c.ci)} for r, c in oc.items()},
+        metrics["ood"] = {"data": ood_data, "paired": {r: {"mean": c.mean, "ci95": list(c.ci),
+                                                           "per_image": c.diff.tolist()} for r, c in oc.items()},
                           **{f"{m}_{r}": {"mean": getattr(res, r).mean, "std": getattr(res, r).std}
                              for m, res in ood.items() for r in READINGS}}
     if checkpoints:
@@ -451,15 +462,36 @@ def _seed_row(m: dict) -> dict[str, dict]:
         row.update({f"central_{q}": e for q, e in qp.get("central", {}).items()})
     row.update({f"ood_nsd_{r}": e for r, e in m.get("ood", {}).get("paired", {}).items()})
     row.update({f"{x}_nsd_normalized": m["models"][f"{x}_normalized"] for x in ("ce128", "cce128")})
-    return {x: {"mean": float(e["mean"]), "ci95": [float(c) for c in e["ci95"]]} for x, e in row.items()}
+    models = m["models"]
+    for r in READINGS:  # the paired NSD per image: cascade − CE on the same image and masks
+        a, b = models.get(f"ce128_{r}", {}).get("per_image"), models.get(f"cce128_{r}", {}).get("per_image")
+        if a is not None and b is not None:
+            row[f"nsd_{r}"] = {**row[f"nsd_{r}"], "per_image": np.subtract(b, a).tolist()}
+    return {x: {"mean": float(e["mean"]), "ci95": [float(c) for c in e["ci95"]],
+                **({"per_image": e["per_image"]} if "per_image" in e else {})} for x, e in row.items()}
 
 
-def _across(per_seed: list[float]) -> dict[str, Any]:
-    """One measure across seeds: :func:`cce_core.stats.seed_interval` with its ``direction``, how many seeds
-    ``agree`` in sign and the ``prediction95`` interval for one more seed."""
-    iv = seed_interval(per_seed)
-    return {**iv.as_dict(), "direction": seed_direction(iv), "agree": list(agree_in_sign(iv.per_seed)),
-            "prediction95": prediction_interval(iv.per_seed)}
+def _across(per_seed: list[float], per_image: list | None = None, level: bool = False) -> dict[str, Any]:
+    """One measure across seeds. With ``per_image`` (one row of per-image values per seed, the same images):
+    :func:`cce_core.stats.crossed_interval` (seeds and images random); without: the t-interval over the per-seed
+    values. A comparison (cascade − CE) gets its ``direction``, how many seeds ``agree`` in sign and the
+    ``prediction95`` interval for one more seed; a model's own ``level`` gets none of them (its sign means nothing)."""
+    iv = crossed_interval(per_image) if per_image is not None else seed_interval(per_seed)
+    out = {**iv.as_dict(), "prediction95": prediction_interval(iv.per_seed)}
+    if per_image is not None:  # for comparison: the t-interval over the seed means, which treats the images as fixed
+        out["seed_t_ci95"] = list(seed_interval(iv.per_seed).ci95 or []) or None
+    if not level:
+        out.update(direction=seed_direction(iv), agree=list(agree_in_sign(iv.per_seed)))
+    return out
+
+
+def _per_image_rows(rows: list[dict]) -> list | None:
+    """The seeds' per-image values of one measure as a (seeds, images) list, or None where a seed lacks them (a run
+    made before they were stored) or the seeds measured different numbers of images."""
+    values = [r.get("per_image") for r in rows]
+    if len(values) < 2 or any(v is None for v in values) or len({len(v) for v in values}) != 1:
+        return None
+    return values
 
 
 def seeds_report(metrics_list: list[dict]) -> dict[str, Any]:
@@ -467,7 +499,7 @@ def seeds_report(metrics_list: list[dict]) -> dict[str, Any]:
 
     Per seed: the image-level paired mean of every cascade − CE comparison (:data:`SEED_MEASURES`) with its
     image-level 95% CI (a description of that seed's two networks). Across seeds (``across``, one entry per measure
-    and per :data:`MODEL_MEASURES`): :func:`cce_core.stats.seed_interval` (``ci95``, ``method``, ...) with its
+    and per :data:`MODEL_MEASURES`): :func:`_across`'s interval (``ci95``, ``method``, ...) with its
     ``direction`` and how many seeds ``agree`` in sign. ``verdicts`` read from ``across`` only
     (:func:`verdict_order`, :func:`verdict_value`); ``tier`` is the lowest of the seeds'. Each seed is paired within
     itself (its own evaluation masks); the seeds must share the mask, k, n, D, width and preset.
@@ -487,7 +519,8 @@ def seeds_report(metrics_list: list[dict]) -> dict[str, Any]:
     measures = [x for x in [*SEED_MEASURES, *MODEL_MEASURES] if x in per_seed[seeds[0]]]
     across = {}
     for x in measures:
-        across[x] = _across([per_seed[s][x]["mean"] for s in seeds if x in per_seed[s]])
+        rows = [per_seed[s][x] for s in seeds if x in per_seed[s]]
+        across[x] = _across([r["mean"] for r in rows], _per_image_rows(rows), level=x in MODEL_MEASURES)
     first = metrics_list[0]
     scale = RunScale(min(int(m["samples_per_model"]) for m in metrics_list), first["bottleneck"], first["width"],
                      min(int(m["train_images"]) for m in metrics_list))
@@ -513,8 +546,13 @@ def seeds_report(metrics_list: list[dict]) -> dict[str, Any]:
 
 def _interval(a: dict) -> SeedInterval:
     """The :class:`cce_core.stats.SeedInterval` of an ``across`` entry."""
-    return SeedInterval(a["mean"], tuple(a["ci95"]) if a["ci95"] is not None else None, a["sd"], a["n_seeds"],
-                        tuple(a["per_seed"]), a["method"], a["df"])
+    fields = ("mean", "ci95", "sd", "n_seeds", "per_seed", "method", "df", "se", "n_images", "p_value")
+    kw = {f: a.get(f) for f in fields}
+    kw["ci95"] = tuple(a["ci95"]) if a["ci95"] is not None else None
+    kw["per_seed"] = tuple(a["per_seed"])
+    if kw["se"] is None and a.get("sd") is not None:  # an entry written before se was stored: the seed t-interval
+        kw["se"] = a["sd"] / a["n_seeds"] ** 0.5
+    return SeedInterval(**kw)
 
 
 def _fmt(x: str, v: float) -> str:
@@ -568,8 +606,71 @@ def seeds_glue(report: dict) -> dict[str, str | int | float]:
         g[f"across_{x}_ci"] = (_ci_text(a["ci95"], f) if a["ci95"] is not None else
                                "none (one seed)" if len(report["seeds"]) == 1 else
                                f"none (seed {report['seeds'][0]} only: its models were trained for one seed)")
-        g[f"across_{x}_agree"] = f"{a['agree'][0]} of {a['agree'][1]}"
+        if "agree" in a:
+            g[f"across_{x}_agree"] = f"{a['agree'][0]} of {a['agree'][1]}"
+        g[f"across_{x}_t_ci"] = (_ci_text(a["seed_t_ci95"], f) if a.get("seed_t_ci95") else
+                                 "none (no per-image values, or one seed)")
     return g
+
+
+def design_components(report: dict, measure: str = "nsd_normalized") -> VarianceComponents:
+    """The run's own seed-level design for the calibration (:func:`cce_core.stats.calibration_table`): the variance
+    components of the seeds' per-image differences in ``measure`` (:func:`seeds_report`). With one seed the seed sd
+    cannot be told from the rest: it is 0 and the per-image spread is all image."""
+    rows = [report["per_seed"][s][measure] for s in report["seeds"]]
+    per_image = _per_image_rows(rows)
+    if per_image is not None:
+        return variance_components(per_image)
+    values = rows[0].get("per_image")
+    if values is None:
+        raise ValueError(f"the seeds' metrics hold no per-image values of {measure} (a run made before they were "
+                         "stored): the design's variance components cannot be read from it")
+    return VarianceComponents(0.0, float(np.std(values, ddof=1)), 0.0, 1, len(values))
+
+
+#: The calibration table's rules: (column prefix, label).
+CALIBRATION_RULES = (("crossed", "seeds and images random (the book's)"), ("t", "t over seed means"),
+                     ("satterthwaite", "single t, Satterthwaite df"), ("image_one_seed", "one seed's image-level CI"),
+                     ("image_every_seed", "every seed's image-level CI"))
+
+
+def calibration_glue(rows: list[dict], comps: VarianceComponents) -> dict[str, str]:
+    """The calibration in words for the report: ``calib_design`` (the simulated design), ``calib_t_vs_crossed``
+    (both seed-level rules under no effect at 5 seeds, with the run's seed sd and with 0) and ``calib_power``
+    (the book's rule at each effect of :func:`cce_core.stats.calibration_table`, 3 and 5 seeds)."""
+    null = {(r["n_seeds"], r["seed_sd_of"]): r for r in rows if r["case"] == "no effect"}
+    five, zero = null[5, "the run"], null[5, "zero"]
+    power: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r["case"] != "no effect":
+            power.setdefault(r["case"], {})[r["n_seeds"]] = r["crossed_lower"]
+    return {
+        "calib_design": (f"sd {comps.seed_sd:.4f} between seeds, {comps.image_sd:.4f} between images and "
+                         f"{comps.residual_sd:.4f} for the rest, k = {comps.n_images} images"),
+        "calib_t_vs_crossed": (
+            f"with 5 seeds the t-interval over seed means says \"lower\" under no effect in "
+            f"{100 * five['t_lower']:.1f}% of studies and the book's interval in {100 * five['crossed_lower']:.1f}%; "
+            f"with a seed sd of 0 "
+            f"{100 * zero['t_lower']:.1f}% and {100 * zero['crossed_lower']:.1f}%"),
+        "calib_power": "; ".join(f"{case}: {100 * p[3]:.0f}% with 3 seeds, {100 * p[5]:.0f}% with 5"
+                                 for case, p in power.items()),
+    }
+
+
+def calibration_rows(rows: list[dict]) -> list[dict]:
+    """:func:`cce_core.stats.calibration_table`'s rows for the report: the case, the seed sd, S, and per rule the
+    rate of "lower" (and, under no effect, of "higher") in percent; "–" where a rule does not apply."""
+    out = []
+    for r in rows:
+        null = r["case"] == "no effect"
+        row = {"case": "no effect" if null else f"effect {r['case']}", "seed sd": f"{r['seed_sd']:.4f}",
+               "seeds": r["n_seeds"]}
+        for key, label in CALIBRATION_RULES:
+            lo, hi = r.get(f"{key}_lower"), r.get(f"{key}_higher")
+            row[f"{label}: {'lower / higher' if null else 'lower'} (%)"] = (
+                "–" if lo is None else f"{100 * lo:.1f} / {100 * hi:.1f}" if null else f"{100 * lo:.1f}")
+        out.append(row)
+    return out
 
 
 # --- the reconstruction-loss weighting of the random-block models (issue 11 §2) ----------------------------------
@@ -688,15 +789,36 @@ def nsd_loss_summary(results: dict[int, dict[float, dict]]) -> dict[float, dict]
             for m, (_, _, ratio) in NSD_LOSS_MEASURES.items():
                 if ratio:  # a spread: its ratio to lambda = 0, interval on the log scale (positive bounds)
                     diff[m] = ratio_interval([vals[s][lam][m] / vals[s][0.0][m] for s in seeds])
-                else:
-                    diff[m] = seed_interval([float(np.mean(np.asarray(vals[s][lam][m]) - np.asarray(vals[s][0.0][m])))
-                                             for s in seeds])
+                else:  # the same images for every seed: seeds and images random
+                    d = [np.asarray(vals[s][lam][m]) - np.asarray(vals[s][0.0][m]) for s in seeds]
+                    diff[m] = crossed_interval(d) if len(seeds) > 1 else seed_interval([float(np.mean(d[0]))])
             quality = {q: (diff[q], NSD_LOSS_MEASURES[q][1]) for q in QUALITY}
             entry["diff"] = diff
             entry["verdict"] = {reading: nsd_loss_verdict(diff[f"nsd_{reading}"], quality)
                                 for reading in ("normalized", "standardized")}
         out[lam] = entry
     return out
+
+
+def nsd_loss_calibration_text(results: dict[int, dict[float, dict]], measure: str = "psnr",
+                               n_sims: int = 20_000) -> str:
+    """How often :func:`cce_core.stats.nsd_loss_verdict` would say "supported" or "not supported" when the NSD
+    loss changes no quality measure, with and without Holm's correction (:func:`cce_core.stats.nsd_loss_calibration`),
+    on this run's design: its seeds, its images and the variance components of its per-image ``measure`` differences
+    (the first lambda > 0 against lambda = 0; ``results`` as :func:`nsd_loss_summary` takes them)."""
+    seeds = sorted(results)
+    if len(seeds) < 2:
+        return "With one training seed there is no seed-level verdict, so nothing to calibrate."
+    lam = min(x for x in results[seeds[0]] if x > 0)
+    d = [np.asarray(results[s][lam]["quality"][measure]) - np.asarray(results[s][0.0]["quality"][measure])
+         for s in seeds]
+    comps = variance_components(d)
+    c = nsd_loss_calibration(comps, n_seeds=len(seeds), n_sims=n_sims)
+    return (f"In {n_sims:,} simulated studies of this design ({len(seeds)} seeds, {comps.n_images} images, the "
+            f"variance components of the {measure} differences at λ = {lam:g}) with no effect on any quality "
+            f"measure, the rule says \"supported\" in {100 * c['holm_supported']:.1f}% and \"not supported\" in "
+            f"{100 * c['holm_not_supported']:.1f}% of them (nominal 2.5% each); without Holm's correction it would "
+            f"say so in {100 * c['uncorrected_supported']:.1f}% and {100 * c['uncorrected_not_supported']:.1f}%.")
 
 
 def _interval_text(iv: SeedInterval, ratio: bool) -> str:
@@ -829,7 +951,7 @@ def scale_ladder(points: dict[int, dict[str, dict[str, dict]]], batch_size: int,
     ``points``: per seed, :func:`cce_core.evaluate.ladder_seed`'s per-image values ``{step: {model: {measure:
     [k]}}}``. Per step (ascending): ``samples`` (step x ``batch_size``), ``per_seed`` {seed: {measure: the paired
     mean cascade − CE over the images and its image-level bootstrap 95% CI}},
-    ``paired`` {measure: :func:`cce_core.stats.seed_interval` over the seeds
+    ``paired`` {measure: :func:`cce_core.stats.crossed_interval` over the seeds' per-image differences
     with ``direction``, ``agree``, ``prediction95`` (one more seed) and the ``verdict`` sentence
     (:func:`verdict_order` at that point's tier)}, and ``models`` {model: {measure: seed interval of the model's own
     mean}}. Every seed must have measured every step."""
@@ -850,12 +972,14 @@ def scale_ladder(points: dict[int, dict[str, dict[str, dict]]], batch_size: int,
             entry["per_seed"][s] = {x: {"mean": float(d.mean()), "ci95": list(bootstrap_ci(d, seed=s))}
                                     for x, d in diffs.items()}
         for x, good in LADDER_MEASURES.items():
-            a = _across([entry["per_seed"][s][x]["mean"] for s in seeds])
+            per_image = [np.subtract(rows[s][cce][x], rows[s][ce][x]).tolist() for s in seeds]
+            a = _across([entry["per_seed"][s][x]["mean"] for s in seeds], per_image if len(seeds) > 1 else None)
             a["verdict"] = verdict_order(a, None, scale, SEED_MEASURES.get(x, x), good, _FORMAT.get(x, "+.4f"))
             entry["paired"][x] = a
         for m in models:
-            entry["models"][m] = {x: seed_interval([float(np.mean(rows[s][m][x])) for s in seeds]).as_dict()
-                                  for x in LADDER_MEASURES}
+            entry["models"][m] = {x: _across([float(np.mean(rows[s][m][x])) for s in seeds],
+                                             [list(rows[s][m][x]) for s in seeds] if len(seeds) > 1 else None,
+                                             level=True) for x in LADDER_MEASURES}
         out.append(entry)
     return out
 
@@ -891,3 +1015,28 @@ def ladder_summary(ladder: list[dict], measure: str = "nsd_normalized") -> str:
     return (f"Along training, cascade − CE in {SEED_MEASURES[measure]} (mean over {last['n_seeds']} seeds, seed-level "
             f"95% CI): {at(first)}; {at(last)}. One more seed trained for {last['samples']:,} samples should land in "
             f"{_ci_text(pred, f)} (95% prediction interval).")
+
+
+def seed_metrics_of(generated: str | Path) -> list[dict]:
+    """The seeds' ``metrics.json`` of a run's ``generated/`` folder: the book's seed first, then ``seed*/``."""
+    generated = Path(generated)
+    others = sorted(generated.glob("seed*/metrics.json"), key=lambda p: int(p.parent.name[4:]))
+    return load_seed_metrics([generated / "metrics.json", *others])
+
+
+if __name__ == "__main__":  # python -m cce_core.report RUN/generated: the headline and the calibration of its design
+    import sys
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m cce_core.report RUN/generated")
+    ms = seed_metrics_of(sys.argv[1])
+    rep = seeds_report(ms)
+    d = _per_image_rows([rep["per_seed"][s]["nsd_normalized"] for s in rep["seeds"]])
+    t, crossed = seed_interval([m for m in np.mean(d, 1)]), rep["across"]["nsd_normalized"]
+    print(f"cascade − CE, BN-normalised NSD, {len(ms)} seeds: {crossed['mean']:+.5f}; t over seed means "
+          f"{_ci_text(t.ci95, '+.5f')}; {crossed['method']} {_ci_text(crossed['ci95'], '+.5f')}")
+    comps = design_components(rep)
+    print(f"design: {comps}")
+    for row in calibration_rows(calibration_table(comps, rep["across"]["ce128_nsd_normalized"]["mean"])):
+        print(" | ".join(str(v) for v in row.values()))
+    print(nsd_loss_calibration(comps))

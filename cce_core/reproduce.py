@@ -36,10 +36,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .checkpoint import atomic_write_text
 from .config import PRESETS, TrainConfig, ladder_steps
 from .data import describe_sources
 from .plots import compact_image, is_photographic, jpeg_bytes, palette_png, same_figure
-from .provenance import REPO, provenance, resolve_device
+from .provenance import REPO, SOURCES, provenance, resolve_device, uncommitted
 from .report import RunScale
 from .runs import NSD_LOSS_MODELS, NSD_LOSS_WEIGHTS, ensure_nsd_runs, ensure_run, run_name
 from .stats import MIN_SAMPLES
@@ -154,7 +155,13 @@ IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
 
 
 def _figure_files(folder: Path) -> dict[Path, Image.Image]:
-    return {f: Image.open(f) for f in sorted((folder / "figures").glob("*")) if f.suffix in (".jpg", ".png")}
+    """The figures in ``folder/figures`` (.jpg, .png), each read into memory and its file closed."""
+    files = {}
+    for f in sorted((folder / "figures").glob("*")):
+        if f.suffix in (".jpg", ".png"):
+            with Image.open(f) as im:
+                files[f] = im.copy()  # loaded: usable after the file is closed
+    return files
 
 
 def saved_in(source: str, files: list[Path]) -> list[Path]:
@@ -411,7 +418,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
               pack: str | Path | None = None, seeds: list[int] | None = None, fast: bool = False,
               nsd_loss: bool = False, loss_variants: bool = False, central_once: bool = False, ladder: bool = False,
               train_only: bool = False, nsd_loss_seeds: list[int] | None = None,
-              notebooks: list[str] | None = None) -> Path:
+              notebooks: list[str] | None = None, allow_dirty: bool = False) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
@@ -433,13 +440,13 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     :func:`cce_core.config.ladder_steps`): ``notebooks/scale_ladder`` adds ``scale_ladder`` to ``metrics.json``.
     ``train_only``: stop after the trainings (``run.json`` status "trained"; executed notebooks are kept); the same
     call without it reuses them. ``notebooks`` (of :data:`NOTEBOOK_NAMES`): execute only these, keep the others.
-    All inputs are checked first (one-line ValueError / FileNotFoundError); a failing step afterwards raises
-    :class:`ReproductionFailed` once what exists is recorded in ``run.json`` and packed.
-
+    All inputs are checked first (one-line ValueError / FileNotFoundError; uncommitted code unless ``allow_dirty``);
+    a failing step afterwards raises :class:`ReproductionFailed` once what exists is in ``run.json`` and packed.
     The stages: :func:`check_inputs`, :func:`prepare_out`, :func:`train_models`, :func:`run_evaluation`, the book.
     """
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
-                        nsd_loss, loss_variants, central_once, ladder, train_only, nsd_loss_seeds, notebooks)
+                        nsd_loss, loss_variants, central_once, ladder, train_only, nsd_loss_seeds, notebooks,
+                        allow_dirty)
     prepare_out(plan)
     announce(plan)
     recorder = Recorder(plan)
@@ -559,14 +566,13 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
                  pack: str | Path | None, seeds: list[int] | None, fast: bool, nsd_loss: bool,
                  loss_variants: bool, central_once: bool = False, ladder: bool = False,
                  train_only: bool = False, nsd_loss_seeds: list[int] | None = None,
-                 notebooks: list[str] | None = None) -> Plan:
+                 notebooks: list[str] | None = None, allow_dirty: bool = False) -> Plan:
     """Every input of :func:`reproduce` checked (one-line ValueError / FileNotFoundError) before anything is
-    written: preset, seeds, device, data sources, ``out`` and ``pack``, the budget, papermill, the notebooks."""
+    written: preset, seeds, device, data sources, ``out`` and ``pack``, the budget, papermill, the notebooks,
+    and last the code (:func:`_check_code`)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    seeds = list(seeds) if seeds else [seed]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds repeats a seed: {seeds}")
+    seeds = _check_seeds(list(seeds) if seeds else [seed], nsd_loss_seeds)
     resolve_device(device)
     data = _resolved(data or ["embedded"])
     if eval_data is None:
@@ -594,6 +600,9 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     if ladder:
         if len(seeds) < 2:
             raise ValueError("--ladder compares seeds at each training length: give --seeds with 2 or more seeds")
+        if time_budget is not None:
+            raise ValueError("--ladder needs every training at its full length (its snapshots a factor 2 apart), "
+                             "which --time-budget cuts: use one or the other")
         ladder_steps(PRESETS[preset]["steps"], PRESETS[preset].get("snapshot_every"), LADDER_POINTS)  # or ValueError
     reserve = EVAL_RESERVE_S[preset] * (1 + EXTRA_SEED_EVAL * (len(seeds) - 1))
     if time_budget is not None and time_budget <= reserve:
@@ -604,6 +613,7 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     if stale:
         raise ValueError(f"notebooks/*.ipynb out of date with their .py ({', '.join(stale)}): run make sync")
     sources = _check_sources(preset, data, eval_data, ood_data)
+    _check_code(allow_dirty)
     budget = Budget(time_budget, reserve, MODEL_OVERHEAD_S[preset]) if time_budget else None
     return Plan(preset, seeds, data, eval_data, ood_data, out, device, force, pack, fast, nsd_loss, loss_variants,
                 sources, budget, central_once, ladder, train_only,
@@ -629,6 +639,27 @@ def _check_notebooks(notebooks: list[str], out: Path, train_only: bool, force: b
         raise ValueError("--notebooks nsd_loss needs --nsd-loss or --nsd-loss-seeds (its models)")
     if "scale_ladder" in notebooks and not ladder:
         raise ValueError("--notebooks scale_ladder needs --ladder")
+
+
+def _check_seeds(seeds: list[int], nsd_loss_seeds: list[int] | None) -> list[int]:
+    """The seeds, checked: distinct and not negative (the random streams derive from them)."""
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds repeats a seed: {seeds}")
+    negative = [s for s in [*seeds, *(nsd_loss_seeds or [])] if s < 0]
+    if negative:
+        raise ValueError(f"seeds must be 0 or more, got {negative[0]}")
+    return seeds
+
+
+def _check_code(allow_dirty: bool) -> None:
+    """The library and notebooks are the commit's (:func:`cce_core.provenance.uncommitted`), unless
+    ``allow_dirty``; a tree outside a git checkout (the GPU box's, its commit in ``.carry/COMMIT``) passes."""
+    changes = uncommitted()
+    if changes and not allow_dirty:
+        shown = ", ".join(c[3:] for c in changes[:3]) + (", ..." if len(changes) > 3 else "")
+        raise ValueError(f"{' and '.join(f'{s}/' for s in SOURCES)} differ from the commit ({len(changes)} "
+                         f"uncommitted: {shown}): commit them, or pass --allow-dirty (the provenance then says "
+                         "-dirty)")
 
 
 def _check_papermill() -> None:
@@ -694,7 +725,7 @@ class Recorder:
                                   "training_shares_seconds": p.budget.shares}
         if self.error is not None:
             rec["error"] = f"{type(self.error).__name__}: {self.error}"
-        (p.generated / "run.json").write_text(json.dumps(rec, indent=2))
+        atomic_write_text(p.generated / "run.json", json.dumps(rec, indent=2))
         if p.pack:
             size = write_pack(p.generated, p.pack)
             print(f"[reproduce] packed {p.generated} in {p.pack} ({size / 2**20:.2f} MiB)", flush=True)

@@ -50,12 +50,15 @@ from .batches import MaskStream, make_generator, make_mask_stream, next_batch
 from .cascade import CascadeContextEncoder
 from .checkpoint import (
     atomic_save,
+    atomic_write_text,
     build_models,
     ce64_from,
     config_from,
+    drop_snapshots,
     kept_ce64,
     load_checkpoint,
     model_state,
+    read_log,
     save_snapshot,
 )
 from .config import RESUMABLE, TrainConfig, native_bf16_cpu
@@ -363,7 +366,7 @@ class Run:
             meta = json.loads(self.files.config.read_text())
             meta["config"] = portable_config(asdict(cfg))
             meta["cut_by_time"] = {"steps": step, "planned_steps": cfg.planned_steps, "time_limit_s": time_limit}
-            self.files.config.write_text(json.dumps(meta, indent=2))
+            atomic_write_text(self.files.config, json.dumps(meta, indent=2))
 
 
 def _cascade(cfg: TrainConfig, g: ContextEncoder,
@@ -439,7 +442,8 @@ def _restore(run: Run, ckpt: dict, same_streams: bool, rank: int) -> None:
 def load_data(run: Run, progress: bool, global_batch: bool) -> torch.Tensor:
     """The training images (on the device with ``data_on_device``). Only now, with the 64 CE and the data
     valid, does rank 0 write the run directory: a new run's ``config.json`` and empty log (deleting a previous
-    run's files, ``force``), or for a resumed one the log cut back to the checkpoint and the configuration resumed."""
+    run's files and snapshots, ``force``), or for a resumed one the log and the snapshots cut back to the checkpoint
+    and the configuration resumed."""
     cfg, files = run.cfg, run.files
     data = load_images(cfg.data, limit=cfg.limit, embedded_count=cfg.embedded_count, seed=cfg.seed,
                        purpose=TRAIN_CROPS, max_bad_fraction=cfg.max_bad_fraction, progress=progress,
@@ -448,6 +452,7 @@ def load_data(run: Run, progress: bool, global_batch: bool) -> torch.Tensor:
     if run.main and not run.resumed:
         for p in (files.checkpoint, files.log, files.config):
             p.unlink(missing_ok=True)
+        drop_snapshots(files.out)  # else snapshots() would list the old run's
         meta = {"config": portable_config(asdict(cfg)),
                 "data": {"description": data.description, "images": len(data),
                          "skipped": {k: len(v) for k, v in data.skipped.items()},
@@ -456,16 +461,17 @@ def load_data(run: Run, progress: bool, global_batch: bool) -> torch.Tensor:
         if run.world is not None:
             meta["distributed"] = {"world_size": run.world.size, "backend": run.world.backend,
                                    "global_batch": global_batch}
-        files.config.write_text(json.dumps(meta, indent=2))
+        atomic_write_text(files.config, json.dumps(meta, indent=2))
         files.log.write_text("")
-    elif run.main:  # drop log records written after the checkpoint; config.json gets the configuration resumed
-        lines = [ln for ln in files.log.read_text().splitlines() if ln and json.loads(ln)["step"] <= run.start]
-        files.log.write_text("".join(ln + "\n" for ln in lines))
+    elif run.main:  # drop log records and snapshots after the checkpoint; config.json gets the configuration resumed
+        records = [rec for rec in read_log(files.out) if rec["step"] <= run.start]
+        files.log.write_text("".join(json.dumps(rec) + "\n" for rec in records))
+        drop_snapshots(files.out, after=run.start)
         if files.config.exists():
             meta = json.loads(files.config.read_text())
             meta["config"] = portable_config(asdict(cfg))
             meta.pop("cut_by_time", None)
-            files.config.write_text(json.dumps(meta, indent=2))
+            atomic_write_text(files.config, json.dumps(meta, indent=2))
     return images
 
 

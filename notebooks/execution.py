@@ -19,12 +19,14 @@
 # %% tags=["parameters", "remove-cell"]
 run_json = "../book/generated/run.json"  # the run's record, relative to this notebook
 
-# %% tags=["hide-input", "nbval-ignore-output"]
+# %% tags=["hide-input", "nbval-ignore-output"] mystnb={"markdown_format": "myst"}
 import json
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import Markdown, display
 
+from cce_core.provenance import dirty_warning
 from cce_core.report import execution_rows, training_rows
 
 PADDED = [{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}]
@@ -36,6 +38,8 @@ calls = [*run.get("earlier_calls", []), run]
 print(f"run: preset {run['preset']}, seeds {', '.join(map(str, run['seeds']))}; {run['status']} in "
       f"{sum(c['total_wall_seconds'] for c in calls) / 60:.1f} min over {len(calls)} call(s) on {prov['device']} "
       f"(torch {prov['torch']}, Python {prov['python']}, last call at commit {prov['commit'][:7]}, {prov['date'][:10]})")
+if dirty_warning(prov):  # the last call ran from uncommitted code: said on the page
+    display(Markdown(dirty_warning(prov)))
 
 # %% [markdown]
 # ## The notebooks

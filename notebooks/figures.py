@@ -165,5 +165,12 @@ for mk in ("central", "random_blocks"):
 # %% [markdown]
 # ## Provenance
 
-# %% tags=["nbval-ignore-output"]
-print(json.dumps({"preset": preset, "seed": seed, "eval_data": [Path(d).name for d in eval_data], "k": len(images), **provenance(dev)}, indent=1))
+# %% tags=["nbval-ignore-output"] mystnb={"markdown_format": "myst"}
+from IPython.display import Markdown, display
+
+from cce_core.provenance import dirty_warning
+
+prov = provenance(dev)
+if dirty_warning(prov):  # made from uncommitted code: said on the page
+    display(Markdown(dirty_warning(prov)))
+print(json.dumps({"preset": preset, "seed": seed, "eval_data": [Path(d).name for d in eval_data], "k": len(images), **prov}, indent=1))

@@ -63,6 +63,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import Markdown, display
 
 from cce_core.checkpoint import load_checkpoint, read_log
 from cce_core.data import EVAL_CROPS, load_images, to_float
@@ -70,8 +71,9 @@ from cce_core.evaluate import eval_masks, evaluate_nsd_runs, hole_quality, inpai
 from cce_core.glue import glue
 from cce_core.masks import fill_hole
 from cce_core.plots import FIG_WIDTH_IN, eval_images_note, image_grid, save_figure, show_grid, use_book_style
-from cce_core.provenance import resolve_device
+from cce_core.provenance import dirty_warning, provenance, resolve_device
 from cce_core.report import (
+    nsd_loss_calibration_text,
     nsd_loss_findings,
     nsd_loss_rows,
     nsd_loss_summary,
@@ -120,7 +122,7 @@ glue("nsdloss_q", q, display=False)
 # the same $n =$ {glue:text}`nsdloss_n` NSD masks and the first $q =$ {glue:text}`nsdloss_q` of them for the
 # inpainting quality.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output"] mystnb={"markdown_format": "myst"}
 checkpoints = {model: {s: ensure_nsd_runs(rd, lambdas, preset, data, seed=s, device=device, nsd_masks=nsd_masks,
                                           model=model, cwd=folder)
                        for s, rd, folder in zip(seeds, runs_dirs, seed_folders)} for model in NSD_LOSS_MODELS}
@@ -135,6 +137,8 @@ glue("nsdloss_run_scale", line, display=False)
 glue("nsdloss_eval_note", eval_images_note(data, eval_data), display=False)
 print(f"Run scale: {line}.")
 print(f"Evaluation images: {eval_images_note(data, eval_data)}.")
+if dirty_warning(provenance(dev)):  # evaluated with uncommitted code: said on the page
+    display(Markdown(dirty_warning(provenance(dev))))
 
 # %% [markdown]
 # ## Training: the penalty, the weight norm and the variance ratio
@@ -207,9 +211,12 @@ table
 #
 # The rule (`cce_core.stats.nsd_loss_verdict`), at the seed level: the belief is supported for a weight $\lambda$
 # when the seed-level 95% interval of the paired NSD difference ($\lambda$ − 0) lies below zero **and** at least
-# one inpainting measure (in-hole L1, PSNR, SSIM) is better with none worse (each judged by its own seed-level
-# interval). With one training seed there is no seed-level interval, and the verdict describes the two trained
-# networks only. It is given for both NSD readings; the eval-standardised one cannot be lowered by a lagging
+# one inpainting measure (in-hole L1, PSNR, SSIM) is better with none worse. Every seed is measured on the same
+# images, so each interval has both the seeds and the images random (`cce_core.stats.crossed_interval`); the three
+# quality measures are one family, judged with Holm's correction (a measure counts as better or worse only where
+# the step-down rule rejects at a family-wise 5%), so that three chances to find a difference do not triple the
+# rate of false verdicts. With one training seed there is no seed-level interval, and the verdict describes the two
+# trained networks only. It is given for both NSD readings; the eval-standardised one cannot be lowered by a lagging
 # running variance.
 
 # %% tags=["nbval-ignore-output"]
@@ -221,6 +228,12 @@ for model in NSD_LOSS_MODELS:
         verdicts[model, lam] = text = nsd_loss_verdict_text(e, lam)
         glue(f"nsdloss_verdict_{model}_{key(lam)}", text, display=False)
         print(f"{NAMES[model]}, {text}")
+calibration_text = nsd_loss_calibration_text(results[NSD_LOSS_MODELS[0]])
+glue("nsdloss_calibration", calibration_text, display=False)
+print(calibration_text)
+
+# %% [markdown]
+# How often the rule errs on this run's own design: {glue:text}`nsdloss_calibration`
 
 # %% [markdown]
 # ## What the run shows

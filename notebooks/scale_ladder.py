@@ -53,11 +53,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from cce_core.config import ladder_steps
-from cce_core.data import EVAL_CROPS, load_images
-from cce_core.evaluate import eval_masks, ladder_seed
+from cce_core.evaluate import eval_images, eval_masks, ladder_seed
 from cce_core.glue import glue
 from cce_core.plots import FIG_WIDTH_IN, forest_plot, ladder_lines, save_figure, use_book_style
-from cce_core.provenance import provenance, resolve_device
+from cce_core.provenance import dirty_warning, provenance, resolve_device
 from cce_core.report import LADDER_MEASURES, SEED_MEASURES, ladder_rows, ladder_summary, run_info, scale_ladder
 from cce_core.runs import ensure_nsd_runs
 from cce_core.stats import PAPER_EFFECT
@@ -86,32 +85,41 @@ info = run_info(runs[seeds[0]]["ce128"] / "config.json")
 config = json.loads((runs[seeds[0]]["ce128"] / "config.json").read_text())["config"]
 steps = ladder_steps(config["steps"], config["snapshot_every"], points)
 samples = [st * info["batch_size"] for st in steps]
-images = load_images(eval_data, limit=k, embedded_count=k, seed=seed, purpose=EVAL_CROPS, progress=False)
+eval_sets = {s: eval_images(eval_data, k, s) for s in seeds}  # each seed's own, as on its NSD page
+images = eval_sets[seeds[0]]
 print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); ladder: steps {steps} = {samples} image samples per model "
       f"(batch {info['batch_size']}); D = {info['bottleneck']}, width {info['width']}; trained on {info['train_data']}")
-print(f"measured on {len(images)} images from {images.description}, each seed's first {n} evaluation masks "
-      f"(random blocks), quality on the first {q} of them; device {dev}")
+print(f"measured on each seed's evaluation images ({len(images)} from {images.description} for seed {seeds[0]}), "
+      f"each seed's first {n} evaluation masks (random blocks), quality on the first {q} of them; device {dev}")
 
 # %% [markdown]
 # ## Every snapshot of every seed, measured
 #
 # Each seed has its own evaluation masks (the stream of `cce_core.evaluate.eval_masks`, apart from its training
-# masks); within a seed the CE and the cascade see the same images and masks at every point, so the difference is
-# paired image by image. The measurements are kept beside each seed's runs (`ladder-k<k>-n<n>.json`), so an
-# interrupted ladder resumes where it stopped.
+# masks) and the evaluation images of its NSD page (`cce_core.evaluate.eval_images`: a stored set's for every seed,
+# or with embedded photos the seed's own crops); within a seed the CE and the cascade see the same images and masks
+# at every point, so the difference is paired image by image. The measurements are kept beside each seed's runs
+# (`ladder-k<k>-n<n>.json`), so an interrupted ladder resumes where it stopped; each point records the commit, the
+# code and the checkpoint that measured it (`measured` in `ladder.json`), and a changed checkpoint or code is
+# measured again.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output"] mystnb={"markdown_format": "myst"}
 per_seed_points = {}
 for s, rd, folder in zip(seeds, runs_dirs, seed_folders):
     masks = eval_masks("random_blocks", n, seed=s)
-    per_seed_points[s] = ladder_seed(runs[s], steps, images.images, masks, masks[:q], dev,
+    per_seed_points[s] = ladder_seed(runs[s], steps, eval_sets[s].images, masks, masks[:q], dev,
                                      cache=Path(folder) / rd / f"ladder-k{len(images)}-n{n}.json")
 ladder = scale_ladder(per_seed_points, info["batch_size"], info["bottleneck"], info["width"], info["train_images"])
+for e in ladder:  # what measured each point's values (the ladder cache's record): commit, code, checkpoint
+    e["measured"] = {s: {m: per_seed_points[s][str(e["step"])][m]["measured"] for m in MODELS} for s in seeds}
 record = {"steps": steps, "samples": samples, "k": len(images), "n": n, "q": q, "seeds": seeds,
-          "eval_data": images.description, "train_data": info["train_data"], "points": ladder,
+          "eval_data": "; ".join(dict.fromkeys(im.description for im in eval_sets.values())),
+          "train_data": info["train_data"], "points": ladder,
           "cascade_64": "each cascade's 64 CE is the one trained for the whole run (the ladder counts the 128 stage)",
           "summary": ladder_summary(ladder), "provenance": provenance(dev)}
 _ = Path(ladder_path).write_text(json.dumps(record, indent=1))
+if dirty_warning(record["provenance"]):  # measured with uncommitted code: said on the page
+    display(Markdown(dirty_warning(record["provenance"])))
 assert [e["samples"] for e in ladder] == samples and all(e["n_seeds"] == len(seeds) for e in ladder)
 
 # %% [markdown]

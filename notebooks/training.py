@@ -60,7 +60,9 @@ runs = {(model, mask): ensure_run(runs_dir, model, mask, preset, data, seed=seed
 # bottleneck D and the base width of the networks, the training images, and the time of the training loop with
 # its throughput (from the log's images/s).
 
-# %% tags=["hide-input", "nbval-ignore-output"]
+# %% tags=["hide-input", "nbval-ignore-output"] mystnb={"markdown_format": "myst"}
+from cce_core.provenance import dirty_warning
+
 rows = pd.DataFrame([run_summary(run) for run in runs.values()])
 rows["model"] = rows["model"].map(MODEL_NAMES)
 rows["mask"] = rows["mask"].map(MASK_NAMES)
@@ -70,6 +72,9 @@ glue("training_runs", table.style.format({"samples": "{:,}", "planned samples": 
                                           "images/s": "{:.0f}"}).hide(axis="index"))
 glue("training_samples", f"{int(rows['samples'].min()):,}" + ("" if rows["samples"].nunique() == 1
                                                              else f"–{int(rows['samples'].max()):,}"), display=False)
+dirty = [w for run in runs.values() if (w := dirty_warning(json.loads((run / "config.json").read_text())["provenance"]))]
+if dirty:  # a run trained from uncommitted code: said on the page
+    display(Markdown(dirty[0]))
 
 # %% [markdown]
 # ## Loss curves, the CE against the cascade

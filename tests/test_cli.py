@@ -179,3 +179,76 @@ def test_bad_fraction_error_names_a_real_option(tmp_path: Path, capsys):
     options = {a for s in build_parser()._actions[1].choices.values() for a in s._option_string_actions}
     assert "--max-bad-fraction" in options
     assert str(e.value).count("\n") == 0
+
+
+def test_reproduce_refuses_ladder_with_time_budget(capsys, tmp_path: Path, monkeypatch):
+    """--ladder needs every training at its full length (its snapshots a factor 2 apart), which --time-budget cuts:
+    refused at the start, not after the trainings (in config.ladder_steps)."""
+    import cce_core.reproduce as rp
+
+    def reached(plan):
+        raise AssertionError("the reproduction started")
+
+    monkeypatch.setattr(rp, "prepare_out", reached)
+    out = tmp_path / "out"
+    err = fails(capsys, "reproduce", "--preset", "study", "--seeds", "0", "1", "--ladder", "--time-budget", "5000",
+                "--out", str(out))
+    assert "--ladder" in err and "--time-budget" in err
+    assert not out.exists()
+
+
+def test_negative_seeds_are_refused_at_the_start(capsys, tmp_path: Path):
+    """A negative seed: one line naming the option, exit 2, nothing written, an earlier reproduction's folder left
+    as it was (a full call would have deleted its generated/)."""
+    from cce_core.reproduce import MARKER, check_inputs
+
+    out = tmp_path / "out"
+    (out / "generated").mkdir(parents=True)
+    (out / MARKER).write_text("written by python -m cce_core reproduce\n")
+    (out / "generated" / "run.json").write_text('{"status": "complete"}')
+    before = snapshot(out)
+    assert "--seed" in fails(capsys, "reproduce", "--seed", "-1", "--out", str(out), "--device", "cpu")
+    assert "--seeds" in fails(capsys, "reproduce", "--seeds", "0", "-1", "--out", str(out), "--device", "cpu")
+    assert snapshot(out) == before
+    assert "--seed" in fails(capsys, "train", "--model", "ce64", "--seed", "-1", "--out", str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    assert "--seed" in fails(capsys, "nsd", "--checkpoint", str(tmp_path / "nope"), "--data", "embedded",
+                             "--seed", "-1")
+    with pytest.raises(ValueError, match="seed"):  # the library refuses it too, before writing
+        check_inputs("smoke", None, None, None, tmp_path / "lib", "cpu", -1, False, None, None, None, False, False,
+                     False)
+    assert not (tmp_path / "lib").exists()
+
+
+def test_every_preset_of_config_is_a_choice():
+    from cce_core.config import PRESETS
+
+    parser = build_parser()
+    subs = parser._actions[1].choices
+    for name in ("train", "reproduce"):
+        preset = next(a for a in subs[name]._actions if a.dest == "preset")
+        assert list(preset.choices) == list(PRESETS), name
+    a = parser.parse_args(["train", "--model", "ce64", "--preset", "study", "--out", "x"])
+    assert a.preset == "study"
+
+
+def test_help_says_what_the_options_do():
+    """The help texts say what the code does: the embedded evaluation crops come from their own derived stream
+    (not seed + 1000), and --fast on a CPU keeps fp32 (config.FAST_PICKS_CPU_BF16 is off)."""
+    from cce_core.config import FAST_PICKS_CPU_BF16
+
+    subs = build_parser()._actions[1].choices
+    helps = {(name, a.dest): a.help or "" for name, sub in subs.items() for a in sub._actions}
+    assert "seed + 1000" not in helps[("nsd", "data")]
+    assert "'evaluation crops'" in helps[("nsd", "data")]
+    assert not FAST_PICKS_CPU_BF16
+    for name in ("train", "reproduce"):
+        text = helps[(name, "fast")]
+        assert "native bf16 bf16 autocast" not in text, name
+        assert "on a CPU fp32" in text and "cuDNN autotuning" in text and "FAST_PICKS_CPU_BF16" in text, name
+
+
+def test_nsd_needs_two_masks_before_loading_the_model(capsys, tmp_path: Path):
+    # the checkpoint does not exist: naming --masks proves the count was checked first
+    err = fails(capsys, "nsd", "--checkpoint", str(tmp_path / "nope"), "--data", "embedded", "--masks", "1")
+    assert "--masks" in err and "at least 2" in err

@@ -55,8 +55,8 @@ def test_ladder_seed_resumes_from_its_cache_and_refuses_other_images(smoke_runs,
     cache = tmp_path / "ladder.json"
     first = ladder_seed(runs, [5, 10], images, masks, masks[:1], cache=cache)
     assert set(first) == {"5", "10"} and set(first["5"]) == {"a", "b"}
-    assert set(first["5"]["a"]) == {f"nsd_{r}" for r in evaluate.READINGS} | set(evaluate.QUALITY)
-    assert all(len(v) == 3 for v in first["10"]["b"].values())
+    assert set(first["5"]["a"]) == {f"nsd_{r}" for r in evaluate.READINGS} | set(evaluate.QUALITY) | {"measured"}
+    assert all(len(v) == 3 for x, v in first["10"]["b"].items() if x != "measured")
     assert first["5"]["a"]["psnr"] != first["10"]["a"]["psnr"]  # two different snapshots were measured
 
     def no_model(*args, **kwargs):
@@ -141,7 +141,8 @@ def test_seeds_report_keeps_a_measure_of_the_first_seed_only():
 
 def test_reproduce_refuses_a_ladder_it_cannot_make(tmp_path):
     args = dict(data=None, eval_data=None, ood_data=None, out=tmp_path / "o", device="cpu", seed=0, force=False,
-                time_budget=None, pack=None, fast=False, nsd_loss=False, loss_variants=False, ladder=True)
+                time_budget=None, pack=None, fast=False, nsd_loss=False, loss_variants=False, ladder=True,
+                allow_dirty=True)
     with pytest.raises(ValueError, match="2 or more seeds"):
         check_inputs("study", seeds=[0], **args)
     with pytest.raises(ValueError, match="no ladder"):
@@ -151,7 +152,7 @@ def test_reproduce_refuses_a_ladder_it_cannot_make(tmp_path):
 
 def test_nsd_loss_seeds_are_a_subset_of_the_seeds(tmp_path):
     args = dict(data=None, eval_data=None, ood_data=None, out=tmp_path / "o", device="cpu", seed=0, force=False,
-                time_budget=None, pack=None, fast=False, nsd_loss=False, loss_variants=False)
+                time_budget=None, pack=None, fast=False, nsd_loss=False, loss_variants=False, allow_dirty=True)
     plan = check_inputs("study", seeds=[0, 1, 2, 3], nsd_loss_seeds=[2, 0], **args)
     assert plan.nsd_loss and plan.nsd_loss_seeds == [0, 2]  # in the order of --seeds
     assert check_inputs("study", seeds=[0, 1], **{**args, "nsd_loss": True}).nsd_loss_seeds == [0, 1]
@@ -163,7 +164,8 @@ def test_nsd_loss_seeds_are_a_subset_of_the_seeds(tmp_path):
 
 def test_train_only_with_central_once_trains_the_central_models_for_the_first_seed(tmp_path, one_thread):
     out = tmp_path / "run"
-    reproduce("smoke", out=out, seeds=[0, 1], central_once=True, train_only=True, book=False, device="cpu")
+    reproduce("smoke", out=out, seeds=[0, 1], central_once=True, train_only=True, book=False, device="cpu",
+              allow_dirty=True)
     run = json.loads((out / "generated" / "run.json").read_text())
     assert run["status"] == "trained" and run["central_once"]
     assert set(run["training"]["seed0"]) == {f"{m}-{mk}" for m in ("ce64", "ce128", "cce128")

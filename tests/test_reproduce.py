@@ -1,5 +1,6 @@
 """The reproduction end to end, as the GPU box runs it (on the CPU, smoke preset), and the re-run page's steps."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from PIL import Image
 
 import cce_core.reproduce as rp
 import cce_core.runs as runs_mod
+from cce_core.provenance import uncommitted
 from cce_core.reproduce import (
     EVAL_RESERVE_S,
     TRAIN_ORDER,
@@ -74,7 +76,7 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
     budget = EVAL_RESERVE_S["smoke"] + 1  # leaves under a second for six trainings: each one is cut
     r = subprocess.run([sys.executable, "-m", "cce_core", "reproduce", "--preset", "smoke", "--device", "cpu",
                         "--data", "embedded", "--eval-data", "embedded", "--ood-data", str(ood), "--out", str(out),
-                        "--no-book", "--fast", "--pack", str(pack), "--time-budget", str(budget)],
+                        "--no-book", "--fast", "--pack", str(pack), "--time-budget", str(budget), "--allow-dirty"],
                        capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert git_state() == before  # a reproduction writes only under its --out (and the archive)
@@ -102,6 +104,8 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
     assert run["time_budget"]["seconds"] == budget and len(run["time_budget"]["training_shares_seconds"]) == 6
     assert any(t["samples"] < t["planned_samples"] for t in training.values()), training
     assert run["fast"] is True
+    if uncommitted():  # run with --allow-dirty from a changed library or notebooks: the provenance says so
+        assert run["provenance"]["commit"].endswith("-dirty")
     notebook = json.loads((generated / "nsd_eval.ipynb").read_text())
     injected = next(c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
     assert str(tmp_path) not in "".join(injected["source"])  # notebooks get paths relative to generated/
@@ -110,8 +114,10 @@ def test_gpu_command_on_the_cpu_with_a_cut_budget(tmp_path):
     figures_nb = json.loads((generated / "figures.ipynb").read_text())  # figures shown once: the saved files
     data = [o.get("data", {}) for c in figures_nb["cells"] for o in c.get("outputs", [])]
     saved = ["fig1_pipeline.jpg", "fig2_latent.png", "fig3_distances.jpg", "fig4_central.jpg", "fig4_random_blocks.jpg"]
-    assert ["".join(d["text/markdown"]) for d in data if "text/markdown" in d] == [
-        f"![{Path(n).stem}](figures/{n})" for n in saved]
+    markdown = ["".join(d["text/markdown"]) for d in data if "text/markdown" in d]
+    warnings = [m for m in markdown if m.startswith(":::{warning}")]  # the provenance of uncommitted code
+    assert len(warnings) == run["provenance"]["commit"].endswith("-dirty")
+    assert [m for m in markdown if m not in warnings] == [f"![{Path(n).stem}](figures/{n})" for n in saved]
     assert not any(k.startswith("image/") for d in data for k in d)
 
     html = build_book(generated, tmp_path / "book")  # what `make adopt` + `make book` do with an archive
@@ -143,7 +149,7 @@ def test_failed_notebook_still_packs_and_exits_nonzero(tmp_path, monkeypatch):
     monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
     pack = tmp_path / "run.tar.gz"
     with pytest.raises(ReproductionFailed, match="boom.*packed in"):
-        reproduce(preset="smoke", out=tmp_path / "out", book=False, time_budget=1000, pack=pack)
+        reproduce(preset="smoke", out=tmp_path / "out", book=False, allow_dirty=True, time_budget=1000, pack=pack)
     with tarfile.open(pack) as tar:
         names = set(tar.getnames())
         run = json.load(tar.extractfile("generated/run.json"))
@@ -167,7 +173,7 @@ def test_sigterm_still_records_and_packs(tmp_path, monkeypatch):
     monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
     pack = tmp_path / "run.tar.gz"
     with pytest.raises(ReproductionFailed, match="SIGTERM"):
-        reproduce(preset="smoke", out=tmp_path / "out", book=False, pack=pack)
+        reproduce(preset="smoke", out=tmp_path / "out", book=False, allow_dirty=True, pack=pack)
     with tarfile.open(pack) as tar:
         assert "generated/training.ipynb" in tar.getnames()
         assert json.load(tar.extractfile("generated/run.json"))["status"] == "failed"
@@ -198,7 +204,7 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rp, "ensure_run", fake_run)
     monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
-    reproduce(preset="smoke", out=tmp_path / "out", book=False, seeds=[3, 5])
+    reproduce(preset="smoke", out=tmp_path / "out", book=False, allow_dirty=True, seeds=[3, 5])
     nbs = {c[0]: c[1:] for c in calls}
     assert nbs["generated/training.ipynb"] == (3, "../runs")  # one training page: the book's seed
     assert nbs["generated/nsd_eval.ipynb"] == (3, "../runs") and "generated/figures.ipynb" in nbs
@@ -214,7 +220,7 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
     assert len(run["stage_seconds"]) == 12
     assert all(set(v) == {"training"} for v in run["stage_seconds"].values())  # no per-run notebook
     with pytest.raises(ValueError, match="repeats"):
-        reproduce(preset="smoke", out=tmp_path / "out2", book=False, seeds=[1, 1])
+        reproduce(preset="smoke", out=tmp_path / "out2", book=False, allow_dirty=True, seeds=[1, 1])
 
 
 def test_adding_seeds_reuses_the_first_seeds_runs(tmp_path, monkeypatch):
@@ -246,11 +252,11 @@ def test_adding_seeds_reuses_the_first_seeds_runs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runs_mod, "train", fake_train)
     monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
-    reproduce(preset="smoke", out=out, book=False, seeds=[0])
+    reproduce(preset="smoke", out=out, book=False, allow_dirty=True, seeds=[0])
     assert sorted(trained) == sorted(f"runs/{run_name(m, k)}" for k, m in TRAIN_ORDER)
     trained.clear(), calls.clear()
 
-    reproduce(preset="smoke", out=out, book=False, seeds=[0, 1], loss_variants=True)
+    reproduce(preset="smoke", out=out, book=False, allow_dirty=True, seeds=[0, 1], loss_variants=True)
     hole = [f"runs/{run_name(m, 'random_blocks', 0.0)}" for m in ("ce64", "ce128", "cce128")]
     assert sorted(trained) == sorted([f"runs/seed1/{run_name(m, k)}" for k, m in TRAIN_ORDER] + hole)
     cfg = json.loads((out / hole[2] / "config.json").read_text())["config"]
@@ -262,7 +268,8 @@ def test_adding_seeds_reuses_the_first_seeds_runs(tmp_path, monkeypatch):
     run = json.loads((out / "generated" / "run.json").read_text())
     assert run["loss_variants"] is True and "ce128-random_blocks-hole" in run["training"]["seed0"]
     with pytest.raises(ValueError, match="--loss-variants.*--time-budget"):
-        reproduce(preset="smoke", out=tmp_path / "out3", book=False, loss_variants=True, time_budget=1000)
+        reproduce(preset="smoke", out=tmp_path / "out3", book=False, allow_dirty=True, loss_variants=True,
+                  time_budget=1000)
 
 
 def test_pack_over_the_limit_writes_nothing(tmp_path, monkeypatch):
@@ -362,23 +369,106 @@ def test_notebooks_reexecutes_only_those_named_and_keeps_the_others(tmp_path, mo
     monkeypatch.setattr(runs_mod, "train", fake_train)
     monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
     with pytest.raises(FileNotFoundError, match="no generated/run.json"):
-        reproduce(preset="smoke", out=out, book=False, notebooks=["nsd_loss"], nsd_loss=True)
+        reproduce(preset="smoke", out=out, book=False, allow_dirty=True, notebooks=["nsd_loss"], nsd_loss=True)
     assert not out.exists()
-    reproduce(preset="smoke", out=out, book=False, seeds=[0, 1])
+    reproduce(preset="smoke", out=out, book=False, allow_dirty=True, seeds=[0, 1])
     first = {p: (out / p).read_text() for p in calls}
     assert set(first) == {"generated/training.ipynb", "generated/seed1/nsd_eval.ipynb", "generated/nsd_eval.ipynb",
                           "generated/figures.ipynb"}
     calls.clear()
-    reproduce(preset="smoke", out=out, book=False, seeds=[0, 1], nsd_loss_seeds=[0], train_only=True)
+    reproduce(preset="smoke", out=out, book=False, allow_dirty=True, seeds=[0, 1], nsd_loss_seeds=[0],
+              train_only=True)
     assert calls == [] and all((out / p).read_text() == text for p, text in first.items())
     for bad, match in ((["nsd_loss"], "needs --nsd-loss"), (["scale_ladder"], "needs --ladder"),
                        (["figure"], "choose among"), ([], "choose among")):
         with pytest.raises(ValueError, match=match):
-            reproduce(preset="smoke", out=out, book=False, seeds=[0, 1], notebooks=bad)
-    reproduce(preset="smoke", out=out, book=False, seeds=[0, 1], nsd_loss_seeds=[0], notebooks=["nsd_loss"])
+            reproduce(preset="smoke", out=out, book=False, allow_dirty=True, seeds=[0, 1], notebooks=bad)
+    reproduce(preset="smoke", out=out, book=False, allow_dirty=True, seeds=[0, 1], nsd_loss_seeds=[0],
+              notebooks=["nsd_loss"])
     assert calls == ["generated/nsd_loss.ipynb"]
     assert all((out / p).read_text() == text for p, text in first.items())  # the others as the first call left them
     run = json.loads((out / "generated" / "run.json").read_text())
     assert [c["status"] for c in run["earlier_calls"]] == ["complete", "trained"] and run["status"] == "complete"
     assert list(run["wall_seconds"]) and all(k == "nsd_loss" or "train-" in k for k in run["wall_seconds"])
     assert any("nsd1" in k for k in run["earlier_calls"][1]["wall_seconds"])  # the NSD-loss trainings' call
+
+
+def test_figure_files_are_read_and_closed(tmp_path):
+    """compact_notebook's figures are read into memory: no file of figures/ stays open (a ResourceWarning, and on
+    some systems a file that cannot be replaced)."""
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    (tmp_path / "figures").mkdir()
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(tmp_path / "figures" / "a.png")
+    Image.new("RGB", (8, 6), (40, 50, 60)).save(tmp_path / "figures" / "b.jpg")
+    (tmp_path / "figures" / "notes.txt").write_text("not a figure")
+    files = rp._figure_files(tmp_path)
+    open_files = set()
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            open_files.add(Path(os.readlink(fd)))
+    assert not {p.resolve() for p in files} & open_files
+    assert sorted(p.name for p in files) == ["a.png", "b.jpg"]
+    assert files[tmp_path / "figures" / "a.png"].getpixel((0, 0)) == (10, 20, 30)
+    assert files[tmp_path / "figures" / "b.jpg"].size == (8, 6)
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+def test_uncommitted_changes_of_the_library_and_notebooks(tmp_path):
+    """provenance.uncommitted: the changed, added and untracked files of cce_core/ and notebooks/ (not the rest of
+    the tree); None outside a git checkout (a tree unpacked on the GPU box). git_commit marks them -dirty."""
+    from cce_core.provenance import git_commit, uncommitted
+
+    repo = tmp_path / "repo"
+    for rel in ("cce_core/a.py", "notebooks/b.py", "README.md"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text("x = 1\n")
+    assert uncommitted(repo) is None  # not a git checkout: nothing to compare with
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "c")
+    assert uncommitted(repo) == [] and not git_commit(repo).endswith("-dirty")
+    (repo / "README.md").write_text("changed\n")
+    assert uncommitted(repo) == []  # outside the library and notebooks
+    (repo / "cce_core" / "a.py").write_text("x = 2\n")
+    (repo / "notebooks" / "new.py").write_text("")
+    assert sorted(uncommitted(repo)) == [" M cce_core/a.py", "?? notebooks/new.py"]
+    _git(repo, "checkout", "-q", "--", "cce_core/a.py", "README.md")
+    assert git_commit(repo).endswith("-dirty")  # an untracked notebook alone: the provenance says so
+
+
+def test_dirty_tree_is_refused_unless_allowed(tmp_path, monkeypatch, capsys):
+    """A reproduction from a library or notebooks that differ from the commit: one line naming --allow-dirty, exit 2,
+    nothing written; with allow_dirty it goes on; outside a git checkout (None) it is not refused."""
+    from cce_core.__main__ import main
+    from cce_core.reproduce import check_inputs
+
+    monkeypatch.setattr(rp, "uncommitted", lambda: [" M cce_core/train.py", "?? notebooks/new.py"])
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["reproduce", "--out", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert "--allow-dirty" in err and "cce_core/train.py" in err
+    assert not out.exists()
+    args = ("smoke", None, None, None, out, "cpu", 0, False, None, None, None, False, False, False)
+    assert check_inputs(*args, allow_dirty=True).out == out.resolve()
+    monkeypatch.setattr(rp, "uncommitted", lambda: None)
+    assert check_inputs(*args).out == out.resolve()
+    assert not out.exists()
+
+
+def test_dirty_warning_on_the_pages():
+    from cce_core.provenance import dirty_warning
+
+    for commit in ("0123abc-dirty", "0123abc-dirty (recorded by make carry)"):
+        text = dirty_warning({"commit": commit})
+        assert text.startswith(":::{warning}") and text.endswith(":::") and "0123abc-dirty" in text
+    for commit in ("0123abc", "unknown", "0123abc (recorded by make carry)"):
+        assert dirty_warning({"commit": commit}) is None
+    assert dirty_warning({}) is None
