@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,20 +27,36 @@ RESUMABLE = ("steps", "device", "planned_steps", "snapshot_every")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def cpu_flags(cpuinfo: str) -> list[str]:
+    """The flags of the first processor listed in a ``/proc/cpuinfo`` text (empty if none)."""
+    return next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
+
+
+def has_native_bf16(capability: str, cpuinfo: str) -> bool:
+    """Whether a CPU with PyTorch kernel ``capability`` (``torch.backends.cpu.get_cpu_capability()``: "AVX2",
+    "AVX512", ...) and this ``/proc/cpuinfo`` text computes bf16 natively: AVX512 kernels and AVX512-BF16 (e.g. AMD
+    EPYC Zen 4) or AMX (Intel Xeon Sapphire Rapids and later) among the flags."""
+    return capability.startswith("AVX512") and any(f in cpu_flags(cpuinfo) for f in BF16_CPU_FLAGS)
+
+
 @functools.cache
 def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bf16 natively: PyTorch's kernels use AVX512 here
-    (``torch.backends.cpu.get_cpu_capability()``) and, on Linux, ``/proc/cpuinfo`` lists AVX512-BF16 or AMX.
+    """Whether this CPU computes bf16 natively (:func:`has_native_bf16` on this machine; False off Linux).
     There bf16 autocast with channels-last pays (issue 21: a 128 CE's step about 1.8x faster than fp32); on other
     CPUs bf16 is emulated and slower, so it stays off."""
-    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        return False
     try:
-        flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ln.startswith("flags")), [])
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux
         return False
-    return any(f in flags for f in BF16_CPU_FLAGS)
+    return has_native_bf16(torch.backends.cpu.get_cpu_capability(), cpuinfo)
+
+
+def bf16_applies(device: str) -> bool:
+    """Whether bf16 autocast and channels-last take effect on ``device`` (a config's device name) at all: on CUDA
+    ("auto" where CUDA exists) and on a CPU with native bf16; elsewhere the run is fp32 whatever is asked."""
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return True
+    return device in ("cpu", "auto") and native_bf16_cpu()
 
 
 #: Whether ``fast=True`` also picks bf16 autocast and channels-last on a CPU with native bf16. Off: measured
@@ -54,9 +71,8 @@ def bf16_pays(device: str) -> bool:
     """Whether ``fast=True`` picks bf16 autocast and channels-last on ``device`` (a config's device name): on CUDA;
     on a CPU with native bf16 (:func:`native_bf16_cpu`) only if :data:`FAST_PICKS_CPU_BF16`; "auto" is CUDA where
     it exists, else the CPU."""
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return True
-    return FAST_PICKS_CPU_BF16 and device in ("cpu", "auto") and native_bf16_cpu()
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return cuda or (FAST_PICKS_CPU_BF16 and bf16_applies(device))
 
 
 @dataclass
@@ -124,6 +140,10 @@ class TrainConfig:
         for name in FAST_OPTIONS:  # amp and channels-last only where they pay (bf16_pays), recorded as resolved
             if getattr(self, name) is None:
                 setattr(self, name, bool(self.fast) and (bf16 or name not in ("amp", "channels_last")))
+        if (self.amp or self.channels_last) and not bf16_applies(self.device):  # record what runs: fp32
+            warnings.warn(f"amp/channels_last asked for on device {self.device!r}, which has no native bf16: the "
+                          "run is fp32 and its configuration says so", stacklevel=2)
+            self.amp = self.channels_last = False
         if self.mask_chunk is None:
             self.mask_chunk = 32 if self.fast else 1
         if int(self.mask_chunk) < 1:
@@ -180,6 +200,47 @@ PRESETS: dict[str, dict] = {
     "paper": dict(steps=16000, batch_size=64, bottleneck=4000, width=64, log_every=50, checkpoint_every=None,
                   checkpoint_seconds=60, snapshot_every=2000),
 }
+
+
+#: Pathak et al.'s training length, which the paper adopts without stating it ("the same parameters and
+#: hyper-parameters as [1]", section 5). His README trains the published models for ``niter`` = 500 epochs of Paris
+#: StreetView; ``train.lua``'s default is 25 epochs. An epoch is ceil(images / 64) batches of 64 (the reference spec,
+#: section 7.2); 14,900 is the CE paper's count of Paris StreetView training images (not verified).
+PATHAK_TRAINING = {"images": 14_900, "batch_size": 64, "epochs_readme": 500, "epochs_default": 25}
+
+
+def pathak_samples(epochs: int) -> int:
+    """Image samples per model of ``epochs`` of Pathak's training (:data:`PATHAK_TRAINING`): epochs x iterations per
+    epoch x batch; 500 epochs are 116,500 iterations, 7,456,000 samples."""
+    p = PATHAK_TRAINING
+    return epochs * math.ceil(p["images"] / p["batch_size"]) * p["batch_size"]
+
+
+#: Training lengths in image samples per model: the one place the book takes them from (the model page shows them,
+#: the re-run page, the report and the CPU study read them from here). ``paper``: None, the paper does not state its
+#: training length; ``pathak_readme`` and ``pathak_default``: :func:`pathak_samples` of Pathak's 500 (README) and 25
+#: (code default) epochs; ``paper_preset``: steps x batch of ``PRESETS["paper"]``. The preset trains about a seventh
+#: of Pathak's README length. That is a choice of budget (a first paper-architecture run that is short on one GPU),
+#: neither the paper's length nor a finding; the scale tiers' ``cce_core.stats.MIN_SAMPLES`` sits just below the
+#: preset, so "paper scale" in this book means the paper's architecture and number of training images, trained
+#: about a seventh as long as Pathak's README. Kept here, beside the presets whose length it explains, and below
+#: ``stats`` in the import layers, so that the library and every notebook can read it.
+TRAINING_LENGTH: dict[str, int | None] = {
+    "paper": None,
+    "pathak_readme": pathak_samples(PATHAK_TRAINING["epochs_readme"]),
+    "pathak_default": pathak_samples(PATHAK_TRAINING["epochs_default"]),
+    "paper_preset": PRESETS["paper"]["steps"] * PRESETS["paper"]["batch_size"],
+}
+
+
+def training_length_note() -> str:
+    """:data:`TRAINING_LENGTH` in one sentence, for a page's text."""
+    t, p = TRAINING_LENGTH, PATHAK_TRAINING
+    return (f"the paper does not state its training length; Pathak's README trains {p['epochs_readme']} epochs of "
+            f"Paris StreetView, {t['pathak_readme']:,} image samples per model (his code's default, "
+            f"{p['epochs_default']} epochs: {t['pathak_default']:,}); the book's paper preset trains "
+            f"{t['paper_preset']:,}, about 1/{t['pathak_readme'] / t['paper_preset']:.0f} of Pathak's README "
+            "length, to keep the first GPU run short")
 
 
 def make_config(preset: str = "smoke", **overrides) -> TrainConfig:

@@ -45,6 +45,9 @@ TRAIN_CROPS, EVAL_CROPS = "training crops", "evaluation crops"
 
 SIZE = 128
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+#: Distinct images of the ``photos128`` training files (their README), for pages that say what each reaches without
+#: the data at hand; ``train-0*.zip`` is the four shards together. tests/test_data.py counts them where present.
+PHOTOS128_TRAIN = {"train-mini.zip": 1024, "train-gpu.zip": 9600, "train-0*.zip": 29569}
 
 #: The colour photographs of everyday scenes inside ``skimage/data/`` (read straight from disk, no download).
 #: Left out: the synthetic ``color.png``/``phantom.png``/``chessboard_RGB.png``, the microscopy ``ihc.png``,

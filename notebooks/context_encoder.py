@@ -33,6 +33,8 @@ width = 16         # channel width of the small untrained cascade (the paper: 64
 bottleneck = 64    # its code dimension D (the paper: 4000)
 
 # %% tags=["hide-input"]
+import importlib.util
+import json
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -40,14 +42,16 @@ import pandas as pd
 import torch
 
 from cce_core.cascade import CascadeContextEncoder, downscale, downscale_mask
-from cce_core.config import TrainConfig
-from cce_core.data import load_images, to_float
+from cce_core.config import MODELS, PATHAK_TRAINING, PRESETS, TRAINING_LENGTH, TrainConfig
+from cce_core.data import PHOTOS128_TRAIN, SIZE, load_images, to_float
 from cce_core.evaluate import cascade_stages
 from cce_core.glue import glue
 from cce_core.losses import reconstruction_weights
 from cce_core.masks import center_box, central_mask, default_overlap, random_blocks
 from cce_core.models import ContextEncoder, Discriminator, count_parameters
 from cce_core.plots import FIG_WIDTH_IN, image_grid, layer_table, show_grid, use_book_style
+from cce_core.reproduce import EVAL_RESERVE_S, EXTRA_SEED_EVAL, MODEL_OVERHEAD_S, REPO, TRAIN_ORDER
+from cce_core.stats import MIN_SAMPLES, PAPER_BOTTLENECK, PAPER_TRAIN_IMAGES, PAPER_WIDTH, scale_tier
 
 use_book_style()
 
@@ -228,3 +232,145 @@ fig, ax = plt.subplots(figsize=(2.6, 2.6), layout="constrained")
 ax.imshow(w, cmap="viridis")
 ax.set(title="L2 weights W (central)", xticks=[], yticks=[])
 plt.show()
+
+# %% [markdown]
+# ## How long the networks train
+#
+# The paper does not say how long its networks trained: it keeps "the same parameters and hyper-parameters" as
+# Pathak et al. The training lengths that matter here, in image samples per model, are kept in one place,
+# `cce_core.config.TRAINING_LENGTH`, from which this table, the re-run page, the report and the CPU study take them.
+
+# %% tags=["hide-input"]
+t, p, paper_preset = TRAINING_LENGTH, PATHAK_TRAINING, PRESETS["paper"]
+lengths = pd.DataFrame(
+    {"image samples per model": ["not stated", f"{t['pathak_readme']:,}", f"{t['pathak_default']:,}",
+                                 f"{t['paper_preset']:,}", f"{MIN_SAMPLES:,} or more"],
+     "how": ["section 5: Pathak's parameters and hyper-parameters",
+             f"{p['epochs_readme']} epochs of Paris StreetView ({p['images']:,} images, batches of {p['batch_size']})",
+             f"{p['epochs_default']} epochs, the same way",
+             f"{paper_preset['steps']:,} steps of {paper_preset['batch_size']} (PRESETS['paper'])",
+             f"cce_core.stats.MIN_SAMPLES, with D = {PAPER_BOTTLENECK}, width {PAPER_WIDTH} and "
+             f"{PAPER_TRAIN_IMAGES:,} distinct training images"]},
+    index=["the paper", "Pathak's README", "Pathak's code default", "the book's paper preset",
+           "the book's tier 'paper scale'"])
+glue("train_len_pathak_readme", t["pathak_readme"], display=False)
+glue("train_len_pathak_default", t["pathak_default"], display=False)
+glue("train_len_pathak_epochs_readme", p["epochs_readme"], display=False)
+glue("train_len_pathak_epochs_default", p["epochs_default"], display=False)
+glue("train_len_paper_preset", t["paper_preset"], display=False)
+glue("train_len_ratio", t["pathak_readme"] / t["paper_preset"], display=False)
+glue("train_len_tier", MIN_SAMPLES, display=False)
+lengths
+
+# %% [markdown]
+# The `paper` preset trains {glue:text}`train_len_ratio:.1f` times fewer samples than Pathak's README. That is a
+# choice of budget, to keep the first run of the paper's architecture short on one GPU (the re-run page estimates
+# its cost), not the paper's length and not a finding. The tier "paper scale" starts just below the preset, so in
+# this book "paper scale" means the paper's architecture and number of training images, trained that much shorter
+# than Pathak's README: a verdict at that tier is about networks trained that long.
+#
+# ### What a training step costs
+#
+# The floating-point operations of one training iteration (the D step and the G step, forward and backward) per
+# image, at the paper's sizes, counted by the training benchmark's own counter (`benchmarks/train_throughput.py`,
+# PyTorch's `FlopCounterMode`) on one step of a batch of two (the count per image does not depend on the batch).
+# The cascade's 128 CE also runs its frozen 64 CE forward. These counts give the re-run page its GPU estimate.
+
+# %% tags=["hide-input"]
+spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+paper_sizes = {k: paper_preset[k] for k in ("width", "bottleneck")}
+gflop = {model: bench.gflop_per_image(model, dict(batch_size=2, device="cpu", **paper_sizes), torch.device("cpu"))
+         for model in MODELS}
+pd.DataFrame({"GFLOP per image and iteration": [round(gflop[m], 2) for m in MODELS]},
+             index=["64 CE", "128 CE", "cascade's 128 CE"])
+
+# %% tags=["remove-cell"]
+# The re-run page's numbers (book/rerun.md glues them from here): the presets, the time budget's constants, what each
+# training set reaches, the CPU benchmark's measured images/s and the GPU estimate from the counts above.
+study = PRESETS["study"]
+for model in MODELS:
+    glue(f"gflop_{model}", gflop[model], display=False)
+for name, preset in PRESETS.items():
+    glue(f"preset_{name}_steps", preset["steps"], display=False)
+    glue(f"preset_{name}_batch", preset["batch_size"], display=False)
+    glue(f"preset_{name}_samples", preset["steps"] * preset["batch_size"], display=False)
+    glue(f"preset_{name}_snapshot_every", preset["snapshot_every"], display=False)
+    glue(f"preset_{name}_bottleneck", preset["bottleneck"], display=False)
+    glue(f"preset_{name}_width", preset["width"], display=False)
+models_per_seed = len(TRAIN_ORDER)
+glue("budget_reserve_paper", EVAL_RESERVE_S["paper"], display=False)
+glue("budget_overhead_paper", MODEL_OVERHEAD_S["paper"], display=False)
+glue("budget_extra_seed", EXTRA_SEED_EVAL, display=False)
+glue("models_per_seed", models_per_seed, display=False)
+
+# What each training set reaches if every model finishes, with the CPU presets and with the paper preset, and what
+# the book then concludes (cce_core.report: verdicts at paper scale only).
+CONCLUDES = {"paper scale": "verdicts on the paper's claims (with two seeds or more)",
+             "paper architecture, reduced data": "what was observed; no verdict",
+             "reduced scale": "what was observed; no verdict"}
+options = {"mini": PHOTOS128_TRAIN["train-mini.zip"], "gpu": PHOTOS128_TRAIN["train-gpu.zip"],
+           "shards": PHOTOS128_TRAIN["train-0*.zip"], "imagenet": PAPER_TRAIN_IMAGES}
+for key, n_images in options.items():
+    tier_cpu = scale_tier(study["steps"] * study["batch_size"], study["bottleneck"], study["width"], n_images)
+    tier_paper = scale_tier(t["paper_preset"], PAPER_BOTTLENECK, PAPER_WIDTH, n_images)
+    glue(f"data_{key}_images", n_images, display=False)
+    glue(f"tier_{key}_cpu", tier_cpu, display=False)
+    glue(f"tier_{key}_paper", tier_paper, display=False)
+    glue(f"concludes_{key}", CONCLUDES[tier_paper], display=False)
+image_bytes = 3 * SIZE * SIZE  # one decoded image, uint8, held in memory (and on the GPU) for the whole training
+glue("image_kib", image_bytes / 2**10, display=False)
+glue("imagenet_folder_gb", PAPER_TRAIN_IMAGES * image_bytes / 1e9, display=False)
+
+# Measured: the CPU benchmark (the cpu preset's sizes, which the study preset shares), the arm without the fast path.
+bench_file = sorted((REPO / "benchmarks" / "results").glob("cpu-*.json"))[-1]
+cpu = json.loads(bench_file.read_text())
+cpu_rate = {r["model"]: r["defaults"]["images_per_s"] for r in cpu["results"]}
+assert cpu["sizes"] == "cpu" and all(r[k] == PRESETS["cpu"][k] == PRESETS["study"][k] for r in cpu["results"]
+                                     for k in ("width", "bottleneck", "batch_size"))
+glue("cpu_bench_device", cpu["provenance"]["device"], display=False)
+glue("cpu_bench_file", bench_file.name, display=False)
+for model in MODELS:
+    glue(f"cpu_rate_{model}", cpu_rate[model], display=False)
+
+
+def trainings(seeds: int = 1, central_once: bool = False) -> list[str]:
+    """The models a reproduction trains for ``seeds`` seeds (``--central-once``: the central-mask ones once)."""
+    return [model for s in range(seeds) for mask, model in TRAIN_ORDER if mask != "central" or not central_once or s == 0]
+
+
+def train_hours(samples: float, rate: dict, seeds: int = 1, central_once: bool = False) -> float:
+    """Hours of training, one model after another, at ``rate`` images/s per model."""
+    return sum(samples / rate[model] for model in trainings(seeds, central_once)) / 3600
+
+
+glue("cpu_study_trainings", len(trainings(5, central_once=True)), display=False)
+glue("cpu_hours_cpu_preset", train_hours(PRESETS["cpu"]["steps"] * PRESETS["cpu"]["batch_size"], cpu_rate),
+     display=False)
+glue("cpu_hours_study", train_hours(study["steps"] * study["batch_size"], cpu_rate, seeds=5, central_once=True),
+     display=False)
+cpu_gflop = {r["model"]: r["gflop_per_image"] for r in cpu["results"]}
+cpu_paper_rate = {m: cpu_rate[m] * cpu_gflop[m] / gflop[m] for m in MODELS}  # the paper's sizes at the same FLOP/s
+glue("cpu_hours_paper_preset", train_hours(t["paper_preset"], cpu_paper_rate), display=False)
+
+# Estimated, never measured: a GPU reaching an assumed share of its dense bf16 peak in a training step. The
+# random-block counts stand for both masks (the central-mask networks predict only the central block: fewer FLOP).
+GPU = "H100"
+ASSUMED_SHARE = (0.02, 0.10)  # an assumption about small convolutions at batch 64, not a measurement
+peak = bench.bf16_peak(GPU)
+glue("gpu_name", GPU, display=False)
+glue("gpu_peak_tflops", peak, display=False)
+for label, share in zip(("low", "high"), ASSUMED_SHARE):
+    rate = {m: share * peak * 1e3 / gflop[m] for m in MODELS}
+    glue(f"gpu_share_{label}", 100 * share, display=False)
+    glue(f"gpu_rate_{label}_ce64", rate["ce64"], display=False)
+    glue(f"gpu_rate_{label}_cce128", rate["cce128"], display=False)
+    glue(f"gpu_hours_{label}_preset", train_hours(t["paper_preset"], rate), display=False)
+    glue(f"gpu_hours_{label}_preset_3", train_hours(t["paper_preset"], rate, seeds=3), display=False)
+    glue(f"gpu_hours_{label}_pathak", train_hours(t["pathak_readme"], rate), display=False)
+    for seeds in (1, 3):  # the --time-budget that lets the slowest model finish: the plan's bound, solved for it
+        m = models_per_seed * seeds
+        reserve = EVAL_RESERVE_S["paper"] * (1 + EXTRA_SEED_EVAL * (seeds - 1))
+        budget = m * t["paper_preset"] / rate["cce128"] + reserve + m * MODEL_OVERHEAD_S["paper"]
+        glue(f"gpu_budget_{label}_{seeds}", budget, display=False)

@@ -52,14 +52,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cce_core.config import ladder_steps
+from cce_core.config import ladder_steps, training_length_note
 from cce_core.evaluate import eval_images, eval_masks, ladder_seed
 from cce_core.glue import glue
 from cce_core.plots import FIG_WIDTH_IN, forest_plot, ladder_lines, save_figure, use_book_style
 from cce_core.provenance import dirty_warning, provenance, resolve_device
 from cce_core.report import LADDER_MEASURES, SEED_MEASURES, ladder_rows, ladder_summary, run_info, scale_ladder
 from cce_core.runs import ensure_nsd_runs
-from cce_core.stats import PAPER_EFFECT
+from cce_core.stats import MIN_SAMPLES, PAPER_BOTTLENECK, PAPER_EFFECT, PAPER_TRAIN_IMAGES, PAPER_WIDTH
 
 use_book_style()
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
@@ -221,8 +221,9 @@ display(Markdown(
     f"cascade − CE to fall, with 95% probability, in [{pred['nsd_normalized'][0]:+.4f}, "
     f"{pred['nsd_normalized'][1]:+.4f}] in BN-normalised NSD and in [{pred['psnr'][0]:+.2f}, {pred['psnr'][1]:+.2f}] "
     f"dB in PSNR (95% prediction intervals from the {len(seeds)} seeds: mean ± t·sd·√(1 + 1/S)).\n\n"
-    f"{ladder_summary(ladder)}\n\nTier at every point: {last['tier']} (the paper trained on about a million samples "
-    f"per model, with D = 4000 and width 64)."))
+    f"{ladder_summary(ladder)}\n\nTier at every point: {last['tier']} (paper scale: D = {PAPER_BOTTLENECK}, width "
+    f"{PAPER_WIDTH}, {MIN_SAMPLES:,} image samples per model or more from {PAPER_TRAIN_IMAGES:,} distinct images or "
+    f"more; {training_length_note()})."))
 for key, value in {"ladder_summary": ladder_summary(ladder), "ladder_points": len(ladder),
                    "ladder_first_samples": ladder[0]["samples"], "ladder_last_samples": last["samples"],
                    "ladder_n": n, "ladder_k": len(images)}.items():

@@ -455,9 +455,19 @@ PROBE_JS = r"""
       }
     }
     const nav = [...document.querySelectorAll("nav.bd-docs-nav a.reference.internal")].map(a => a.getAttribute("href"));
+    const wrapped = [];  // shell blocks taller than their lines: the browser broke a line (mid-option) to fit
+    for (const block of article.querySelectorAll("div.highlight-bash pre, div.highlight-shell pre")) {
+      const cs = getComputedStyle(block);
+      const lines = block.textContent.replace(/\n$/, "").split("\n");
+      const height = block.scrollHeight - parseFloat(cs.paddingTop) - parseFloat(cs.paddingBottom);
+      const line = parseFloat(cs.lineHeight);
+      if (line > 0 && height > (lines.length + 0.5) * line) {
+        wrapped.push(lines.reduce((a, b) => (b.length > a.length ? b : a)).slice(0, 120));
+      }
+    }
     const pre = document.createElement("pre");
     pre.id = "cce-probe";
-    pre.textContent = JSON.stringify({footnote, images, overflowing, nav, width: box.width});
+    pre.textContent = JSON.stringify({footnote, images, overflowing, nav, wrapped, width: box.width});
     document.body.appendChild(pre);
   }
   function safely() {
@@ -575,6 +585,13 @@ def test_nothing_is_clipped(probes: dict[str, dict]) -> None:
     assert not wrong, "clipped at 1280 px:\n" + "\n".join(wrong[:40])
 
 
+def test_commands_do_not_wrap(probes: dict[str, dict]) -> None:
+    """Every shell block fits the column at 1280 px, line for line: a long command is broken with backslashes at
+    option boundaries (about 77 characters fit), not wrapped by the browser in the middle of an option."""
+    wrong = [f"{doc}: longest line {line!r}" for doc, probe in probes.items() for line in probe["wrapped"]]
+    assert not wrong, "shell commands wrapped at 1280 px:\n" + "\n".join(wrong)
+
+
 #: The paper's order (issue 19, item 10): the pages of the navigation, in this order, where they are in the book.
 PAPER_ORDER = ["book/intro", "book/paper", "notebooks/nsd_theory", "notebooks/context_encoder", "notebooks/masks",
                "book/generated/training", "book/report", "book/generated/nsd_eval", "book/generated/figures",
@@ -602,9 +619,11 @@ def test_pages_in_the_papers_order(html_dir: Path, pages: dict[str, Path], probe
 #: images; its arXiv id), Pathak's constants the book quotes (the weight 0.999 of the reconstruction loss; the random
 #: regions' noise resolution 0.06, threshold 0.25, coverage between 20% and 30% and 10000-pixel pattern), and the
 #: book's fixed rules (95% and 90% intervals, a nominal 2.5%, a 99.99% band, coverage 10% to 25%, the margin 0.085,
-#: paper scale from 1,000,000 samples).
+#: paper scale from 1,000,000 samples), and the parameter counts of Pathak's networks (71,124,544 for G, 2,765,568
+#: for D; the reference spec's count of his code) with his weight initialisation N(0, 0.02).
 PAPER_NUMBERS = {"0.79", "0.56", "0.17", "0.23", "100,000", "1803.04033", "0.999", "0.06", "0.25", "20%", "30%",
-                 "10000", "95%", "90%", "2.5%", "99.99%", "10%", "25%", "0.085", "1,000,000"}
+                 "10000", "95%", "90%", "2.5%", "99.99%", "10%", "25%", "0.085", "1,000,000", "71,124,544",
+                 "2,765,568", "0.02"}
 NUMBER = re.compile(r"(?<![\w.,/])\d[\d,]*(?:\.\d+)?%?(?![\w])")
 #: What reads as a result: a decimal, a percentage, a count with thousands separators, or a count of 10000 or
 #: more. Small integers (sizes, counts, equation and figure numbers), section numbers (3.1, 4.2) and years are
@@ -614,6 +633,9 @@ STRUCTURE = re.compile(r"[1-9]\.[1-9]|(19|20)\d\d")
 #: What is not prose: code (inputs, literals, commands), a notebook's computed outputs, glued values and math.
 NOT_PROSE = ("cell_output", "cell_input", "pasted-text", "pasted-inline", "math", "highlight", "output", "toctree")
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+#: Classes MyST puts on a page's sections so that MathJax leaves their text alone: they mark prose, not math (matched
+#: as "math" they would hide whole pages from the check).
+MATHJAX_IGNORE = {"tex2jax_ignore", "mathjax_ignore"}
 
 
 class _Prose(HTMLParser):
@@ -626,7 +648,7 @@ class _Prose(HTMLParser):
         self.inside = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        cls = dict(attrs).get("class") or ""
+        cls = " ".join(c for c in (dict(attrs).get("class") or "").split() if c not in MATHJAX_IGNORE)
         if tag == "article" and "bd-article" in cls:
             self.inside = True
         if tag in VOID:
@@ -669,6 +691,9 @@ def test_unglued_numbers_are_caught() -> None:
             '<span class="math notranslate">\\(k = 250, 0.37\\)</span><div class="cell_output"><p>4.16</p></div>'
             '</article>')
     assert [f.split(" in ")[0] for f in unglued_numbers(page)] == ["'0.5847'", "'0.5743'"]
+    section = page.replace("<p>", '<section class="tex2jax_ignore mathjax_ignore"><p>').replace("</article>",
+                                                                                            "</section></article>")
+    assert [f.split(" in ")[0] for f in unglued_numbers(section)] == ["'0.5847'", "'0.5743'"]  # MyST's sections
 
 
 def test_every_number_is_glued(pages: dict[str, Path]) -> None:

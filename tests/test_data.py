@@ -14,6 +14,7 @@ from PIL import Image, ImageFile
 
 from cce_core.data import (
     EMBEDDED,
+    PHOTOS128_TRAIN,
     ImageSet,
     describe_source,
     describe_sources,
@@ -195,6 +196,15 @@ def test_describe_source_matches_shared_sha256sums():
     expected = dict(line.split()[::-1] for line in sums.read_text().splitlines() if line.strip())
     d = describe_source(DATA / "kodak24.zip")
     assert d["sha256"] == expected["kodak24.zip"] and d["images"] == 24
+
+
+def test_photos128_train_counts():
+    """The image counts the book states for each photos128 training file (PHOTOS128_TRAIN) are the files' own."""
+    if not (DATA / "train-00.zip").is_file():
+        pytest.skip(f"{DATA} not present")
+    counts = {name: sum(describe_source(f, verify=False)["images"] for f in sorted(DATA.glob(name)))
+              for name in PHOTOS128_TRAIN}
+    assert counts == PHOTOS128_TRAIN
 
 
 def test_workers_give_same_result(mixed: Path, tmp_path: Path):

@@ -279,9 +279,11 @@ def test_bf16_loss_curve_matches_fp32(tmp_path, folder, monkeypatch):
     pick it on the CPU (:data:`cce_core.config.FAST_PICKS_CPU_BF16`); this test keeps the asked-for bf16 path
     honest (it learns, its curves stay close). The bf16 model's NSD is then computed in fp32: evaluation
     never runs under autocast (every convolution's output is float32)."""
+    import cce_core.config as config_mod
     from cce_core.evaluate import eval_masks, model_nsd
 
     monkeypatch.setattr(train_mod, "_bf16", lambda device: True)
+    monkeypatch.setattr(config_mod, "bf16_applies", lambda device: True)  # the configs keep what they ask for
     logs = curve_logs(tmp_path, folder, **{name: dict(fast=True, amp=amp, channels_last=amp)
                                             for name, amp in (("fp32", False), ("bf16", True))})
     fp32, bf16 = logs["fp32"], logs["bf16"]
@@ -296,6 +298,35 @@ def test_bf16_loss_curve_matches_fp32(tmp_path, folder, monkeypatch):
     images = torch.rand(3, 3, 128, 128, generator=gen(0)) * 2 - 1
     res = model_nsd(model, images, eval_masks("random_blocks", 4, seed=1), progress=False)
     assert dtypes and set(dtypes) == {torch.float32} and np.isfinite(res.normalized.mean)
+
+
+#: /proc/cpuinfo of the two CPU kinds these runs land on (flags shortened to the ones that matter) and one without.
+AMD_ZEN4 = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16\n"
+INTEL_SPR = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: avx2 avx512f amx_bf16 amx_tile\n"
+AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma\n"
+
+
+def test_bf16_flag_detection_on_both_cpu_kinds():
+    """AVX512-BF16 (AMD Zen 4) and AMX (Intel Sapphire Rapids) count as native bf16 with AVX512 kernels; AVX2-only
+    CPUs, or torch kernels below AVX512, do not."""
+    from cce_core.config import cpu_flags, has_native_bf16
+
+    assert has_native_bf16("AVX512", AMD_ZEN4) and has_native_bf16("AVX512", INTEL_SPR)
+    assert not has_native_bf16("AVX2", AVX2_ONLY) and not has_native_bf16("AVX512", AVX2_ONLY)
+    assert not has_native_bf16("AVX2", INTEL_SPR)  # torch's kernels decide: AVX2 kernels do not use AMX
+    assert "amx_tile" in cpu_flags(INTEL_SPR) and cpu_flags("no flags here") == []
+
+
+def test_config_records_fp32_where_bf16_does_not_apply(monkeypatch):
+    """amp=True asked for on a CPU without native bf16 runs fp32; the configuration (config.json) says so."""
+    import cce_core.config as config_mod
+
+    monkeypatch.setattr(config_mod, "native_bf16_cpu", lambda: False)
+    with pytest.warns(UserWarning, match="no native bf16"):
+        cfg = make_config("smoke", device="cpu", amp=True, channels_last=True)
+    assert cfg.amp is False and cfg.channels_last is False
+    monkeypatch.setattr(config_mod, "native_bf16_cpu", lambda: True)
+    assert make_config("smoke", device="cpu", amp=True).amp is True  # native bf16: what was asked runs
 
 
 def test_native_bf16_cpu_detection(monkeypatch):
@@ -396,7 +427,10 @@ def test_benchmark_quick_json(tmp_path):
 def test_accelerated_options_rehearsed_on_cpu(tmp_path, folder, monkeypatch):
     """bf16 autocast (the CPU's), channels-last and fused Adam run as they would on CUDA, for every model: the
     run trains, resumes, and its checkpoint loads into a plain model. (torch.compile is left to the benchmark.)"""
+    import cce_core.config as config_mod
+
     monkeypatch.setattr(train_mod, "_accelerated", lambda device: True)
+    monkeypatch.setattr(config_mod, "bf16_applies", lambda device: True)  # the configs keep what they ask for
     ce64 = train(tiny(folder, model="ce64", fast=True, amp=True, channels_last=True), tmp_path / "ce64", progress=False)
     for model in ("ce128", "cce128"):
         c = tiny(folder, model=model, fast=True, amp=True, channels_last=True, steps=4,

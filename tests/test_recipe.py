@@ -155,3 +155,15 @@ def test_adam_settings(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert params == {id(p) for p in seen[net].parameters()}, f"{opt} does not hold exactly {net}'s parameters"
         for group in seen[opt].param_groups:
             assert group["lr"] == lr and group["betas"] == (0.5, 0.999), (opt, group["lr"], group["betas"])
+
+
+def test_training_length_has_one_source():
+    """Pathak's README length (500 epochs of Paris StreetView: 116,500 iterations of 64, spec 7.2), his code's default
+    (25 epochs), the paper preset's steps x batch, and the tier threshold just below the preset."""
+    from cce_core.config import PRESETS, TRAINING_LENGTH, training_length_note
+    from cce_core.stats import MIN_SAMPLES
+
+    assert TRAINING_LENGTH == {"paper": None, "pathak_readme": 116_500 * 64, "pathak_default": 5_825 * 64,
+                               "paper_preset": PRESETS["paper"]["steps"] * PRESETS["paper"]["batch_size"]}
+    assert MIN_SAMPLES <= TRAINING_LENGTH["paper_preset"] < TRAINING_LENGTH["pathak_readme"]
+    assert "7,456,000" in training_length_note() and "1,024,000" in training_length_note()

@@ -289,8 +289,10 @@ def _block(heading: str) -> str:
 
 
 def gpu_line() -> str:
-    lines = [ln for ln in _block("% the GPU command").splitlines() if ln.strip() and not ln.startswith("#")]
-    assert len(lines) == 1, "the GPU command is one line"
+    """The GPU command as bash reads it: its continuation lines (ending in a backslash) joined into one line."""
+    block = _block("% the GPU command").replace("\\\n", "")
+    lines = [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert len(lines) == 1, "the GPU command is one line (continued with backslashes)"
     return lines[0]
 
 
