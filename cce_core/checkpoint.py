@@ -55,6 +55,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def open_cache(cache: str | os.PathLike | None, key: dict, items: str, what: str) -> dict:
+    """A measurement cache (JSON) made on ``key``: its contents, or a new one ``{"key": key, items: {}}`` if it does
+    not exist; a cache made on another key is refused (ValueError naming ``what`` it was measured on)."""
+    path = Path(cache) if cache else None
+    done = json.loads(path.read_text()) if path and path.is_file() else {"key": key, items: {}}
+    if done["key"] != key:
+        raise ValueError(f"the cache {path} was measured on other {what} ({done['key']}); delete it to measure again")
+    return done
+
+
 def load_checkpoint(path: str | os.PathLike, model: str | None = None) -> dict:
     """Load a checkpoint safely (``weights_only=True``) and check it is ours, and of ``model`` if given."""
     path = Path(path)

@@ -34,12 +34,12 @@ from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask, upscale
-from .checkpoint import atomic_write_text, load_checkpoint, load_model, snapshot_path
+from .checkpoint import atomic_write_text, load_checkpoint, load_model, open_cache, snapshot_path
 from .data import EVAL_CROPS, ImageSet, load_images, to_float
 from .masks import MaskKind, fill_hole, make_masks, paste
 from .models import ContextEncoder
 from .nsd import NSDResult, StreamingNSD
-from .provenance import code_sha256, file_sha256, provenance
+from .provenance import file_sha256, measured_by
 from .seeding import derive_seed
 
 Encoder = ContextEncoder | CascadeContextEncoder
@@ -366,13 +366,8 @@ def ladder_seed(runs: dict[str, str | os.PathLike], steps: list[int], images: to
     is measured again, and a cache made on other images or masks (their sizes or SHA-256 differ) is refused."""
     key = _ladder_key(images, nsd_masks, quality_masks)
     cache = Path(cache) if cache else None
-    done = json.loads(cache.read_text()) if cache and cache.is_file() else {"key": key, "points": {}}
-    if done["key"] != key:
-        raise ValueError(f"the ladder cache {cache} was measured on other images or masks ({done['key']}); "
-                         "delete it to measure again")
-    prov = provenance(device)
-    code = {"commit": prov["commit"], "tree": code_sha256(), "date": prov["date"], "device": prov["device"],
-            "torch": prov["torch"]}
+    done = open_cache(cache, key, "points", "images or masks")
+    code = measured_by(device)
     paths = {(st, m): snapshot_at(runs[m], st) for st in steps for m in runs}
     shas = {point: file_sha256(path) for point, path in paths.items()}
 

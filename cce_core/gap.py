@@ -31,12 +31,12 @@ from torch import nn
 from tqdm import tqdm
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask, upscale
-from .checkpoint import atomic_write_text, load_model
+from .checkpoint import atomic_write_text, load_model, open_cache
 from .evaluate import EVAL_MASK_STREAM, Encoder, ModelNSD, at_model_scale, code_scale, eval_masks
 from .masks import fill_hole, make_masks, paste
 from .models import ContextEncoder
 from .nsd import NSDResult, StreamingNSD
-from .provenance import code_sha256, file_sha256, provenance
+from .provenance import file_sha256, measured_by
 from .seeding import derive_seed
 from .stats import PAPER_CCE, PAPER_CE, PAPER_SD, SeedInterval, ratio_interval
 
@@ -298,13 +298,8 @@ def measure_checkpoint(checkpoint: str | os.PathLike, variants: dict[str, Varian
     refused. Values are stored at full precision (JSON floats round-trip exactly)."""
     key = {"k": int(images.shape[0]), "n": n, "seed": seed, "images": _digest(images)}
     cache = Path(cache) if cache else None
-    done = json.loads(cache.read_text()) if cache and cache.is_file() else {"key": key, "variants": {}}
-    if done["key"] != key:
-        raise ValueError(f"the gap cache {cache} was measured on other images, n or seed ({done['key']}); "
-                         "delete it to measure again")
-    prov = provenance(device)
-    measured = {"commit": prov["commit"], "tree": code_sha256(), "date": prov["date"], "device": prov["device"],
-                "torch": prov["torch"], "checkpoint": f"{Path(checkpoint).parent.name}/{Path(checkpoint).name}",
+    done = open_cache(cache, key, "variants", "images, n or seed")
+    measured = {**measured_by(device), "checkpoint": f"{Path(checkpoint).parent.name}/{Path(checkpoint).name}",
                 "checkpoint_sha256": file_sha256(checkpoint)}
     cal = _digest(*calibration) if calibration is not None else None
 

@@ -116,6 +116,14 @@ def provenance(device: torch.device | str = "cpu") -> dict:
     }
 
 
+def measured_by(device: torch.device | str = "cpu") -> dict:
+    """What measures a result now, for the caches that keep measurements: the commit, the SHA-256 of the library's
+    code (``tree``, :func:`code_sha256`), the date, the device and torch."""
+    prov = provenance(device)
+    return {"commit": prov["commit"], "tree": code_sha256(), "date": prov["date"], "device": prov["device"],
+            "torch": prov["torch"]}
+
+
 def dirty_warning(prov: dict) -> str | None:
     """A MyST warning admonition (Markdown, one sentence) for a page stamped with provenance ``prov`` whose commit
     is ``-dirty`` (made from uncommitted code, see :func:`git_commit`); None for a clean or unknown commit."""

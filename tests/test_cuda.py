@@ -30,6 +30,19 @@ SMALL = dict(mask="random_blocks", batch_size=8, width=16, bottleneck=64, device
              checkpoint_every=2)
 
 
+def networks(cfg, device: torch.device):
+    """G and D of ``cfg`` (seed 0), the input preparation (the cascade's eq. (1) for ``cce128``, on an untrained
+    64 CE) and the optimisers, set up for the fast path on ``device``."""
+    torch.manual_seed(0)
+    g, d = build_models(cfg)
+    prepare, cascade = fill_hole, None
+    if cfg.model == "cce128":
+        cascade = CascadeContextEncoder(ContextEncoder(64, cfg.bottleneck, cfg.output, cfg.variant, cfg.width), g)
+        prepare = cascade.prepare_input
+    opt_g, opt_d = train_mod.setup_training(cfg, g, d, device, extra=cascade)
+    return g, d, prepare, opt_g, opt_d
+
+
 @needs_cuda
 @pytest.mark.parametrize("model", ["ce64", "ce128", "cce128"])
 def test_fast_steps_in_bf16_and_channels_last(model):
@@ -37,13 +50,7 @@ def test_fast_steps_in_bf16_and_channels_last(model):
     the batch (images, batched masks) drawn on the device."""
     cfg = make_config("smoke", model=model, ce64="(test)" if model == "cce128" else None, **SMALL)
     assert cfg.amp and cfg.channels_last and cfg.device_rng and cfg.fused_adam
-    torch.manual_seed(0)
-    g, d = build_models(cfg)
-    prepare, cascade = fill_hole, None
-    if model == "cce128":
-        cascade = CascadeContextEncoder(ContextEncoder(64, cfg.bottleneck, cfg.output, cfg.variant, cfg.width), g)
-        prepare = cascade.prepare_input
-    opt_g, opt_d = train_mod.setup_training(cfg, g, d, CUDA, extra=cascade)
+    g, d, prepare, opt_g, opt_d = networks(cfg, CUDA)
     conv = next(m for m in g.modules() if isinstance(m, torch.nn.Conv2d))
     dtypes = []
     conv.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
@@ -125,13 +132,7 @@ def check_nsd_loss_step(device: torch.device, model: str, nsd_norm: str) -> None
                       nsd_norm=nsd_norm, **dict(SMALL, device=str(device)))
     bf16 = device.type == "cuda"
     assert cfg.amp == bf16 and cfg.device_rng
-    torch.manual_seed(0)
-    g, d = build_models(cfg)
-    prepare, cascade = fill_hole, None
-    if model == "cce128":
-        cascade = CascadeContextEncoder(ContextEncoder(64, cfg.bottleneck, cfg.output, cfg.variant, cfg.width), g)
-        prepare = cascade.prepare_input
-    opt_g, opt_d = train_mod.setup_training(cfg, g, d, device, extra=cascade)
+    g, d, prepare, opt_g, opt_d = networks(cfg, device)
     dtypes = []
     g.bottleneck_conv.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
     nsd_gen = make_nsd_generator(cfg, device)

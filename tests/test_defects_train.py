@@ -92,7 +92,7 @@ def test_ladder_cache_follows_the_checkpoints_and_the_code(run10, tmp_path, monk
     assert measured["checkpoint_sha256"] == hashlib.sha256(snapshot_path(run, 5).read_bytes()).hexdigest()
     assert measured["tree"] == provenance.code_sha256() and measured["commit"]
     loaded.clear()
-    monkeypatch.setattr(evaluate, "code_sha256", lambda: "another tree")  # the measuring code changed
+    monkeypatch.setattr(provenance, "code_sha256", lambda: "another tree")  # the measuring code changed
     _ladder(run, cache)
     assert sorted(loaded) == ["step-0000005.pt", "step-0000010.pt"]
 
