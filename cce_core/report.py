@@ -616,7 +616,8 @@ def seeds_glue(report: dict) -> dict[str, str | int | float]:
 def design_components(report: dict, measure: str = "nsd_normalized") -> VarianceComponents:
     """The run's own seed-level design for the calibration (:func:`cce_core.stats.calibration_table`): the variance
     components of the seeds' per-image differences in ``measure`` (:func:`seeds_report`). With one seed the seed sd
-    cannot be told from the rest: it is 0 and the per-image spread is all image."""
+    cannot be told from the rest: it is 0, and the per-image spread is split evenly between the images and the rest
+    (an assumption, said in :func:`calibration_glue`'s text)."""
     rows = [report["per_seed"][s][measure] for s in report["seeds"]]
     per_image = _per_image_rows(rows)
     if per_image is not None:
@@ -625,7 +626,8 @@ def design_components(report: dict, measure: str = "nsd_normalized") -> Variance
     if values is None:
         raise ValueError(f"the seeds' metrics hold no per-image values of {measure} (a run made before they were "
                          "stored): the design's variance components cannot be read from it")
-    return VarianceComponents(0.0, float(np.std(values, ddof=1)), 0.0, 1, len(values))
+    half = float(np.std(values, ddof=1)) / np.sqrt(2)  # one seed: images and the rest split evenly (assumed)
+    return VarianceComponents(0.0, half, half, 1, len(values))
 
 
 #: The calibration table's rules: (column prefix, label).
@@ -646,7 +648,10 @@ def calibration_glue(rows: list[dict], comps: VarianceComponents) -> dict[str, s
             power.setdefault(r["case"], {})[r["n_seeds"]] = r["crossed_lower"]
     return {
         "calib_design": (f"sd {comps.seed_sd:.4f} between seeds, {comps.image_sd:.4f} between images and "
-                         f"{comps.residual_sd:.4f} for the rest, k = {comps.n_images} images"),
+                         f"{comps.residual_sd:.4f} for the rest, k = {comps.n_images} images"
+                         + ("; with one seed the seeds' part is unknown, taken as 0, and the per-image spread is "
+                            "split evenly between the images and the rest, an assumption" if comps.n_seeds == 1
+                            else "")),
         "calib_t_vs_crossed": (
             f"with 5 seeds the t-interval over seed means says \"lower\" under no effect in "
             f"{100 * five['t_lower']:.1f}% of studies and the book's interval in {100 * five['crossed_lower']:.1f}%; "
@@ -663,12 +668,12 @@ def calibration_rows(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
         null = r["case"] == "no effect"
-        row = {"case": "no effect" if null else f"effect {r['case']}", "seed sd": f"{r['seed_sd']:.4f}",
-               "seeds": r["n_seeds"]}
+        row = {"case": "no effect: lower / higher (%)" if null else f"effect {r['case']}: lower (%)",
+               "seed sd": f"{r['seed_sd']:.4f}", "seeds": r["n_seeds"]}
         for key, label in CALIBRATION_RULES:
             lo, hi = r.get(f"{key}_lower"), r.get(f"{key}_higher")
-            row[f"{label}: {'lower / higher' if null else 'lower'} (%)"] = (
-                "–" if lo is None else f"{100 * lo:.1f} / {100 * hi:.1f}" if null else f"{100 * lo:.1f}")
+            missing = lo is None or lo != lo  # None, or NaN after a pandas round trip
+            row[label] = "–" if missing else f"{100 * lo:.1f} / {100 * hi:.1f}" if null else f"{100 * lo:.1f}"
         out.append(row)
     return out
 
