@@ -1036,10 +1036,9 @@ if __name__ == "__main__":  # python -m cce_core.report RUN/generated: the headl
         raise SystemExit("usage: python -m cce_core.report RUN/generated")
     ms = seed_metrics_of(sys.argv[1])
     rep = seeds_report(ms)
-    d = _per_image_rows([rep["per_seed"][s]["nsd_normalized"] for s in rep["seeds"]])
-    t, crossed = seed_interval([m for m in np.mean(d, 1)]), rep["across"]["nsd_normalized"]
+    crossed = rep["across"]["nsd_normalized"]  # seeds_report keeps the t-interval beside it (seed_t_ci95)
     print(f"cascade − CE, BN-normalised NSD, {len(ms)} seeds: {crossed['mean']:+.5f}; t over seed means "
-          f"{_ci_text(t.ci95, '+.5f')}; {crossed['method']} {_ci_text(crossed['ci95'], '+.5f')}")
+          f"{_ci_text(crossed['seed_t_ci95'], '+.5f')}; {crossed['method']} {_ci_text(crossed['ci95'], '+.5f')}")
     comps = design_components(rep)
     print(f"design: {comps}")
     for row in calibration_rows(calibration_table(comps, rep["across"]["ce128_nsd_normalized"]["mean"])):
