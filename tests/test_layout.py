@@ -31,7 +31,17 @@ def layers() -> list[list[str]]:
 
 
 def modules() -> dict[str, ast.Module]:
-    return {p.stem: ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.glob("*.py")) if p.stem != "__init__"}
+    """Each module of the package as one syntax tree; a subpackage (``report/``) is one module of the contract, its
+    files' trees joined, its relative imports read from the package (``from ..stats``: ``stats``; ``from .seeds``,
+    inside the subpackage: not a module of the contract)."""
+    out = {p.stem: ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.glob("*.py")) if p.stem != "__init__"}
+    for sub in sorted(p.parent for p in PACKAGE.glob("*/__init__.py")):
+        trees = [ast.parse(p.read_text(), str(p)) for p in sorted(sub.glob("*.py"))]
+        for node in (n for t in trees for n in ast.walk(t)):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                node.level -= 1
+        out[sub.name] = ast.Module(body=[n for t in trees for n in t.body], type_ignores=[])
+    return out
 
 
 def imported(node: ast.AST) -> set[str]:

@@ -1,4 +1,5 @@
-"""Verdict rules (report.py), inpainting quality measures (evaluate.py) and the metrics/glue builder (report.py)."""
+"""Verdict rules (cce_core.report.verdicts), inpainting quality measures (cce_core.evaluate) and the metrics/glue
+builder (cce_core.report.metrics)."""
 
 import numpy as np
 import pytest

@@ -1,0 +1,92 @@
+"""The scale ladder (the CPU study page): the seed-level cascade − CE comparison at each training length."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..evaluate import READINGS
+from ..stats import (
+    bootstrap_ci,
+)
+from .seeds import _FORMAT, SEED_MEASURES, _across
+from .verdicts import RunScale, _ci_text, verdict_order
+
+# --- the scale ladder: the seed-level comparison at each training length (issue 21) ----------------------------------
+
+#: The measures of the scale ladder (cascade − CE per point), with the side that favours the cascade.
+LADDER_MEASURES = {**{f"nsd_{r}": "lower" for r in READINGS}, "l1": "lower", "psnr": "higher", "ssim": "higher"}
+
+
+def scale_ladder(points: dict[int, dict[str, dict[str, dict]]], batch_size: int, bottleneck: int, width: int,
+                 train_images: int, models: tuple[str, str] = ("ce128", "cce128")) -> list[dict[str, Any]]:
+    """The seed-level result at each training length (``metrics.json`` → ``scale_ladder``).
+
+    ``points``: per seed, :func:`cce_core.evaluate.ladder_seed`'s per-image values ``{step: {model: {measure:
+    [k]}}}``. Per step (ascending): ``samples`` (step x ``batch_size``), ``per_seed`` {seed: {measure: the paired
+    mean cascade − CE over the images and its image-level bootstrap 95% CI}},
+    ``paired`` {measure: :func:`cce_core.stats.crossed_interval` over the seeds' per-image differences
+    with ``direction``, ``agree``, ``prediction95`` (one more seed) and the ``verdict`` sentence
+    (:func:`verdict_order` at that point's tier)}, and ``models`` {model: {measure: seed interval of the model's own
+    mean}}. Every seed must have measured every step."""
+    seeds = sorted(points)
+    steps = sorted({int(st) for s in seeds for st in points[s]})
+    ce, cce = models
+    out = []
+    for st in steps:
+        if any(str(st) not in points[s] for s in seeds):
+            raise ValueError(f"the ladder point at step {st} is missing for seed(s) "
+                             f"{[s for s in seeds if str(st) not in points[s]]}")
+        rows = {s: points[s][str(st)] for s in seeds}
+        scale = RunScale(st * batch_size, bottleneck, width, train_images)
+        entry: dict[str, Any] = {"step": st, "samples": st * batch_size, "n_seeds": len(seeds), "tier": scale.tier,
+                                 "per_seed": {}, "paired": {}, "models": {}}
+        for s in seeds:
+            diffs = {x: np.subtract(rows[s][cce][x], rows[s][ce][x]) for x in LADDER_MEASURES}
+            entry["per_seed"][s] = {x: {"mean": float(d.mean()), "ci95": list(bootstrap_ci(d, seed=s))}
+                                    for x, d in diffs.items()}
+        for x, good in LADDER_MEASURES.items():
+            per_image = [np.subtract(rows[s][cce][x], rows[s][ce][x]).tolist() for s in seeds]
+            a = _across([entry["per_seed"][s][x]["mean"] for s in seeds], per_image if len(seeds) > 1 else None)
+            a["verdict"] = verdict_order(a, None, scale, SEED_MEASURES.get(x, x), good, _FORMAT.get(x, "+.4f"))
+            entry["paired"][x] = a
+        for m in models:
+            entry["models"][m] = {x: _across([float(np.mean(rows[s][m][x])) for s in seeds],
+                                             [list(rows[s][m][x]) for s in seeds] if len(seeds) > 1 else None,
+                                             level=True) for x in LADDER_MEASURES}
+        out.append(entry)
+    return out
+
+
+def ladder_rows(ladder: list[dict], measures: tuple[str, ...] = ("nsd_normalized", "nsd_standardized", "psnr"),
+                ) -> list[dict]:
+    """The ladder's table: one row per training length, per measure the seed-level mean cascade − CE with its 95%
+    CI, the seeds agreeing in sign and the seed-level direction."""
+    rows = []
+    for e in ladder:
+        row: dict[str, Any] = {"samples per model": f"{e['samples']:,}", "seeds": e["n_seeds"]}
+        for x in measures:
+            a, f = e["paired"][x], _FORMAT.get(x, "+.4f")
+            row[f"Δ {SEED_MEASURES[x]} [95% CI]"] = f"{format(a['mean'], f)} {_ci_text(a['ci95'], f)}"
+            row[f"{SEED_MEASURES[x]}: seeds agreeing, seed level"] = (f"{a['agree'][0]} of {a['agree'][1]}, "
+                                                                      f"{a['direction']}")
+        rows.append(row)
+    return rows
+
+
+def ladder_summary(ladder: list[dict], measure: str = "nsd_normalized") -> str:
+    """The ladder in one sentence for the landing page: the seed-level cascade − CE at the shortest and the longest
+    training, how the seeds agree there, and the prediction interval for one more seed at the longest."""
+    first, last = ladder[0], ladder[-1]
+    f = _FORMAT.get(measure, "+.4f")
+
+    def at(e: dict) -> str:
+        a = e["paired"][measure]
+        return (f"{format(a['mean'], f)} {_ci_text(a['ci95'], f)} at {e['samples']:,} samples "
+                f"({a['agree'][0]} of {a['agree'][1]} seeds agree in sign: {a['direction']})")
+
+    pred = last["paired"][measure]["prediction95"]
+    return (f"Along training, cascade − CE in {SEED_MEASURES[measure]} (mean over {last['n_seeds']} seeds, seed-level "
+            f"95% CI): {at(first)}; {at(last)}. One more seed trained for {last['samples']:,} samples should land in "
+            f"{_ci_text(pred, f)} (95% prediction interval).")
