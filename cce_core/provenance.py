@@ -53,12 +53,13 @@ def git_commit(repo: Path = REPO) -> str:
     return "unknown"
 
 
-def code_sha256() -> str:
-    """SHA-256 of the library's code: each ``cce_core/*.py`` file's name and contents, in name order. It names the
-    code that measured a result even where the commit does not (uncommitted changes, no ``.git``)."""
+def code_sha256(root: Path = Path(__file__).parent) -> str:
+    """SHA-256 of the library's code: each ``.py`` file of ``cce_core`` and its subpackages (``report/``), its path
+    and contents, in path order. It names the code that measured a result even where the commit does not
+    (uncommitted changes, no ``.git``)."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 

@@ -171,3 +171,15 @@ def test_both_notebooks_take_each_seeds_images_from_eval_images():
     nsd = (NOTEBOOKS / "nsd_eval.py").read_text()
     body = nsd.split("def eval_set(source):", 1)[1].split("\n\n\n", 1)[0]
     assert "eval_images(source, k, seed)" in body
+
+
+def test_code_hash_covers_the_subpackages(tmp_path):
+    """The library tree's hash (the caches' key) changes with a file of ``cce_core/report/`` as with a module."""
+    import shutil
+
+    lib = tmp_path / "cce_core"
+    shutil.copytree(Path(provenance.__file__).parent, lib, ignore=shutil.ignore_patterns("__pycache__"))
+    before = provenance.code_sha256(lib)
+    assert before == provenance.code_sha256()
+    (lib / "report" / "seeds.py").write_text((lib / "report" / "seeds.py").read_text() + "# edited\n")
+    assert provenance.code_sha256(lib) != before
