@@ -175,8 +175,6 @@ def test_both_notebooks_take_each_seeds_images_from_eval_images():
 
 def test_code_hash_covers_the_subpackages(tmp_path):
     """The library tree's hash (the caches' key) changes with a file of ``cce_core/report/`` as with a module."""
-    import shutil
-
     lib = tmp_path / "cce_core"
     shutil.copytree(Path(provenance.__file__).parent, lib, ignore=shutil.ignore_patterns("__pycache__"))
     before = provenance.code_sha256(lib)
