@@ -178,7 +178,7 @@ def _reproduce(a: argparse.Namespace) -> None:
               pack=a.pack, seeds=a.seeds, fast=a.fast, nsd_loss=a.nsd_loss,
               loss_variants=a.loss_variants, central_once=a.central_once, ladder=a.ladder,
               train_only=a.train_only, nsd_loss_seeds=a.nsd_loss_seeds, notebooks=a.notebooks,
-              allow_dirty=a.allow_dirty)
+              allow_dirty=a.allow_dirty, fair_ladder=a.fair_ladder)
 
 
 def _compact(a: argparse.Namespace) -> None:
@@ -289,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the scale ladder (needs 2 or more seeds and a preset with snapshots a factor 2 apart, e.g. "
                         "study): NSD and quality of every seed's 128 CE and cascade at 4 training lengths, and its "
                         "page in the book")
+    r.add_argument("--fair-ladder", action="store_true",
+                   help="with --ladder: also a cascade per seed and ladder point whose 64 CE and 128 stage have both "
+                        "seen that point's samples (3 more cascade trainings per seed), and that ladder beside it")
     r.add_argument("--train-only", action="store_true",
                    help="train every model and stop (run.json says 'trained'); the same command without it later "
                         "reuses the trainings and runs the notebooks")

@@ -350,25 +350,35 @@ def _ladder_point(path: Path, images: torch.Tensor, nsd_masks: torch.Tensor, qua
             **{name: np.asarray(v, dtype=float).tolist() for name, v in q.items()}}
 
 
-def ladder_seed(runs: dict[str, str | os.PathLike], steps: list[int], images: torch.Tensor, nsd_masks: torch.Tensor,
+def _trained_commit(run: Path) -> str | None:
+    """The commit that trained a run (its ``config.json``'s provenance), None where it is not recorded."""
+    stored = run / "config.json"
+    return json.loads(stored.read_text()).get("provenance", {}).get("commit") if stored.is_file() else None
+
+
+def ladder_seed(runs: dict[str, str | os.PathLike | dict[int, str | os.PathLike]], steps: list[int],
+                images: torch.Tensor, nsd_masks: torch.Tensor,
                 quality_masks: torch.Tensor, device: str | torch.device = "cpu",
                 cache: str | os.PathLike | None = None) -> dict[str, dict[str, dict]]:
     """One training seed's models along training: for each step of ``steps`` and each run of ``runs`` ({model:
-    run directory}, e.g. the 128 CE and the cascade), NSD in the three readings (:func:`model_nsd`, the same images
+    run directory}, e.g. the 128 CE and the cascade; or {model: {step: run directory}} where each point is its own
+    run, as the fair ladder's cascades), NSD in the three readings (:func:`model_nsd`, the same images
     and masks for every step and model) and the in-hole quality (:func:`model_quality`), per image, so that the
     cascade - CE difference can be paired image by image.
 
     Returns ``{str(step): {model: {"nsd_<reading>": [k floats], "<measure>": [k floats], "measured": {...}}}}``;
     ``measured`` says what measured the values: the commit, the SHA-256 of the library's code
     (:func:`cce_core.provenance.code_sha256`, ``tree``), the date, device and torch, and the model state measured
-    with its SHA-256. ``cache`` (a JSON file): points already measured are read from it and each new one is written
-    as soon as it is done, so an interrupted ladder resumes; a point whose checkpoint file or code changed since
-    is measured again, and a cache made on other images or masks (their sizes or SHA-256 differ) is refused."""
+    with its SHA-256; and ``trained_commit``, the commit that trained it. ``cache`` (a JSON file): points already
+    measured are read from it and each new one is written as soon as it is done, so an interrupted ladder resumes; a
+    point whose checkpoint file or code changed since is measured again, and a cache made on other images or masks
+    (their sizes or SHA-256 differ) is refused."""
     key = _ladder_key(images, nsd_masks, quality_masks)
     cache = Path(cache) if cache else None
     done = open_cache(cache, key, "points", "images or masks")
     code = measured_by(device)
-    paths = {(st, m): snapshot_at(runs[m], st) for st in steps for m in runs}
+    run_at = {(st, m): Path(r[st] if isinstance(r, dict) else r) for st in steps for m, r in runs.items()}
+    paths = {point: snapshot_at(run, point[0]) for point, run in run_at.items()}
     shas = {point: file_sha256(path) for point, path in paths.items()}
 
     def current(st: int, m: str) -> bool:
@@ -378,8 +388,8 @@ def ladder_seed(runs: dict[str, str | os.PathLike], steps: list[int], images: to
     todo = [(st, m) for st, m in paths if not current(st, m)]
     for st, m in tqdm(todo, desc="ladder", unit="model", disable=not todo):
         point = _ladder_point(paths[st, m], images, nsd_masks, quality_masks, device)
-        point["measured"] = {**code, "checkpoint": paths[st, m].relative_to(Path(runs[m]).parent).as_posix(),
-                             "checkpoint_sha256": shas[st, m]}
+        point["measured"] = {**code, "checkpoint": paths[st, m].relative_to(run_at[st, m].parent).as_posix(),
+                             "checkpoint_sha256": shas[st, m], "trained_commit": _trained_commit(run_at[st, m])}
         done["points"].setdefault(str(st), {})[m] = point
         if cache:
             atomic_write_text(cache, json.dumps(done))

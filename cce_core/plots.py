@@ -340,21 +340,23 @@ def nsd_against_paper(models: dict[str, dict], n: int, ax: Axes | None = None) -
     return ax
 
 
-def ladder_lines(ax: Axes, samples: Sequence[int], per_seed: dict[int, Sequence[float]], across: Sequence[dict],
-                 label: str, color: str) -> None:
+def ladder_lines(ax: Axes, samples: Sequence[float], per_seed: dict[int, Sequence[float]], across: Sequence[dict],
+                 label: str, color: str, ticks: bool = True, style: str = "o-") -> None:
     """One model (or one difference) along a scale ladder: each seed's values as a thin line, the mean over seeds
     as a thick line with dots, and the seed-level 95% CI of the mean as a band (``across``: one
     :meth:`cce_core.stats.SeedInterval.as_dict` per point). The x axis is logarithmic in base 2 (the ladder's
-    points are a factor 2 apart)."""
+    points are a factor 2 apart), ticked at the points unless ``ticks`` is False (an x axis other than samples,
+    e.g. training FLOPs, that differs between the lines); ``style``: the thick line's matplotlib format."""
     for values in per_seed.values():
         ax.plot(samples, values, color=color, linewidth=0.8, alpha=0.35)
-    ax.plot(samples, [a["mean"] for a in across], "o-", color=color, linewidth=2.2, label=label)
+    ax.plot(samples, [a["mean"] for a in across], style, color=color, linewidth=2.2, label=label)
     if all(a["ci95"] is not None for a in across):
         ax.fill_between(samples, [a["ci95"][0] for a in across], [a["ci95"][1] for a in across], color=color,
                         alpha=0.18, linewidth=0)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(list(samples), [f"{s:,}" for s in samples])
-    ax.minorticks_off()
+    if ticks:
+        ax.set_xticks(list(samples), [f"{s:,}" for s in samples])
+        ax.minorticks_off()
 
 
 def log_axis(ax: Axes) -> None:

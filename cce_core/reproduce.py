@@ -42,7 +42,15 @@ from .data import describe_sources
 from .plots import compact_image, is_photographic, jpeg_bytes, palette_png, same_figure
 from .provenance import REPO, SOURCES, provenance, resolve_device, uncommitted
 from .report import RunScale
-from .runs import NSD_LOSS_MODELS, NSD_LOSS_WEIGHTS, ensure_nsd_runs, ensure_run, run_name
+from .runs import (
+    NSD_LOSS_MODELS,
+    NSD_LOSS_WEIGHTS,
+    ensure_fair_cascades,
+    ensure_nsd_runs,
+    ensure_run,
+    fair_run_name,
+    run_name,
+)
 from .stats import MIN_SAMPLES
 
 NOTEBOOKS = REPO / "notebooks"
@@ -376,8 +384,9 @@ def _training_record(runs: Path) -> dict:
     """What each finished run saw, from its config.json: samples done and planned, where and when."""
     trained = {}
     names = [run_name(model, mask) for mask, model in TRAIN_ORDER]
-    extra = sorted(p.parent.name for pattern in ("*-hole/config.json", "*-nsd*/config.json")  # --loss-variants,
-                   for p in runs.glob(pattern))                                             # the NSD-loss chapter
+    extra = sorted(p.parent.name for pattern in ("*-hole/config.json", "*-nsd*/config.json",  # --loss-variants,
+                                                 "*-fair*/config.json")  # the NSD-loss chapter, the fair ladder
+                   for p in runs.glob(pattern))
     for name in names + extra:
         path = runs / name / "config.json"
         if not path.exists():
@@ -418,7 +427,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
               pack: str | Path | None = None, seeds: list[int] | None = None, fast: bool = False,
               nsd_loss: bool = False, loss_variants: bool = False, central_once: bool = False, ladder: bool = False,
               train_only: bool = False, nsd_loss_seeds: list[int] | None = None,
-              notebooks: list[str] | None = None, allow_dirty: bool = False) -> Path:
+              notebooks: list[str] | None = None, allow_dirty: bool = False, fair_ladder: bool = False) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
@@ -437,7 +446,9 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     the first seed's last, given their ``metrics.json`` (``other_metrics``) to compare the seeds (see
     :func:`cce_core.report.seeds_report`); ``run.json`` lists the seeds and each one's training.
     ``central_once``: central-mask models for the first seed only. ``ladder`` (2+ seeds, a preset with
-    :func:`cce_core.config.ladder_steps`): ``notebooks/scale_ladder`` adds ``scale_ladder`` to ``metrics.json``.
+    :func:`cce_core.config.ladder_steps`): ``notebooks/scale_ladder`` adds ``scale_ladder`` to ``metrics.json``;
+    ``fair_ladder`` (implies ``ladder``) also trains, per seed and ladder point, a cascade whose both stages have seen
+    that point's samples (:func:`cce_core.runs.ensure_fair_cascades`) and adds the fair ladder beside it.
     ``train_only``: stop after the trainings (``run.json`` status "trained"; executed notebooks are kept); the same
     call without it reuses them. ``notebooks`` (of :data:`NOTEBOOK_NAMES`): execute only these, keep the others.
     All inputs are checked first (one-line ValueError / FileNotFoundError; uncommitted code unless ``allow_dirty``);
@@ -445,8 +456,8 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     The stages: :func:`check_inputs`, :func:`prepare_out`, :func:`train_models`, :func:`run_evaluation`, the book.
     """
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
-                        nsd_loss, loss_variants, central_once, ladder, train_only, nsd_loss_seeds, notebooks,
-                        allow_dirty)
+                        nsd_loss, loss_variants, central_once, ladder or fair_ladder, train_only, nsd_loss_seeds,
+                        notebooks, allow_dirty, fair_ladder)
     prepare_out(plan)
     announce(plan)
     recorder = Recorder(plan)
@@ -497,6 +508,7 @@ class Plan:
     train_only: bool = False
     nsd_loss_seeds: list[int] = field(default_factory=list)  # the seeds of the NSD-loss chapter (empty: no nsd_loss)
     notebooks: list[str] | None = None  # execute only these (None: all); the others stay as an earlier call left them
+    fair_ladder: bool = False  # the ladder also with a cascade per point whose both stages saw the point's samples
     earlier: list[dict] = field(default_factory=list)  # the calls before this one in the same ``out`` (run.json)
 
     @property
@@ -566,7 +578,7 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
                  pack: str | Path | None, seeds: list[int] | None, fast: bool, nsd_loss: bool,
                  loss_variants: bool, central_once: bool = False, ladder: bool = False,
                  train_only: bool = False, nsd_loss_seeds: list[int] | None = None,
-                 notebooks: list[str] | None = None, allow_dirty: bool = False) -> Plan:
+                 notebooks: list[str] | None = None, allow_dirty: bool = False, fair_ladder: bool = False) -> Plan:
     """Every input of :func:`reproduce` checked (one-line ValueError / FileNotFoundError) before anything is
     written: preset, seeds, device, data sources, ``out`` and ``pack``, the budget, papermill, the notebooks,
     and last the code (:func:`_check_code`)."""
@@ -597,6 +609,8 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     if loss_variants and time_budget is not None:
         raise ValueError("--loss-variants trains three more models that --time-budget does not budget yet: use one or "
                          "the other")
+    if fair_ladder and not ladder:
+        raise ValueError("the fair ladder is a scale ladder: give --ladder with --fair-ladder")
     if ladder:
         if len(seeds) < 2:
             raise ValueError("--ladder compares seeds at each training length: give --seeds with 2 or more seeds")
@@ -618,7 +632,7 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     return Plan(preset, seeds, data, eval_data, ood_data, out, device, force, pack, fast, nsd_loss, loss_variants,
                 sources, budget, central_once, ladder, train_only,
                 [s for s in seeds if s in (nsd_loss_seeds or seeds)] if nsd_loss else [],
-                list(dict.fromkeys(notebooks)) if notebooks is not None else None)
+                list(dict.fromkeys(notebooks)) if notebooks is not None else None, fair_ladder=fair_ladder)
 
 
 def _check_notebooks(notebooks: list[str], out: Path, train_only: bool, force: bool, nsd_loss: bool,
@@ -710,7 +724,8 @@ class Recorder:
                "eval_sizes": EVAL_SIZES[p.preset], **p.sources, "central_once": p.central_once,
                **({"ladder": {"steps": ladder_steps(PRESETS[p.preset]["steps"], PRESETS[p.preset]["snapshot_every"],
                                                     LADDER_POINTS),
-                              "k": EVAL_SIZES[p.preset]["k"], "n": LADDER_N}} if p.ladder else {}),
+                              "k": EVAL_SIZES[p.preset]["k"], "n": LADDER_N, "fair": p.fair_ladder}} if p.ladder
+                  else {}),
                "provenance": provenance(resolve_device(p.device)), "training": training,
                "wall_seconds": {k: round(v, 1) for k, v in self.timings.items()},
                "stage_seconds": {k: {part: round(v, 1) for part, v in parts.items()}
@@ -762,6 +777,8 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
             if budget:
                 budget.measured(recorder.timings[f"{tag}train-{name}"], train_wall, share)
             recorder.packed(f"running: {tag}{name} done")
+        if plan.fair_ladder:  # a cascade per ladder point with both stages trained that long (issue 29)
+            _train_fair_cascades(plan, recorder, s)
         if plan.loss_variants and s == plan.seed:  # eq. (1)'s weighting, beside the book's random-block models
             for model in ("ce64", "ce128", "cce128"):
                 name = run_name(model, "random_blocks", 0.0)
@@ -789,6 +806,24 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
             recorder.packed(f"running: {tag}NSD-loss runs done")
 
 
+def _train_fair_cascades(plan: Plan, recorder: Recorder, s: int) -> None:
+    """Seed ``s``'s cascades of the fair ladder (:func:`cce_core.runs.ensure_fair_cascades`), one per ladder point
+    before the last (the last is the seed's own cascade), each timed as its own training step."""
+    nb_dir, tag, dp = plan.folder(s), plan.tag(s), plan.data_params(s)
+    steps = ladder_steps(PRESETS[plan.preset]["steps"], PRESETS[plan.preset]["snapshot_every"], LADDER_POINTS)
+    for st in steps[:-1]:
+        name = fair_run_name("random_blocks", st)
+        print(f"[reproduce] training {tag}{name} ({plan.preset}; fair ladder: 64 CE at step {st})", flush=True)
+        t = time.perf_counter()
+        with contextlib.chdir(nb_dir):
+            ensure_fair_cascades(plan.common(s)["runs_dir"], [st], plan.preset, dp["data"], seed=s, device=plan.device,
+                                 fast=plan.fast)
+        recorder.timings[f"{tag}train-{name}"] = time.perf_counter() - t
+        recorder.stages[f"{tag}train-{name}"] = {"training": recorder.timings[f"{tag}train-{name}"]}
+        _free_device_memory()
+    recorder.packed(f"running: {tag}fair-ladder cascades done")
+
+
 def run_evaluation(plan: Plan, recorder: Recorder) -> None:
     """The first seed's "Training" page (its six runs in one table, loss curves and inpaintings), each seed's NSD
     notebook (the other seeds' first, the first seed's last: it compares the seeds; with ``ladder`` the scale ladder
@@ -812,7 +847,8 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
                 timings["scale_ladder"] = execute_notebook(
                     "scale_ladder", nb_dir / "scale_ladder.ipynb",
                     dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, points=LADDER_POINTS,
-                         ladder_path="ladder.json", **plan.seed_places(plan.seeds, nb_dir)), nb_dir)
+                         ladder_path="ladder.json", fair=plan.fair_ladder, **plan.seed_places(plan.seeds, nb_dir)),
+                    nb_dir)
                 recorder.packed("running: scale ladder done")
             extra["ladder_path"] = "ladder.json"
         if plan.executes("nsd_eval"):

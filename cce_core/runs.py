@@ -1,9 +1,10 @@
 """The runs of a reproduction: their names, and each one trained, resumed or reused where it already exists.
 
 A run lives in ``runs_dir/<name>`` (:func:`run_name`): the model and mask strategy, and a suffix for a training
-that differs from the recipe (eq. (1)'s loss weighting, the NSD loss). The notebooks and
-:func:`cce_core.reproduce.reproduce` ask for runs through :func:`ensure_run`, so a notebook run alone trains what
-it needs and a reproduction's notebooks reuse what it trained.
+that differs from the recipe (eq. (1)'s loss weighting, the NSD loss, a cascade of the fair scale ladder,
+:func:`fair_run_name`). The notebooks and :func:`cce_core.reproduce.reproduce` ask for runs through
+:func:`ensure_run`, so a notebook run alone trains what it needs and a reproduction's notebooks reuse what it
+trained.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import make_config
+from .evaluate import snapshot_at
 from .train import train
 
 
@@ -89,4 +91,38 @@ def ensure_nsd_runs(runs_dir: str | os.PathLike, lambdas: Sequence[float], prese
             ckpt = ensure_run(runs_dir, model, "random_blocks", preset, seen_from, seed=seed, device=device,
                               progress=progress, nsd_weight=lam, nsd_masks=nsd_masks, fast=fast)
         out[lam] = Path(cwd) / ckpt
+    return out
+
+
+def fair_run_name(mask: str, steps: int) -> str:
+    """The run directory of a cascade of the fair scale ladder: its 128 stage trained ``steps`` steps on its 64 CE's
+    snapshot at ``steps`` (:func:`ensure_fair_cascades`)."""
+    return f"{run_name('cce128', mask)}-fair{steps}"
+
+
+def ensure_fair_cascades(runs_dir: str | os.PathLike, steps: Sequence[int], preset: str, data: list[str],
+                         seed: int = 0, device: str = "auto", fast: bool | None = None, progress: bool = False,
+                         cwd: str | os.PathLike = ".", mask: str = "random_blocks") -> dict[int, Path]:
+    """The cascades of the fair scale ladder (issue 29): for each ladder step ``st``, a cascade whose 64 CE has
+    seen ``st`` steps (the seed's own 64 CE run, its snapshot at ``st``) and whose 128 stage is trained ``st`` steps
+    on top of it, in ``runs_dir/<cce128-mask>-fair<st>`` (trained, resumed or reused). At the preset's full length
+    this is the seed's own cascade (:func:`ensure_run`). Same seed, so the same batches and masks as that cascade's
+    first ``st`` steps. Returns {step: run directory}, relative to the current folder; ``cwd`` as in
+    :func:`ensure_nsd_runs` (the folder the runs are asked for from)."""
+    full = make_config(preset).steps
+    seen_from = [d if d == "embedded" else os.path.relpath(d, cwd) for d in data]
+    out = {}
+    with contextlib.chdir(cwd):
+        final64 = ensure_run(runs_dir, "ce64", mask, preset, seen_from, seed, device, progress, fast=fast)
+        if fast is None:  # as the seed's 64 CE was trained
+            fast = bool(json.loads((final64.parent / "config.json").read_text())["config"].get("fast", False))
+        for st in steps:
+            if st == full:
+                run = ensure_run(runs_dir, "cce128", mask, preset, seen_from, seed, device, progress, fast=fast).parent
+            else:
+                run = Path(runs_dir) / fair_run_name(mask, st)
+                cfg = make_config(preset, model="cce128", mask=mask, data=list(seen_from), seed=seed, device=device,
+                                  ce64=str(snapshot_at(final64.parent, st)), fast=fast, steps=st)
+                train(cfg, run, resume="auto", progress=progress)
+            out[st] = Path(cwd) / run
     return out

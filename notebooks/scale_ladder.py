@@ -23,9 +23,18 @@
 # the seed-level 95% interval of the [statistics](nsd_eval.ipynb) (a t-interval over the seeds' means) and a
 # prediction interval for one more seed.
 #
-# The cascade at a ladder point is its 128 CE after that many samples, on top of its 64 CE trained for the whole
-# run (the paper trains the 64 CE first, then the 128 stage): the ladder measures the length of the 128 stage's
-# training. The final point is the same model as the headline's; the headline measures it with more masks per image.
+# The cascade is measured along two ladders, which answer two questions:
+#
+# - **64 CE fully trained**: the cascade at a point is its 128 stage after that many samples, on top of the 64 CE
+#   trained for the whole run (the paper trains the 64 CE first, then the 128 stage). It asks how the difference
+#   moves as the 128 stage trains longer, but at the early points the cascade carries a first stage trained several
+#   times longer than the networks compared.
+# - **Each stage s samples** (the fair ladder): at each point a cascade of its own, whose 64 CE has seen s samples
+#   (its snapshot at s) and whose 128 stage is then trained s samples on top of it. It asks whether the cascade
+#   beats the CE when both are trained as long, at every length.
+#
+# Both ladders end at the same model, the headline's (which measures it with more masks per image). Below, each is
+# also drawn against the training compute it cost, so that the CE and the cascade can be compared at equal compute.
 
 # %% tags=["parameters", "remove-cell"]
 preset = "smoke"
@@ -43,6 +52,7 @@ runs_dirs = None  # each seed's runs folder, relative to its seed folder (None: 
 seed_folders = None  # the folder each seed's runs were trained from, relative to this notebook (None: ".")
 fig_dir = "../_build/nbval/figures"
 ladder_path = "../_build/nbval/ladder.json"  # written here, read by the NSD page (metrics.json's scale_ladder)
+fair = True  # also the fair ladder: a cascade per point with each stage trained that long (trained if missing)
 
 # %% tags=["hide-input"]
 import json
@@ -52,21 +62,30 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
+from cce_core.compute import gflop_per_sample, ladder_compute
 from cce_core.config import ladder_steps, training_length_note
 from cce_core.evaluate import eval_images, eval_masks, ladder_seed
 from cce_core.glue import glue
 from cce_core.plots import FIG_WIDTH_IN, forest_plot, ladder_lines, save_figure, use_book_style
 from cce_core.provenance import dirty_warning, provenance, resolve_device
-from cce_core.report import LADDER_MEASURES, SEED_MEASURES, ladder_rows, ladder_summary, run_info, scale_ladder
-from cce_core.runs import ensure_nsd_runs
+from cce_core.report import (
+    LADDER_MEASURES,
+    SEED_MEASURES,
+    fair_ladder_summary,
+    ladder_rows,
+    ladder_summary,
+    run_info,
+    scale_ladder,
+)
+from cce_core.runs import ensure_fair_cascades, ensure_nsd_runs
 from cce_core.stats import MIN_SAMPLES, PAPER_BOTTLENECK, PAPER_EFFECT, PAPER_TRAIN_IMAGES, PAPER_WIDTH
 
 use_book_style()
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
 PADDED = [{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}]
-COLORS = {"ce128": "tab:blue", "cce128": "tab:orange"}
-LABELS = {"ce128": "CE (128)", "cce128": "cascade CE"}
-MODELS = ("ce128", "cce128")
+COLORS = {"ce128": "tab:blue", "cce128": "tab:orange", "cce128_fair": "tab:purple"}
+LABELS = {"ce128": "CE (128)", "cce128": "cascade, 64 CE fully trained", "cce128_fair": "cascade, each stage s samples"}
+MODELS = ("ce128", "cce128", "cce128_fair") if fair else ("ce128", "cce128")
 
 # %% [markdown]
 # ## The runs and the ladder
@@ -80,11 +99,14 @@ if not len(runs_dirs) == len(seed_folders) == len(seeds) or len(seeds) < 2:
     raise ValueError(f"the ladder needs 2 or more seeds and one runs folder per seed: {len(seeds)} seeds, "
                      f"{len(runs_dirs)} runs folders, {len(seed_folders)} seed folders")
 runs = {s: {m: ensure_nsd_runs(rd, [0.0], preset, data, seed=s, device=device, model=m, cwd=folder)[0.0].parent
-            for m in MODELS} for s, rd, folder in zip(seeds, runs_dirs, seed_folders)}
+            for m in ("ce128", "cce128")} for s, rd, folder in zip(seeds, runs_dirs, seed_folders)}
 info = run_info(runs[seeds[0]]["ce128"] / "config.json")
 config = json.loads((runs[seeds[0]]["ce128"] / "config.json").read_text())["config"]
 steps = ladder_steps(config["steps"], config["snapshot_every"], points)
 samples = [st * info["batch_size"] for st in steps]
+if fair:  # the fair ladder's cascades: one per point and seed (the last point is the seed's own cascade)
+    for s, rd, folder in zip(seeds, runs_dirs, seed_folders):
+        runs[s]["cce128_fair"] = ensure_fair_cascades(rd, steps, preset, data, seed=s, device=device, cwd=folder)
 eval_sets = {s: eval_images(eval_data, k, s) for s in seeds}  # each seed's own, as on its NSD page
 images = eval_sets[seeds[0]]
 print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); ladder: steps {steps} = {samples} image samples per model "
@@ -109,14 +131,24 @@ for s, rd, folder in zip(seeds, runs_dirs, seed_folders):
     masks = eval_masks("random_blocks", n, seed=s)
     per_seed_points[s] = ladder_seed(runs[s], steps, eval_sets[s].images, masks, masks[:q], dev,
                                      cache=Path(folder) / rd / f"ladder-k{len(images)}-n{n}.json")
-ladder = scale_ladder(per_seed_points, info["batch_size"], info["bottleneck"], info["width"], info["train_images"])
-for e in ladder:  # what measured each point's values (the ladder cache's record): commit, code, checkpoint
-    e["measured"] = {s: {m: per_seed_points[s][str(e["step"])][m]["measured"] for m in MODELS} for s in seeds}
+sizes = (info["batch_size"], info["bottleneck"], info["width"], info["train_images"])
+ladder = scale_ladder(per_seed_points, *sizes)
+fair_ladder = scale_ladder(per_seed_points, *sizes, models=("ce128", "cce128_fair")) if fair else None
+for lad, pair in ((ladder, ("ce128", "cce128")), (fair_ladder or [], ("ce128", "cce128_fair"))):
+    for e in lad:  # what measured each point's values (the ladder cache's record): commits, code, checkpoint
+        e["measured"] = {s: {m: per_seed_points[s][str(e["step"])][m]["measured"] for m in pair} for s in seeds}
+gflop = gflop_per_sample(preset, batch_size=info["batch_size"], bottleneck=info["bottleneck"], width=info["width"])
+compute = {"gflop_per_sample": gflop, "fully_trained_64": ladder_compute(samples, gflop, ce64_samples=samples[-1]),
+           "each_stage": ladder_compute(samples, gflop)}
 record = {"steps": steps, "samples": samples, "k": len(images), "n": n, "q": q, "seeds": seeds,
           "eval_data": "; ".join(dict.fromkeys(im.description for im in eval_sets.values())),
           "train_data": info["train_data"], "points": ladder,
           "cascade_64": "each cascade's 64 CE is the one trained for the whole run (the ladder counts the 128 stage)",
-          "summary": ladder_summary(ladder), "provenance": provenance(dev)}
+          "summary": ladder_summary(ladder), "compute": compute, "provenance": provenance(dev)}
+if fair:
+    record |= {"fair_points": fair_ladder, "fair_summary": fair_ladder_summary(ladder, fair_ladder),
+               "fair_cascade_64": "each point's cascade: its 64 CE's snapshot at the point, its 128 stage trained as "
+                                  "many samples on top of it"}
 _ = Path(ladder_path).write_text(json.dumps(record, indent=1))
 if dirty_warning(record["provenance"]):  # measured with uncommitted code: said on the page
     display(Markdown(dirty_warning(record["provenance"])))
@@ -129,14 +161,19 @@ assert [e["samples"] for e in ladder] == samples and all(e["n_seeds"] == len(see
 # at each point.
 
 # %% tags=["nbval-ignore-output"]
+def ladder_of(m):
+    """The ladder whose entries hold model ``m`` (the fair cascade is in the fair ladder only)."""
+    return fair_ladder if m == "cce128_fair" else ladder
+
+
 def model_values(m, x):
-    return {s: [e["models"][m][x]["per_seed"][i] for e in ladder] for i, s in enumerate(seeds)}
+    return {s: [e["models"][m][x]["per_seed"][i] for e in ladder_of(m)] for i, s in enumerate(seeds)}
 
 
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
 for ax, x in zip(axes, ("nsd_normalized", "nsd_standardized")):
     for m in MODELS:
-        ladder_lines(ax, samples, model_values(m, x), [e["models"][m][x] for e in ladder], LABELS[m], COLORS[m])
+        ladder_lines(ax, samples, model_values(m, x), [e["models"][m][x] for e in ladder_of(m)], LABELS[m], COLORS[m])
     ax.set(xlabel="image samples per model", title=SEED_MEASURES[x])
 axes[0].legend()
 save_figure(fig, Path(fig_dir) / "ladder_nsd.png")
@@ -145,7 +182,7 @@ save_figure(fig, Path(fig_dir) / "ladder_nsd.png")
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
 for ax, x in zip(axes, ("psnr", "ssim")):
     for m in MODELS:
-        ladder_lines(ax, samples, model_values(m, x), [e["models"][m][x] for e in ladder], LABELS[m], COLORS[m])
+        ladder_lines(ax, samples, model_values(m, x), [e["models"][m][x] for e in ladder_of(m)], LABELS[m], COLORS[m])
     ax.set(xlabel="image samples per model", title=f"in-hole {SEED_MEASURES[x]}")
 axes[0].legend()
 save_figure(fig, Path(fig_dir) / "ladder_quality.png")
@@ -153,18 +190,23 @@ save_figure(fig, Path(fig_dir) / "ladder_quality.png")
 # %% [markdown]
 # ## The difference, seed by seed, at each training length
 #
-# Left: cascade − CE along training, per seed (thin) and over seeds (thick, with the seed-level band), for the
-# headline's NSD reading and for PSNR. Below: the forest plot at each ladder point: each seed's paired difference
-# with its image-level 95% interval (a description of that seed's two networks), the mean over seeds with its
-# seed-level interval, 0 and the paper's difference.
+# Cascade − CE along training, per seed (thin) and over seeds (thick, with the seed-level band), for the
+# headline's NSD reading and for PSNR: with the cascade's 64 CE trained the whole run (orange) and with each stage
+# trained as long as the point (purple, the fair ladder). Below: the forest plot at each point of the fair ladder
+# (of the other where it was not measured): each seed's paired difference with its image-level 95% interval (a
+# description of that seed's two networks), the mean over seeds with its seed-level interval, 0 and the paper's
+# difference.
 
 # %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
+ladders = {"cce128": ladder, **({"cce128_fair": fair_ladder} if fair else {})}
 for ax, x in zip(axes, ("nsd_normalized", "psnr")):
-    diffs = {s: [e["per_seed"][s][x]["mean"] for e in ladder] for s in seeds}
-    ladder_lines(ax, samples, diffs, [e["paired"][x] for e in ladder], "cascade − CE", "tab:green")
+    for m, lad in ladders.items():
+        diffs = {s: [e["per_seed"][s][x]["mean"] for e in lad] for s in seeds}
+        ladder_lines(ax, samples, diffs, [e["paired"][x] for e in lad], LABELS[m], COLORS[m])
     ax.axhline(0, color="grey", linestyle="--", linewidth=1)
-    ax.set(xlabel="image samples per model", title=f"Δ {SEED_MEASURES[x]}")
+    ax.set(xlabel="image samples per model", title=f"cascade − CE, {SEED_MEASURES[x]}")
+axes[0].legend(fontsize="small")
 save_figure(fig, Path(fig_dir) / "ladder_difference.png")
 
 # %% tags=["nbval-ignore-output"]
@@ -172,7 +214,7 @@ cols = 2
 rows_ = -(-len(ladder) // cols)
 fig, axes = plt.subplots(rows_, cols, figsize=(FIG_WIDTH_IN, rows_ * (1.4 + 0.34 * (len(seeds) + 1))),
                          layout="constrained", sharex=True, sharey=True, squeeze=False)
-for i, (ax, e) in enumerate(zip(axes.ravel(), ladder)):
+for i, (ax, e) in enumerate(zip(axes.ravel(), fair_ladder or ladder)):
     forest_plot([(f"seed {s}", e["per_seed"][s]["nsd_normalized"]["mean"],
                   tuple(e["per_seed"][s]["nsd_normalized"]["ci95"])) for s in seeds],
                 e["paired"]["nsd_normalized"], paper_effect=PAPER_EFFECT, ax=ax, xlabel="Δ NSD, BN-normalised")
@@ -188,16 +230,39 @@ for ax in axes.ravel()[len(ladder):]:
 save_figure(fig, Path(fig_dir) / "ladder_forest.png")
 
 # %% [markdown]
-# ## What the ladder can and cannot say
+# ## At equal training compute
 #
-# The CE and the cascade's 128 stage have seen the same number of samples at every point, but the cascade also carries
-# its 64 CE, which at every point has seen the whole run's samples: at the first points the cascade starts from a coarse
-# inpainting made by a network trained several times longer than the 128 networks being compared (the ratio halves at
-# each point, down to one at the last). An advantage of the cascade early in the ladder is therefore partly a head start
-# of its 64 CE, not only a property of the design; the comparison on equal terms is the last point, where all three
-# networks have seen the same samples (as in the paper, which trains the 64 CE first and then the 128 stage). The
-# question the ladder answers is how the difference moves as the 128 stage trains longer; every point is still far below
-# the paper's training length, so none of it is a verdict on the paper's claim.
+# The cascade costs more to train than the CE: its 64 CE is trained first, and every step of its 128 stage runs the
+# 64 CE forward too. Here the models are drawn against the training FLOPs behind them: per training sample, one
+# iteration of the recipe (D step and G step, forward and backward), counted at this run's sizes with PyTorch's FLOP
+# counter (`cce_core.compute.gflop_per_sample`: convolutions and matrix products; elementwise work and the optimiser
+# are not counted). The fully trained 64 CE counts in full at every point of its ladder.
+
+# %% tags=["hide-input"]
+display(pd.DataFrame({"GFLOP per training sample": {LABELS.get(m, "64 CE"): round(v, 3) for m, v in gflop.items()}})
+        .rename(index={"cascade, 64 CE fully trained": "cascade's 128 stage (with its 64 CE's forward)"}))
+
+# %% tags=["nbval-ignore-output"]
+tflop = {"ce128": compute["each_stage"]["ce128"], "cce128": compute["fully_trained_64"]["cce128"],
+         "cce128_fair": compute["each_stage"]["cce128"]}
+fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
+for ax, x in zip(axes, ("nsd_normalized", "psnr")):
+    for m in MODELS:
+        ladder_lines(ax, tflop[m], model_values(m, x), [e["models"][m][x] for e in ladder_of(m)], LABELS[m],
+                     COLORS[m], ticks=False)
+    ax.set(xlabel="training compute (TFLOP)", title=f"{SEED_MEASURES[x]} against compute")
+axes[0].legend(fontsize="small")
+save_figure(fig, Path(fig_dir) / "ladder_compute.png")
+
+# %% [markdown]
+# ## What each ladder can and cannot say
+#
+# With the 64 CE fully trained, the cascade at the first points starts from a coarse inpainting made by a network
+# trained several times longer than the 128 networks being compared (the ratio halves at each point, down to one at
+# the last): an advantage there may be that head start, not the design. The fair ladder removes it: at every point
+# both stages of the cascade have seen as many samples as the CE, so a difference there belongs to the design at
+# that training length; it still costs more compute (figure above). Both ladders end at the same models. Every
+# point is far below the paper's training length, so none of it is a verdict on the paper's claim.
 
 # %% [markdown]
 # ## The seed-level result at each point
@@ -207,9 +272,20 @@ save_figure(fig, Path(fig_dir) / "ladder_forest.png")
 # the interval covers 0).
 
 # %% tags=["nbval-ignore-output"]
-table = pd.DataFrame(ladder_rows(ladder)).set_index("samples per model").style.set_table_styles(PADDED)
+def ladder_table(lad):
+    return pd.DataFrame(ladder_rows(lad, ("nsd_normalized", "psnr"))).set_index("samples per model").style\
+        .set_table_styles(PADDED)
+
+
+display(Markdown("**With the cascade's 64 CE fully trained**"))
+table = ladder_table(ladder)
 glue("ladder_table", table, display=False)
-table
+display(table)
+if fair:
+    display(Markdown("**Each stage trained s samples (the fair ladder)**"))
+    fair_table = ladder_table(fair_ladder)
+    glue("fair_ladder_table", fair_table, display=False)
+    display(fair_table)
 
 # %% tags=["hide-input"]
 last = ladder[-1]
@@ -221,10 +297,12 @@ display(Markdown(
     f"cascade − CE to fall, with 95% probability, in [{pred['nsd_normalized'][0]:+.4f}, "
     f"{pred['nsd_normalized'][1]:+.4f}] in BN-normalised NSD and in [{pred['psnr'][0]:+.2f}, {pred['psnr'][1]:+.2f}] "
     f"dB in PSNR (95% prediction intervals from the {len(seeds)} seeds: mean ± t·sd·√(1 + 1/S)).\n\n"
-    f"{ladder_summary(ladder)}\n\nTier at every point: {last['tier']} (paper scale: D = {PAPER_BOTTLENECK}, width "
+    f"{ladder_summary(ladder)}\n\n" + (f"**The fair ladder.** {record['fair_summary']}\n\n" if fair else "")
+    + f"Tier at every point: {last['tier']} (paper scale: D = {PAPER_BOTTLENECK}, width "
     f"{PAPER_WIDTH}, {MIN_SAMPLES:,} image samples per model or more from {PAPER_TRAIN_IMAGES:,} distinct images or "
     f"more; {training_length_note()})."))
 for key, value in {"ladder_summary": ladder_summary(ladder), "ladder_points": len(ladder),
                    "ladder_first_samples": ladder[0]["samples"], "ladder_last_samples": last["samples"],
-                   "ladder_n": n, "ladder_k": len(images)}.items():
+                   "ladder_n": n, "ladder_k": len(images),
+                   **({"fair_ladder_summary": record["fair_summary"]} if fair else {})}.items():
     glue(key, value, display=False)

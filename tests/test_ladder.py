@@ -6,10 +6,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from cce_core import evaluate
-from cce_core.config import ladder_steps
+from cce_core import reproduce as reproduce_mod
+from cce_core.checkpoint import load_checkpoint
+from cce_core.compute import gflop_per_sample, ladder_compute
+from cce_core.config import ladder_steps, make_config
 from cce_core.evaluate import eval_masks, ladder_seed, snapshot_at
+from cce_core.models import ContextEncoder
 from cce_core.report import (
     LADDER_MEASURES,
     ladder_rows,
@@ -20,7 +25,7 @@ from cce_core.report import (
     seeds_rows,
 )
 from cce_core.reproduce import check_inputs, reproduce, toc_for
-from cce_core.runs import ensure_run
+from cce_core.runs import ensure_fair_cascades, ensure_run, fair_run_name
 from cce_core.stats import seed_interval
 
 
@@ -148,6 +153,8 @@ def test_reproduce_refuses_a_ladder_it_cannot_make(tmp_path):
     with pytest.raises(ValueError, match="no ladder"):
         check_inputs("smoke", seeds=[0, 1], **args)  # 20 steps: no 4 points a factor 2 apart
     assert check_inputs("study", seeds=[0, 1], **args).ladder
+    with pytest.raises(ValueError, match="--ladder with --fair-ladder"):
+        check_inputs("study", seeds=[0, 1], **{**args, "ladder": False}, fair_ladder=True)
 
 
 def test_nsd_loss_seeds_are_a_subset_of_the_seeds(tmp_path):
@@ -162,15 +169,21 @@ def test_nsd_loss_seeds_are_a_subset_of_the_seeds(tmp_path):
             check_inputs("study", seeds=[0, 1], nsd_loss_seeds=bad, **args)
 
 
-def test_train_only_with_central_once_trains_the_central_models_for_the_first_seed(tmp_path, one_thread):
+def test_train_only_with_central_once_trains_the_central_models_for_the_first_seed(tmp_path, one_thread,
+                                                                                   monkeypatch):
+    """--central-once trains the central models for the first seed only; --fair-ladder (here a 3-point ladder of
+    the smoke preset) adds each seed's cascades at the points before the last."""
+    monkeypatch.setattr(reproduce_mod, "LADDER_POINTS", 3)
     out = tmp_path / "run"
     reproduce("smoke", out=out, seeds=[0, 1], central_once=True, train_only=True, book=False, device="cpu",
-              allow_dirty=True)
+              allow_dirty=True, ladder=True, fair_ladder=True)
     run = json.loads((out / "generated" / "run.json").read_text())
-    assert run["status"] == "trained" and run["central_once"]
+    assert run["status"] == "trained" and run["central_once"] and run["ladder"]["fair"]
+    fair = {"cce128-random_blocks-fair5", "cce128-random_blocks-fair10"}
     assert set(run["training"]["seed0"]) == {f"{m}-{mk}" for m in ("ce64", "ce128", "cce128")
-                                             for mk in ("random_blocks", "central")}
-    assert set(run["training"]["seed1"]) == {f"{m}-random_blocks" for m in ("ce64", "ce128", "cce128")}
+                                             for mk in ("random_blocks", "central")} | fair
+    assert set(run["training"]["seed1"]) == {f"{m}-random_blocks" for m in ("ce64", "ce128", "cce128")} | fair
+    assert run["training"]["seed1"]["cce128-random_blocks-fair5"]["samples"] == 5 * 16
     assert all(t["train_seconds"] > 0 for t in run["training"]["seed1"].values())
     assert not (out / "generated" / "nsd_eval.ipynb").exists()  # no notebook ran
 
@@ -180,3 +193,38 @@ def test_the_study_part_of_the_toc_follows_the_run(tmp_path):
     assert "scale_ladder" not in toc_for(tmp_path)
     (tmp_path / "scale_ladder.ipynb").write_text("{}")
     assert "book/generated/scale_ladder" in toc_for(tmp_path)
+
+
+def test_fair_cascades_train_each_stage_for_the_point_s_samples(tmp_path, folder, one_thread):
+    """The fair ladder (issue 29): at each point a cascade whose 64 CE is its own snapshot at that step and whose
+    128 stage trained that many steps; at the full length the seed's own cascade; asked again, reused."""
+    runs = ensure_fair_cascades(tmp_path / "runs", [5, 10, 20], "smoke", [folder], seed=0)
+    assert runs[20] == tmp_path / "runs" / "cce128-random_blocks"
+    ce64 = tmp_path / "runs" / "ce64-random_blocks"
+    for st in (5, 10):
+        assert runs[st] == tmp_path / "runs" / fair_run_name("random_blocks", st)
+        ckpt = load_checkpoint(runs[st])
+        assert ckpt["step"] == st and ckpt["config"]["steps"] == st and ckpt["config"]["seed"] == 0
+        assert ckpt["ce64"]["step"] == st, "the 64 CE is not the snapshot at the point"
+        snap = load_checkpoint(snapshot_at(ce64, st))
+        assert all(torch.equal(snap["G"][k], v) for k, v in ckpt["ce64"]["G"].items())
+    assert load_checkpoint(runs[20])["ce64"]["step"] == 20
+    stamps = {st: (r / "checkpoint.pt").stat().st_mtime_ns for st, r in runs.items()}
+    again = ensure_fair_cascades(tmp_path / "runs", [5, 10, 20], "smoke", [folder], seed=0)
+    assert again == runs and stamps == {st: (r / "checkpoint.pt").stat().st_mtime_ns for st, r in runs.items()}
+
+
+def test_training_flops_are_counted_and_the_cascade_carries_its_64_ce():
+    """The compute axis: FLOPs per sample counted from one iteration; the cascade's iteration costs more than the
+    128 CE's (its 64 CE's forward), the 64 CE's less; a fair cascade at s costs s · (F64 + Fcce)."""
+    g = gflop_per_sample("smoke")
+    assert 0 < g["ce64"] < g["ce128"] < g["cce128"]
+    cfg = make_config("smoke", model="ce64", mask="random_blocks")
+    ce64 = ContextEncoder(64, cfg.bottleneck, cfg.output, cfg.variant, cfg.width).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        ce64(torch.zeros(3, 3, 64, 64))
+    assert g["cce128"] - g["ce128"] == pytest.approx(counter.get_total_flops() / 3 / 1e9, rel=1e-9)
+    fair = ladder_compute([100, 200], {"ce64": 1.0, "ce128": 2.0, "cce128": 3.0})
+    head = ladder_compute([100, 200], {"ce64": 1.0, "ce128": 2.0, "cce128": 3.0}, ce64_samples=200)
+    assert fair == {"ce128": [0.2, 0.4], "cce128": [0.4, 0.8]}
+    assert head == {"ce128": [0.2, 0.4], "cce128": [0.5, 0.8]}

@@ -90,3 +90,27 @@ def ladder_summary(ladder: list[dict], measure: str = "nsd_normalized") -> str:
     return (f"Along training, cascade − CE in {SEED_MEASURES[measure]} (mean over {last['n_seeds']} seeds, seed-level "
             f"95% CI): {at(first)}; {at(last)}. One more seed trained for {last['samples']:,} samples should land in "
             f"{_ci_text(pred, f)} (95% prediction interval).")
+
+
+def fair_ladder_summary(head: list[dict], fair: list[dict], measures: tuple[str, ...] = ("nsd_normalized", "psnr"),
+                        ) -> str:
+    """The two ladders in words (issue 29): at the first point the cascade − CE difference with the cascade's 64
+    CE fully trained (``head``) and with each stage trained as long as the point (``fair``), per measure with its
+    seed-level 95% CI and the seeds agreeing; the fair ladder at every point; and the prediction interval for one
+    more seed at the last point (where both ladders hold the same models)."""
+    def at(e: dict, x: str) -> str:
+        a, f = e["paired"][x], _FORMAT.get(x, "+.4f")
+        return (f"{format(a['mean'], f)} {_ci_text(a['ci95'], f)} ({a['agree'][0]} of {a['agree'][1]} seeds agree in "
+                f"sign)")
+
+    first, last = fair[0], fair[-1]
+    parts = []
+    for x in measures:
+        f = _FORMAT.get(x, "+.4f")
+        trend = "; ".join(f"{e['samples']:,}: {format(e['paired'][x]['mean'], f)}" for e in fair)
+        parts.append(f"In {SEED_MEASURES[x]}, cascade − CE at {first['samples']:,} samples is {at(first, x)} with "
+                     f"each stage trained {first['samples']:,} samples, against {at(head[0], x)} with the cascade's "
+                     f"64 CE trained the whole run; along the fair ladder: {trend}. One more seed at "
+                     f"{last['samples']:,} samples: {_ci_text(last['paired'][x]['prediction95'], f)} (95% prediction "
+                     f"interval).")
+    return " ".join(parts)
