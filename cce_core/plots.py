@@ -286,7 +286,9 @@ def forest_plot(per_seed: list[tuple[str, float, tuple[float, float]]], across: 
                 ax: Axes | None = None, xlabel: str = "paired NSD difference, cascade − CE") -> Axes:
     """Each seed's paired difference with its image-level 95% CI (thin line, dot), and below them the seed-level
     interval (thick line, diamond; ``across`` = :meth:`cce_core.stats.SeedInterval.as_dict`, ``ci95`` None with
-    one seed), against 0 and the paper's difference (section 5: 0.56 − 0.79 = −0.23).
+    one seed), against 0 and the paper's difference (section 5: 0.56 − 0.79 = −0.23). The x axis is the data's
+    own (and 0): where the paper's difference lies beyond it, an arrow at that edge names it, so that intervals a
+    hundred times smaller than the paper's effect are still drawn wider than their markers.
 
     The picture of issue 18: image-level CIs are narrow, so seeds look "significant" in opposite directions,
     while the interval that speaks about the training procedure is the seed-level one.
@@ -306,7 +308,16 @@ def forest_plot(per_seed: list[tuple[str, float, tuple[float, float]]], across: 
     ax.plot([across["mean"]], [0], "D", color="black", markersize=10)
     ax.axvline(0, color="grey", linestyle="--", linewidth=1, label="no difference")
     paper = f"paper: {paper_effect:+.2f}".replace("-", "−")
-    ax.axvline(paper_effect, color="tab:red", linestyle=":", linewidth=1.5, label=paper)
+    lo, hi = ax.get_xlim()  # the data's own scale (and 0): the intervals stay wider than their markers
+    if lo <= paper_effect <= hi:
+        ax.axvline(paper_effect, color="tab:red", linestyle=":", linewidth=1.5, label=paper)
+    else:  # off scale: an arrow at the edge it lies beyond
+        left = paper_effect < lo
+        ax.annotate(f"{paper} (off scale)", xy=(0.0 if left else 1.0, 1.05), xycoords="axes fraction",
+                    xytext=(0.12 if left else 0.88, 1.05), textcoords="axes fraction", color="tab:red",
+                    ha="left" if left else "right", va="center", fontsize="small",
+                    arrowprops=dict(arrowstyle="->", color="tab:red"))
+    ax.set_xlim(lo, hi)
     ax.set_yticks(range(rows, -1, -1), [name for name, _, _ in per_seed] + ["across seeds"])
     ax.set_ylim(-0.7, rows + 0.7)
     ax.set_xlabel(xlabel)

@@ -218,7 +218,7 @@ for i, (ax, e) in enumerate(zip(axes.ravel(), fair_ladder or ladder)):
     forest_plot([(f"seed {s}", e["per_seed"][s]["nsd_normalized"]["mean"],
                   tuple(e["per_seed"][s]["nsd_normalized"]["ci95"])) for s in seeds],
                 e["paired"]["nsd_normalized"], paper_effect=PAPER_EFFECT, ax=ax, xlabel="Δ NSD, BN-normalised")
-    ax.set_title(f"{e['samples']:,} samples")
+    ax.set_title(f"{e['samples']:,} samples", pad=16)  # above the off-scale arrow
     if i:
         ax.get_legend().remove()
     if i % cols:

@@ -242,7 +242,8 @@ def test_forest_plot(tmp_path):
     ax = forest_plot(rows, seed_interval([m for m, _ in RUN]).as_dict())
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["seed 0", "seed 1", "seed 2", "across seeds"]
-    assert len(ax.lines) == 2 * len(RUN) + 2 + 2  # per seed line + dot, across line + diamond, 0 and −0.23
+    assert len(ax.lines) == 2 * len(RUN) + 2 + 1  # per seed line + dot, across line + diamond, 0
+    assert [t.get_text() for t in ax.texts] == ["paper: −0.23 (off scale)"]  # beyond these seeds' scale
     assert all(t.get_fontsize() >= 10 for t in [*ax.get_yticklabels(), *ax.get_xticklabels(), ax.xaxis.label])
     ax.figure.savefig(tmp_path / "forest.png", dpi=80)
     plt.close(ax.figure)
@@ -258,3 +259,30 @@ def test_ratio_interval_is_positive_and_symmetric_on_the_log_scale():
     assert ratio_interval([3.0]).ci95 is None and ratio_interval([3.0]).mean == pytest.approx(3.0)
     with pytest.raises(ValueError, match="positive"):
         ratio_interval([0.5, 0.0])
+
+
+def test_forest_plot_draws_a_small_effect_wider_than_its_marker():
+    """The headline's scale (issue 30, fault 2): 5 seeds near +0.005 with a seed-level interval [+0.0006, +0.0089]
+    against the paper's −0.23. The interval is drawn at least 5 times as wide as the diamond marking its mean, and
+    the paper's difference, off that scale, is an arrow at the left edge, not a line that squeezes the data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cce_core.plots import FIG_WIDTH_IN, forest_plot
+
+    means = [0.0021, 0.0093, 0.0048, 0.0012, 0.0063]
+    rows = [(f"seed {i}", m, (m - 0.011, m + 0.011)) for i, m in enumerate(means)]
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH_IN, 3.2))
+    forest_plot(rows, {"mean": 0.00474, "ci95": [0.00059, 0.00888]}, ax=ax)
+    fig.canvas.draw()
+    px = ax.transData.transform([(0.00059, 0), (0.00888, 0)])[:, 0]
+    diamond_px = 10 * fig.dpi / 72  # the marker size is in points
+    assert px[1] - px[0] >= 5 * diamond_px, f"interval {px[1] - px[0]:.1f} px, its marker {diamond_px:.1f} px"
+    assert ax.get_xlim()[0] > -0.23 and any("off scale" in t.get_text() for t in ax.texts)
+    plt.close(fig)
+    fig, ax = plt.subplots()  # where the paper's difference is on the data's scale, it is a line as before
+    forest_plot([("seed 0", -0.2, (-0.3, -0.1))], {"mean": -0.2, "ci95": None}, ax=ax)
+    assert not ax.texts and len(ax.lines) == 5
+    plt.close(fig)
