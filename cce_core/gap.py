@@ -364,3 +364,92 @@ def spread(values: NSDResult | np.ndarray | list[float]) -> tuple[float, float]:
         raise ValueError(f"need at least 2 per-image values, got {x.size}")
     sd = float(x.std(ddof=1))
     return sd, sd / float(x.mean())
+
+
+# --- the page: every factor against the book's reading, and the search for the paper's procedure -------------------
+
+#: The paper's NSD per model (section 5).
+PAPER_NSD = {"ce128": PAPER_CE, "cce128": PAPER_CCE}
+#: The variants' names on the page, by :data:`VARIANTS` key.
+VARIANT_LABELS = {
+    "ours": "the book's reading", "code_bn": "code after BatchNorm", "code_act": "code after BN + LeakyReLU",
+    "bn_masks": "BN in train mode, batch = one image's masks", "bn_images": "BN in train mode, batch = images",
+    "masks_region": "Pathak's random-region masks", "masks_large": "larger blocks", "fill_zero": "hole filled with 0",
+    "fill_noise": "hole filled with noise", "zbar_all": "Z̄ over all codes (not per image)",
+    "unbiased": "without the (n − 1)/n factor", "chance": "chance line (untrained, BN fitted)"}
+
+
+def seed_variants(seed: int) -> dict[str, Variant]:
+    """:data:`VARIANTS` for one training seed: its chance line drawn from that seed (one untrained encoder per
+    training seed, as the study's seeds are)."""
+    return {name: (Variant(chance_seed=seed) if name == "chance" else v) for name, v in VARIANTS.items()}
+
+
+def variant_means(measured: dict[int, dict[str, dict[str, dict]]], reading: str = "normalized"
+                  ) -> dict[str, dict[str, list[float]]]:
+    """From ``{seed: {model: measure_checkpoint(...)}}``, each variant's NSD (mean over the images, ``reading``)
+    per model, one value per seed in seed order: ``{model: {variant: [S floats]}}``."""
+    seeds = sorted(measured)
+    models = list(measured[seeds[0]])
+    return {m: {name: [float(np.mean(measured[s][m][name][reading])) for s in seeds]
+                for name in measured[seeds[0]][m]} for m in models}
+
+
+def gap_rows(measured: dict[int, dict[str, dict[str, dict]]], reading: str = "normalized") -> list[dict]:
+    """The page's factor table: per model and variant, NSD (geometric mean over seeds), its ratio to the book's
+    reading with the seed-level 95% interval (:func:`factor_effect`), the share of the gap log(paper / ours) it
+    explains with its interval, and the spread over images (sd / mean, mean over seeds) against the paper's."""
+    means = variant_means(measured, reading)
+    rows = []
+    for m, by in means.items():
+        for name, values in by.items():
+            sd_over_mean = np.mean([spread(measured[s][m][name][reading])[1] for s in sorted(measured)])
+            row = {"model": m, "variant": VARIANT_LABELS.get(name, name), "key": name,
+                   "NSD": float(np.exp(np.mean(np.log(values)))), "sd/mean over images": float(sd_over_mean),
+                   "paper sd/mean": PAPER_SPREAD[m]}
+            if name != "ours":
+                e = factor_effect(values, by["ours"], paper=PAPER_NSD[m])
+                row |= {"ratio": e.ratio.mean, "ratio ci95": e.ratio.ci95, "share of gap": e.share,
+                        "share ci95": e.share_ci}
+            rows.append(row)
+    return rows
+
+
+def paper_search(rows: list[dict]) -> list[dict]:
+    """The search for the paper's procedure among the measured readings: per variant, whether the CE's NSD lies
+    within the paper's 0.79 ± 0.17 and the cascade's within 0.56 ± 0.17 with the cascade below the CE, and how far
+    each is from the paper's value in log (|log(ours / paper)|, 0 = equal), closest first."""
+    by = {(r["model"], r["key"]): r for r in rows}
+    out = []
+    for name in dict.fromkeys(r["key"] for r in rows):
+        ce, cce = by.get(("ce128", name)), by.get(("cce128", name))
+        if ce is None or cce is None:
+            continue
+        within = {m: abs(r["NSD"] - PAPER_NSD[m]) <= PAPER_SD for m, r in (("ce128", ce), ("cce128", cce))}
+        dist = max(abs(math.log(r["NSD"] / PAPER_NSD[m])) for m, r in (("ce128", ce), ("cce128", cce)))
+        out.append({"variant": VARIANT_LABELS.get(name, name), "key": name, "CE": ce["NSD"], "cascade": cce["NSD"],
+                    "both within the paper's ± sd": within["ce128"] and within["cce128"],
+                    "cascade below CE": cce["NSD"] < ce["NSD"], "log distance": dist})
+    return sorted(out, key=lambda r: r["log distance"])
+
+
+def gap_answer(search: list[dict], rows: list[dict]) -> str:
+    """The page's answer in one or two sentences (for the landing page): the book's reading against the paper's,
+    whether any measured reading reaches the paper's values, the closest, and where the chance line sits."""
+    by = {(r["model"], r["key"]): r for r in rows}
+    ours = {m: by[(m, "ours")]["NSD"] for m in PAPER_NSD if (m, "ours") in by}
+    hit = [r for r in search if r["both within the paper's ± sd"] and r["cascade below CE"]]
+    best = search[0]
+    chance = {m: by[(m, "chance")]["NSD"] for m in PAPER_NSD if (m, "chance") in by}
+    text = (f"Read as the book reads it, NSD is {ours.get('ce128', float('nan')):.3f} (CE) and "
+            f"{ours.get('cce128', float('nan')):.3f} (cascade) against the paper's {PAPER_CE} and {PAPER_CCE}. ")
+    if hit:
+        text += (f"Reading it with {hit[0]['variant']} gives {hit[0]['CE']:.2f} and {hit[0]['cascade']:.2f}, inside "
+                 f"the paper's ± {PAPER_SD} with the cascade lower.")
+    else:
+        text += (f"No single evaluation choice measured here reaches both of the paper's values with the cascade "
+                 f"lower; the closest, {best['variant']}, gives {best['CE']:.3f} and {best['cascade']:.3f}.")
+    if chance:
+        text += (f" An untrained encoder (the chance line) scores {chance.get('ce128', float('nan')):.3f} and "
+                 f"{chance.get('cce128', float('nan')):.3f}.")
+    return text

@@ -257,7 +257,7 @@ def show_grid(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[st
         ncols = ncols or len(images)
         nrows = -(-len(images) // ncols)
         _, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * (titles is not None)),
-                               squeeze=False)
+                               squeeze=False, layout="constrained")
     axes = np.asarray(axes, dtype=object).ravel()
     if len(axes) < len(images):
         raise ValueError(f"got {len(axes)} axes for {len(images)} images")

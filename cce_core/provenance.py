@@ -72,12 +72,25 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s first ``model name``, e.g. "AMD EPYC"), else the machine type."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    name = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "")
+    return name or platform.processor() or platform.machine()
+
+
 def device_name(device: torch.device | str) -> str:
-    """A human-readable name of the device: the GPU's name, or the CPU with its thread count."""
+    """A human-readable name of the device: the GPU's name, or the CPU's model with PyTorch's kernel level for it
+    (AVX2, AVX512, ...) and the thread count, e.g. "CPU (AMD EPYC, AVX2, 2 threads)": timings on one CPU model are
+    not comparable with another's."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -55,7 +55,7 @@ from .stats import MIN_SAMPLES
 
 NOTEBOOKS = REPO / "notebooks"
 #: The notebooks a reproduction executes, in order (``nsd_eval`` once per seed); ``--notebooks`` picks among them.
-NOTEBOOK_NAMES = ("training", "scale_ladder", "nsd_eval", "figures", "nsd_loss")
+NOTEBOOK_NAMES = ("training", "scale_ladder", "nsd_gap", "nsd_eval", "figures", "nsd_loss")
 TRAIN_ORDER = [(mask, model) for mask in ("random_blocks", "central") for model in ("ce64", "ce128", "cce128")]
 #: NSD sample sizes per preset: the paper's k = 250 images and n = 100 masks, fewer for the smoke run.
 EVAL_SIZES = {"smoke": dict(k=8, n=10), "cpu": dict(k=250, n=100), "study": dict(k=250, n=100),
@@ -63,6 +63,10 @@ EVAL_SIZES = {"smoke": dict(k=8, n=10), "cpu": dict(k=250, n=100), "study": dict
 #: The scale ladder's masks per image (``--ladder``): every ladder point of every seed on the headline's k images
 #: and the first LADDER_N of each seed's evaluation masks (all points on one set; the largest point also on all n).
 LADDER_N = 25
+#: The NSD-gap page (``--gap``): masks per image of every reading, and training images its chance line's BatchNorm
+#: is fitted on (its images: the headline's k).
+GAP_N, GAP_CALIB = {"smoke": 6, "cpu": 25, "study": 25, "paper": 25}, {"smoke": 32, "cpu": 256, "study": 256,
+                                                                        "paper": 256}
 #: The scale ladder's points, a factor 2 apart (:func:`cce_core.config.ladder_steps`).
 LADDER_POINTS = 4
 #: Seconds kept back from ``time_budget`` for the NSD and figures notebooks (kernel starts included). smoke and
@@ -427,7 +431,8 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
               pack: str | Path | None = None, seeds: list[int] | None = None, fast: bool = False,
               nsd_loss: bool = False, loss_variants: bool = False, central_once: bool = False, ladder: bool = False,
               train_only: bool = False, nsd_loss_seeds: list[int] | None = None,
-              notebooks: list[str] | None = None, allow_dirty: bool = False, fair_ladder: bool = False) -> Path:
+              notebooks: list[str] | None = None, allow_dirty: bool = False, fair_ladder: bool = False,
+              gap: bool = False) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
@@ -449,15 +454,18 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     :func:`cce_core.config.ladder_steps`): ``notebooks/scale_ladder`` adds ``scale_ladder`` to ``metrics.json``;
     ``fair_ladder`` (implies ``ladder``) also trains, per seed and ladder point, a cascade whose both stages have seen
     that point's samples (:func:`cce_core.runs.ensure_fair_cascades`) and adds the fair ladder beside it.
+    ``gap`` (2+ seeds): ``notebooks/nsd_gap`` reads every seed's CE and cascade in each evaluation-side way
+    (:mod:`cce_core.gap`) into ``gap.json``, the page "Why our NSD is far below the paper's".
     ``train_only``: stop after the trainings (``run.json`` status "trained"; executed notebooks are kept); the same
     call without it reuses them. ``notebooks`` (of :data:`NOTEBOOK_NAMES`): execute only these, keep the others.
     All inputs are checked first (one-line ValueError / FileNotFoundError; uncommitted code unless ``allow_dirty``);
     a failing step afterwards raises :class:`ReproductionFailed` once what exists is in ``run.json`` and packed.
     The stages: :func:`check_inputs`, :func:`prepare_out`, :func:`train_models`, :func:`run_evaluation`, the book.
+    Long because it documents every option of a reproduction in one place (the command line's help points here).
     """
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
                         nsd_loss, loss_variants, central_once, ladder or fair_ladder, train_only, nsd_loss_seeds,
-                        notebooks, allow_dirty, fair_ladder)
+                        notebooks, allow_dirty, fair_ladder, gap)
     prepare_out(plan)
     announce(plan)
     recorder = Recorder(plan)
@@ -509,6 +517,7 @@ class Plan:
     nsd_loss_seeds: list[int] = field(default_factory=list)  # the seeds of the NSD-loss chapter (empty: no nsd_loss)
     notebooks: list[str] | None = None  # execute only these (None: all); the others stay as an earlier call left them
     fair_ladder: bool = False  # the ladder also with a cascade per point whose both stages saw the point's samples
+    gap: bool = False  # the NSD-gap page: every seed's models read in each evaluation-side way
     earlier: list[dict] = field(default_factory=list)  # the calls before this one in the same ``out`` (run.json)
 
     @property
@@ -578,7 +587,8 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
                  pack: str | Path | None, seeds: list[int] | None, fast: bool, nsd_loss: bool,
                  loss_variants: bool, central_once: bool = False, ladder: bool = False,
                  train_only: bool = False, nsd_loss_seeds: list[int] | None = None,
-                 notebooks: list[str] | None = None, allow_dirty: bool = False, fair_ladder: bool = False) -> Plan:
+                 notebooks: list[str] | None = None, allow_dirty: bool = False, fair_ladder: bool = False,
+                 gap: bool = False) -> Plan:
     """Every input of :func:`reproduce` checked (one-line ValueError / FileNotFoundError) before anything is
     written: preset, seeds, device, data sources, ``out`` and ``pack``, the budget, papermill, the notebooks,
     and last the code (:func:`_check_code`)."""
@@ -602,22 +612,14 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
         if len(set(nsd_loss_seeds)) != len(nsd_loss_seeds) or not set(nsd_loss_seeds) <= set(seeds):
             raise ValueError(f"--nsd-loss-seeds {list(nsd_loss_seeds)} must be distinct seeds among --seeds {seeds}")
     if notebooks is not None:
-        _check_notebooks(notebooks, out, train_only, force, nsd_loss, ladder)  # nsd_loss set above
+        _check_notebooks(notebooks, out, train_only, force, nsd_loss, ladder, gap)  # nsd_loss set above
     if nsd_loss and time_budget is not None:
         raise ValueError("--nsd-loss trains four more models per seed that --time-budget does not budget yet: use "
                          "one or the other")
     if loss_variants and time_budget is not None:
         raise ValueError("--loss-variants trains three more models that --time-budget does not budget yet: use one or "
                          "the other")
-    if fair_ladder and not ladder:
-        raise ValueError("the fair ladder is a scale ladder: give --ladder with --fair-ladder")
-    if ladder:
-        if len(seeds) < 2:
-            raise ValueError("--ladder compares seeds at each training length: give --seeds with 2 or more seeds")
-        if time_budget is not None:
-            raise ValueError("--ladder needs every training at its full length (its snapshots a factor 2 apart), "
-                             "which --time-budget cuts: use one or the other")
-        ladder_steps(PRESETS[preset]["steps"], PRESETS[preset].get("snapshot_every"), LADDER_POINTS)  # or ValueError
+    _check_seed_studies(preset, seeds, time_budget, ladder, fair_ladder, gap)
     reserve = EVAL_RESERVE_S[preset] * (1 + EXTRA_SEED_EVAL * (len(seeds) - 1))
     if time_budget is not None and time_budget <= reserve:
         raise ValueError(f"--time-budget {time_budget:g} s leaves nothing for training: the NSD and figures "
@@ -632,11 +634,28 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     return Plan(preset, seeds, data, eval_data, ood_data, out, device, force, pack, fast, nsd_loss, loss_variants,
                 sources, budget, central_once, ladder, train_only,
                 [s for s in seeds if s in (nsd_loss_seeds or seeds)] if nsd_loss else [],
-                list(dict.fromkeys(notebooks)) if notebooks is not None else None, fair_ladder=fair_ladder)
+                list(dict.fromkeys(notebooks)) if notebooks is not None else None, fair_ladder=fair_ladder, gap=gap)
+
+
+def _check_seed_studies(preset: str, seeds: list[int], time_budget: float | None, ladder: bool, fair_ladder: bool,
+                        gap: bool) -> None:
+    """The options that compare seeds (``--ladder``, ``--fair-ladder``, ``--gap``): 2 or more seeds, full-length
+    trainings with snapshots a factor 2 apart for a ladder."""
+    if gap and len(seeds) < 2:
+        raise ValueError("--gap gives each factor a seed-level interval: give --seeds with 2 or more seeds")
+    if fair_ladder and not ladder:
+        raise ValueError("the fair ladder is a scale ladder: give --ladder with --fair-ladder")
+    if ladder:
+        if len(seeds) < 2:
+            raise ValueError("--ladder compares seeds at each training length: give --seeds with 2 or more seeds")
+        if time_budget is not None:
+            raise ValueError("--ladder needs every training at its full length (its snapshots a factor 2 apart), "
+                             "which --time-budget cuts: use one or the other")
+        ladder_steps(PRESETS[preset]["steps"], PRESETS[preset].get("snapshot_every"), LADDER_POINTS)  # or ValueError
 
 
 def _check_notebooks(notebooks: list[str], out: Path, train_only: bool, force: bool, nsd_loss: bool,
-                     ladder: bool) -> None:
+                     ladder: bool, gap: bool = False) -> None:
     """``--notebooks``: known names, an earlier call's ``run.json`` in ``out``, and the options their models need."""
     unknown = sorted(set(notebooks) - set(NOTEBOOK_NAMES))
     if unknown or not notebooks:
@@ -653,6 +672,8 @@ def _check_notebooks(notebooks: list[str], out: Path, train_only: bool, force: b
         raise ValueError("--notebooks nsd_loss needs --nsd-loss or --nsd-loss-seeds (its models)")
     if "scale_ladder" in notebooks and not ladder:
         raise ValueError("--notebooks scale_ladder needs --ladder")
+    if "nsd_gap" in notebooks and not gap:
+        raise ValueError("--notebooks nsd_gap needs --gap")
 
 
 def _check_seeds(seeds: list[int], nsd_loss_seeds: list[int] | None) -> list[int]:
@@ -824,6 +845,17 @@ def _train_fair_cascades(plan: Plan, recorder: Recorder, s: int) -> None:
     recorder.packed(f"running: {tag}fair-ladder cascades done")
 
 
+def _run_gap(plan: Plan, recorder: Recorder, nb_dir: Path, params: dict) -> None:
+    """The NSD-gap page (``notebooks/nsd_gap``): every seed's CE and cascade in each evaluation-side reading."""
+    print("[reproduce] why our NSD is far below the paper's: every reading of every seed's models", flush=True)
+    recorder.timings["nsd_gap"] = execute_notebook(
+        "nsd_gap", nb_dir / "nsd_gap.ipynb",
+        dict(params, fig_dir="figures", k=EVAL_SIZES[plan.preset]["k"], n=GAP_N[plan.preset],
+             calib_images=GAP_CALIB[plan.preset], gap_path="gap.json", **plan.seed_places(plan.seeds, nb_dir)),
+        nb_dir)
+    recorder.packed("running: NSD-gap page done")
+
+
 def run_evaluation(plan: Plan, recorder: Recorder) -> None:
     """The first seed's "Training" page (its six runs in one table, loss curves and inpaintings), each seed's NSD
     notebook (the other seeds' first, the first seed's last: it compares the seeds; with ``ladder`` the scale ladder
@@ -851,6 +883,8 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
                     nb_dir)
                 recorder.packed("running: scale ladder done")
             extra["ladder_path"] = "ladder.json"
+        if s == plan.seed and plan.gap and plan.executes("nsd_gap"):
+            _run_gap(plan, recorder, nb_dir, dict(common, **dp))
         if plan.executes("nsd_eval"):
             print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
             timings[f"{tag}nsd_eval"] = execute_notebook(
@@ -881,7 +915,8 @@ def _free_device_memory() -> None:
 
 
 #: Parts of ``_toc.yml`` that exist only when the run made their notebook (``reproduce --nsd-loss``, ``--ladder``).
-OPTIONAL_PARTS = {"Beyond the paper": "nsd_loss.ipynb", "The CPU study": "scale_ladder.ipynb"}
+OPTIONAL_PARTS = {"Beyond the paper": "nsd_loss.ipynb", "The CPU study": "scale_ladder.ipynb",
+                  "The NSD gap": "nsd_gap.ipynb"}
 
 
 def toc_for(generated: str | Path) -> str:

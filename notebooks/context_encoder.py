@@ -78,8 +78,8 @@ pd.DataFrame(layer_table(d128, 64)).set_index("name")
 
 # %% [markdown]
 # The parameter counts are those of Pathak's Torch code (`train.lua`, no biases: the Torch code zeroes them),
-# as computed in the reference spec: 71,124,544 for the generator and 2,765,568 for the discriminator. The bottleneck
-# E6 and the first up-convolution D1 hold most of them, so $D$ sets the model's size.
+# counted from its layers one by one: 71,124,544 for the generator and 2,765,568 for the discriminator. The
+# bottleneck E6 and the first up-convolution D1 hold most of them, so $D$ sets the model's size.
 
 # %%
 counts = {"G128": count_parameters(g128), "D128": count_parameters(d128)}
@@ -95,8 +95,8 @@ glue("ce_params_d128", counts["D128"], display=False)
 # ## The 64×64 context encoder
 #
 # The paper trains a context encoder "for 64x64 pixels images in a standard way": one layer fewer in the
-# encoder and in the decoder. `ContextEncoder(64)` removes the highest-resolution layer on both sides (the
-# spec's Variant R, Pathak's own rule for `fineSize=64`); its discriminator drops D's first layer. It
+# encoder and in the decoder. `ContextEncoder(64)` removes the highest-resolution layer on both sides (what
+# Pathak's code itself does for 64×64 images, `fineSize=64`); its discriminator drops D's first layer. It
 # inpaints the central 32×32 block of a 64×64 image, with a 2-pixel overlap ring.
 
 # %%
@@ -145,7 +145,7 @@ print(f"untrained cascade: width {width}, code dimension D = {bottleneck}, "
 masks = {"central": central_mask(1)[0],
          "random blocks": random_blocks(1, generator=torch.Generator().manual_seed(seed))[0]}
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Two rows of six panels, one per mask: the photograph, the masked input, the downscaled input of the 64 CE, its output, the upscaled fill pasted into the hole, and the 128 CE's output, all from untrained networks"}, "figure": {"caption": "How data flows through the cascade, stage by stage, for the central mask and for random blocks. The networks are untrained, so the fills are noise: the figure shows the plumbing, not a result."}}
 fig, axes = image_grid(4, 3, size=FIG_WIDTH_IN / 3, title="The cascade on one photograph (untrained networks)")
 for row, (name, mask) in enumerate(masks.items()):
     stages = cascade_stages(cascade if name == "central" else cascade_full, image, mask)
@@ -225,7 +225,7 @@ recipe = pd.DataFrame({"value": [cfg.wtl2, round(1 - cfg.wtl2, 6), cfg.overlap_w
                              "Adam betas", "batch size"])
 recipe
 
-# %%
+# %% mystnb={"image": {"alt": "A square heat map of the reconstruction weights over the central 64 by 64 block: a bright ring of width 4 around a darker centre"}, "figure": {"caption": "The reconstruction loss's weights for the central mask: the 4-pixel ring around the hole weighs 10 times the hole itself."}}
 w = reconstruction_weights(cfg, central_mask(1))[0, 0]
 print(f"W over the 64x64 block: {float(w.min()):.3f} in the hole, {float(w.max()):.3f} on the ring")
 fig, ax = plt.subplots(figsize=(2.6, 2.6), layout="constrained")

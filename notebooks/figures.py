@@ -84,7 +84,7 @@ print(f"{len(images)} evaluation images ({note}), {len(masks)} random-block mask
 #
 # Steps (i) to (iv) of section 4.2 for the central mask (top two rows) and for random blocks (bottom two rows).
 
-# %%
+# %% mystnb={"image": {"alt": "Fig. 1: two rows of six panels, one per mask strategy, showing a photograph passing through the trained cascade stage by stage"}, "figure": {"caption": "Fig. 1 redrawn with the trained cascade: the masked input, the 64 CE's coarse fill at half resolution, the fill upscaled into the hole, and the 128 CE's final inpainting."}}
 fig, axes = image_grid(4, 3, size=FIG_WIDTH_IN / 3, title="Fig. 1: the cascade, stage by stage")
 for row, mk in enumerate(("central", "random_blocks")):
     mask = central_mask(1)[0] if mk == "central" else masks[0]
@@ -99,7 +99,7 @@ save(fig, "fig1_pipeline.jpg")
 # all the codes of that model (each dimension standardised). The tighter each image's cloud relative to the
 # spread between images, the smaller the NSD.
 
-# %%
+# %% mystnb={"image": {"alt": "Fig. 2: two scatter plots, CE and cascade, of four images' codes under many masks projected on two principal components, one colour per image"}, "figure": {"caption": "Fig. 2 redrawn: each colour is one image under many masks. The tighter each cloud compared with the distance between clouds, the lower the NSD."}}
 picked = images[:4]
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 4.0))
 for ax, (m, title) in zip(axes, [("ce128", "CE"), ("cce128", "cascade CE")]):
@@ -120,7 +120,7 @@ save(fig, "fig2_latent.png")
 # the same scale as the paper's 0.79 and 0.56. $\bar Z$ is the image's mean code over all $n$ masks; the first four
 # masks are shown.
 
-# %%
+# %% mystnb={"image": {"alt": "Fig. 3: rows of masked versions of one image, each titled with the distance of its code from the image's mean code, for the CE and the cascade"}, "figure": {"caption": "Fig. 3 redrawn: the same image under different masks, each with the distance of its code from the mean code; small, similar distances mean a code that ignores the mask."}}
 shown_masks = 4
 fig, axes = image_grid(2, shown_masks, size=FIG_WIDTH_IN / shown_masks,
                        title="Fig. 3: $\\|E(P, M_i) - \\bar{Z}\\|^2/D$, BN-normalised")
@@ -143,7 +143,7 @@ print(f"this image's NSD (mean over the {n} masks, BN-normalised): "
 # to the cascade's, the two where the cascade leads most, and two random ones. Columns: original, input, CE,
 # cascade; the hole MSE (in the [-1, 1] scale) in brackets.
 
-# %%
+# %% mystnb={"image": {"alt": "Fig. 4: grids of example images with the original, the masked input, the CE's inpainting and the cascade's inpainting side by side"}, "figure": {"caption": "Fig. 4 redrawn: original, input, the CE's and the cascade's inpaintings of the same images and masks, to compare the fills by eye."}}
 for mk in ("central", "random_blocks"):
     m = central_mask(len(images)) if mk == "central" else masks[: len(images)]
     out = {name: inpaint(models[(name, mk)], images, m) for name in ("ce128", "cce128")}

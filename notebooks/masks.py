@@ -67,7 +67,7 @@ use_book_style()  # after seaborn's theme: the book's font sizes win
 photos = load_images(data, limit=n_photos, embedded_count=n_photos, seed=seed,
                      progress=False)
 images = to_float(photos.images)  # (N, 3, 128, 128) in [-1, 1]
-labels = [name.split(":")[-1] for name in photos.names]
+labels = [name.split(":")[-1].split("#")[0].replace("_", " ") for name in photos.names]  # "astronaut#0": "astronaut"
 print(photos.description)
 print("images:", tuple(images.shape), images.dtype)
 print("names:", ", ".join(photos.names))
@@ -88,15 +88,15 @@ print(f"hole: rows [{int(rows.min())}, {int(rows.max()) + 1}),",
       f"columns [{int(cols.min())}, {int(cols.max()) + 1})")
 print(f"coverage: {float(coverage(m128)):.4f}  (= 56^2 / 128^2)")
 
-# %%
+# %% mystnb={"image": {"alt": "Three photographs above, each below with its central 56 by 56 pixel hole filled grey, the predicted 64 by 64 block outlined in yellow and the hole in red"}, "figure": {"caption": "The central mask: the network predicts the yellow block and sees the grey hole; the 4-pixel ring between the two outlines is known to the network but predicted too, and weighted 10x in the loss."}}
 masked = fill_hole(images, central_mask(len(images), 128))
-axes = show_grid(torch.cat([images[:3], masked[:3]]), ncols=3, size=FIG_WIDTH_IN / 3,
-                 titles=labels[:3] + ["input to the CE"] * 3)
+fig, grid = plt.subplots(2, 3, figsize=(FIG_WIDTH_IN, 0.72 * FIG_WIDTH_IN), layout="constrained")
+axes = show_grid(torch.cat([images[:3], masked[:3]]), axes=grid, titles=labels[:3] + ["its CE input"] * 3)
 for ax in axes[3:]:
     draw_box(ax, *center_box(128), color="yellow", linestyle="--",
              label="predicted block [32, 96)")
     draw_box(ax, 36, 92, color="red", label="hole [36, 92)")
-axes[3].legend(loc="upper center", bbox_to_anchor=(1.5, -0.02), ncols=2, framealpha=0.9)
+fig.legend(*axes[3].get_legend_handles_labels(), loc="outside lower center", ncols=2, framealpha=0.9)
 plt.show()
 
 # %% [markdown]
@@ -113,7 +113,7 @@ print("PATHAK_FILL:", tuple(round(v, 4) for v in PATHAK_FILL))
 # adds rectangles with sides of 16 to 32 pixels at even positions until the target is reached. It never lets
 # the union of the rectangles exceed 1/4 of the image.
 
-# %%
+# %% mystnb={"image": {"alt": "Six photographs, each with several grey rectangles of random size and position, titled with the fraction of the image they cover"}, "figure": {"caption": "Random blocks: rectangles of 16 to 32 pixels until a coverage between 10% and 25% is reached; no mask hides more than a quarter of the image."}}
 g = torch.Generator().manual_seed(seed)
 blocks = random_blocks(len(images), generator=g)
 show_grid(fill_hole(images, blocks), ncols=3, size=FIG_WIDTH_IN / 3,
@@ -130,7 +130,7 @@ plt.show()
 # time and memory. The blob scale stays the same, but there are fewer distinct crops. In training, Pathak uses
 # one mask for the whole batch (`per_batch=True`). Here each photograph gets its own mask (`per_batch=False`).
 
-# %%
+# %% mystnb={"image": {"alt": "Six photographs, each with grey irregular blobs cut from a thresholded noise pattern, titled with their coverage"}, "figure": {"caption": "Pathak's random regions: crops of one smooth noise pattern thresholded at 0.25, each keeping a coverage strictly between 20% and 30%."}}
 regions = random_region(len(images), generator=g, per_batch=False,
                         pattern_size=pattern_size)
 show_grid(fill_hole(images, regions), ncols=3, size=FIG_WIDTH_IN / 3,
@@ -156,7 +156,7 @@ assert cov["random_blocks"].max() <= 0.25                   # the paper's "up to
 assert cov["random_region"].between(0.20, 0.30, inclusive="neither").all()
 summary.round(4)
 
-# %%
+# %% mystnb={"image": {"alt": "Two histograms of mask coverage, random blocks on the left and random regions on the right, with a dashed line at one quarter and a dotted line at the central mask's coverage"}, "figure": {"caption": "Coverage of many masks of each strategy: the random blocks never pass the dashed quarter line (the paper's limit); the random regions sit between 20% and 30%."}}
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.4), sharey=True)
 for ax, kind, color in zip(axes, cov.columns, ("tab:blue", "tab:green")):
     sns.histplot(cov[kind], bins=40, binrange=(0.08, 0.32), ax=ax, color=color)
@@ -196,7 +196,7 @@ print(f"128 mask: {int(m.sum())} missing pixels;",
 print(f"the max-pooled mask covers every missing 128-pixel: {bool(covers.all())}")
 print(f"cells a nearest-neighbour downscale would wrongly show as known: {leaks}")
 
-# %%
+# %% mystnb={"image": {"alt": "Five panels: a random-block mask at 128 pixels, the same mask max-pooled to 64 pixels, a map of the cells a nearest-neighbour downscale would leak in red, the 128 input and the 64 CE's input"}, "figure": {"caption": "Why the cascade downscales the mask by max-pooling: every cell holding a missing pixel stays missing at 64 pixels, while a nearest-neighbour downscale would show some hidden pixels to the 64 CE (red cells)."}}
 small_input = fill_hole(downscale(images[:1] * (1 - m)), safe)  # what the 64 CE sees
 # RGB: white where both downscales hide the cell, red where only the max-pool does (a leak)
 leak_map = torch.stack([safe[0, 0], naive[0, 0], naive[0, 0]]) * 2 - 1

@@ -15,7 +15,8 @@
 # equals 0.79 ± 0.17 (for k = 250 randomly chosen images and n = 100 randomly chosen masks)". This notebook
 # measures both on held-out images with the estimator of section 3,
 #
-# $$\mathrm{NSD}(E; (P_j)_j, (M_i)_i) = \frac{1}{Dnk}\sum_{j=1}^{k}\sum_{i=1}^{n}\lVert E(P_j, M_i) - \bar Z_j\rVert^2,$$
+# $$\begin{aligned} &\mathrm{NSD}(E; (P_j)_j, (M_i)_i) \\
+#   &\quad = \frac{1}{Dnk}\sum_{j=1}^{k}\sum_{i=1}^{n}\lVert E(P_j, M_i) - \bar Z_j\rVert^2, \end{aligned}$$
 #
 # $$\bar Z_j = \frac1n\sum_i E(P_j, M_i),$$
 #
@@ -178,7 +179,7 @@ comparisons = compare_readings(results, seed=seed)
 for reading, c in comparisons.items():
     print(f"{READING_LABELS[reading]:>17}: {c}")
 
-# %%
+# %% mystnb={"image": {"alt": "Three histograms of per-image NSD of the CE and the cascade, one per reading, and a scatter plot of the cascade's against the CE's BN-normalised NSD per image with the diagonal"}, "figure": {"caption": "Per-image NSD of the book's first seed in its three readings, and the pairing image by image: points below the dashed diagonal are images where the cascade's NSD is lower."}}
 fig, axes = plt.subplots(2, 2, figsize=(FIG_WIDTH_IN, 6.4))
 axes = axes.ravel()
 for ax, reading in zip(axes[:3], READINGS):
@@ -274,14 +275,14 @@ else:
 # ## Does NSD fall as the inpainting improves?
 #
 # Section 3 reads a lower NSD as a better inpainting. Along one training run this can be checked: the runs keep
-# their generator every `snapshot_every` steps (a training option). The earlier snapshots of the 128 CE and of the
+# their generator at regular steps along training (snapshots). The earlier snapshots of the 128 CE and of the
 # cascade (random blocks) are measured on a subset, the first images with the first NSD masks (their numbers are
 # printed below the figure), and the $q$ quality masks (in-hole PSNR). The last point is the final model, the one
 # of the headline: it is the headline's measurement itself, on all $k$ images and $n$ masks, so the curve ends
 # where the table above does. If NSD tracks the quality of the inpainting, it falls while PSNR rises (a negative
 # rank correlation).
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "NSD and PSNR of the CE and the cascade at the snapshots along training"}, "figure": {"caption": "NSD and inpainting quality along training for the book's first seed: whether NSD falls as the inpainting improves, the premise of the paper's measure."}}
 curves = {}
 for m in ("ce128", "cce128"):
     final = checkpoints[run_name(m, mask)]
@@ -403,7 +404,7 @@ seeds_table
 # its seed-level 95% interval, and the paper's difference; beside it, each model's NSD per seed and over seeds
 # against the paper's values and the null value $(n-1)/n$ of codes that ignore the image.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "A forest plot of each seed's cascade minus CE difference in BN-normalised NSD with its image-level interval and the mean over seeds with its seed-level interval, beside each model's NSD per seed against the paper's values"}, "figure": {"caption": "The headline across seeds: each seed's difference with its image-level interval, and the seed-level interval that speaks about the training procedure. The paper's difference is far off this scale (arrow)."}}
 fig, axes = plt.subplots(2, 1, figsize=(FIG_WIDTH_IN, 3.6 + 0.9 * (len(seeds["seeds"]) + 1)), layout="constrained")
 row = seeds["per_seed"]
 forest_plot([(f"seed {s}", row[s]["nsd_normalized"]["mean"], tuple(row[s]["nsd_normalized"]["ci95"])) for s in row],

@@ -13,24 +13,29 @@
 #
 # The paper ends: "In the future research, we plan to include NSD training loss function. We believe that
 # accurately modified loss function can produce network with smaller NSD, and in consequence improve the results
-# of inpainting." As far as we know nobody has published this, so here it is, and the belief is tested.
+# of inpainting." This page trains such a loss and tests the belief.
 #
 # **The loss.** Each training step draws $m$ further masks for every image of the batch (the run's own mask
 # strategy, from a random stream of their own, so the batches and the main masks stay those of the plain run),
 # encodes each image under each of them and adds $\lambda\,\mathrm{NSD}_{\text{batch}}$ to the generator's loss:
 #
-# $$\mathrm{NSD}_{\text{batch}} = \frac1D\sum_{d=1}^{D}\frac{\frac{1}{mB}\sum_{j=1}^{B}\sum_{i=1}^{m}(z_{ijd} - \bar z_{jd})^2}
-# {\frac{1}{mB}\sum_{j,i}(z_{ijd} - \bar z_{d})^2},\qquad \bar z_j = \frac1m\sum_i z_{ij},$$
+# $$\begin{aligned} \mathrm{NSD}_{\text{batch}} &= \frac1D\sum_{d=1}^{D}\frac{w_d}{t_d}, \qquad
+#   \bar z_j = \frac1m\sum_i z_{ij}, \\
+# w_d &= \frac{1}{mB}\sum_{j=1}^{B}\sum_{i=1}^{m}(z_{ijd} - \bar z_{jd})^2, \\
+# t_d &= \frac{1}{mB}\sum_{j,i}(z_{ijd} - \bar z_{d})^2, \end{aligned}$$
 #
 # section 3's final estimator over the $B$ images and $m$ masks of the step, each code dimension divided by its own
 # spread over the step's $mB$ codes: the share of each dimension's spread that comes from the mask rather than from
-# the image. **Why this scale.** A BatchNorm follows the bottleneck convolution, so multiplying that convolution's
-# weights by any $c > 0$ changes neither the network's output nor its reconstruction and adversarial losses. The
-# share above does not change either; a penalty divided by a fixed scale (the BatchNorm's running variance, our
-# first version) grows with $c^2$ and so rewards shrinking the weights, and the evaluation divides by that same
-# running variance, which lags behind: part of a lower "BN-normalised" NSD could be that lag, not mask invariance.
-# The log line of every run records the convolution's weight norm $\lVert W\rVert$ and the running variance over
-# the batch codes' variance, so the two can be told apart below.
+# the image.
+#
+# **Why this scale.** A BatchNorm follows the bottleneck convolution, so multiplying that convolution's weights by
+# any $c > 0$ changes neither the network's output nor its losses, and not this share either. A penalty divided by a
+# fixed scale instead (the BatchNorm's running variance, the option `nsd_norm="running"`) grows with $c^2$: it
+# rewards shrinking the weights. And since the BN-normalised evaluation divides by that same running variance, which
+# lags behind the codes during training, part of a lower BN-normalised NSD could then be the lag, not a code that
+# moves less with the mask. Every run therefore logs the convolution's weight norm $\lVert W\rVert$ and the running
+# variance over the batch codes' variance, and the eval-standardised reading (which no training statistic can bend)
+# is reported beside the BN-normalised one.
 #
 # **What could collapse it.** A code that ignores the mask has $\mathrm{NSD} = 0$, and so does one that ignores the
 # image too. The reconstruction and adversarial terms resist that, but nothing guarantees they win at a large
@@ -146,12 +151,12 @@ if dirty_warning(provenance(dev)):  # evaluated with uncommitted code: said on t
 # Along training, for each model (columns) and weight (colours; the first seed solid, the others faint), in rows:
 # the reconstruction loss, $\mathrm{NSD}_{\text{batch}}$ (before $\lambda$, logged for $\lambda > 0$ only), the
 # bottleneck convolution's weight norm $\lVert W\rVert$ and the bottleneck BatchNorm's running variance over the
-# variance of the batch's codes (mean over dimensions; "var. ratio"). The first version's penalty, divided by the
-# fixed running variance, pulled the weights down: a falling $\lVert W\rVert$ with a ratio below that of
-# $\lambda = 0$ (the codes' variance shrinking faster than the running variance follows). The scale-free penalty has
-# no such pull; what its $\lVert W\rVert$ does is discussed under "What the run shows".
+# variance of the batch's codes (mean over dimensions; "var. ratio"). A penalty divided by the fixed running variance
+# would show here as a falling $\lVert W\rVert$ with a ratio below that of $\lambda = 0$ (the codes' variance
+# shrinking faster than the running variance follows). The scale-free penalty has no such pull; what its
+# $\lVert W\rVert$ does is discussed under "What the run shows".
 
-# %%
+# %% mystnb={"image": {"alt": "A grid of line plots against training step, one column per model and one row per logged quantity: reconstruction loss, the batch NSD, the norm of the bottleneck weights and the running to batch variance ratio, one line per NSD weight"}, "figure": {"caption": "Training with the NSD loss: watch the weight norm and the variance ratio, which show whether the network lowers NSD by shrinking or collapsing its codes rather than by making them mask-invariant."}}
 cols = [("g_rec", "reconstruction"), ("nsd", "NSD_batch"), ("code_weight_norm", "‖W‖"),
         ("code_var_ratio", "var. ratio")]
 fig, axes = plt.subplots(len(cols), len(NSD_LOSS_MODELS), figsize=(FIG_WIDTH_IN, 2.3 * len(cols)), squeeze=False,
@@ -249,8 +254,8 @@ print(calibration_text)
 # rewards shrinking it. $\lVert W\rVert$ can still end up different from $\lambda = 0$'s: the gradient of a loss that
 # ignores the scale of $W$ (the whole generator loss, now) is orthogonal to $W$, so a plain gradient step can only
 # lengthen $W$, by an amount that grows with the gradient, and under Adam the norm drifts by amounts that depend on the
-# gradients too. The norm records the training's path, not a pull of the penalty. The first version's artefact was the
-# running variance lagging behind codes whose variance the penalty shrank; a variance ratio near 1 at the end (the
+# gradients too. The norm records the training's path, not a pull of the penalty. The artefact to rule out is the
+# running variance lagging behind codes whose variance a penalty shrank; a variance ratio near 1 at the end (the
 # table's last column) says the BN-normalised reading is not bent by such a lag, and the eval-standardised reading,
 # which no training denominator can bend, says whether the codes really move less with the mask. A lower NSD is only the
 # paper's hope fulfilled if the inpaintings improve with it; the verdict above needs both. A spread between images far
@@ -263,7 +268,7 @@ print(calibration_text)
 # Fig. 4's layout for random blocks, for each model of the first seed: original, input, then the inpainting of
 # each weight (the same images and masks in every column; the in-hole PSNR in brackets).
 
-# %%
+# %% mystnb={"image": {"alt": "Grids of a few images: the original, the masked input, and one inpainting per NSD weight"}, "figure": {"caption": "Inpaintings of the same images and masks by networks trained with each NSD weight: whether a lower NSD costs visible quality in the hole."}}
 shown = min(3, len(images))
 picked, picked_masks = images[:shown], masks[:shown]
 x = to_float(picked)

@@ -65,13 +65,14 @@ pd.set_option("display.precision", 4)
 # The *mean squared-distortion* of an image $P$ is the expected squared distance between two of its codes
 # under independently drawn masks:
 #
-# $$ \mathrm{dist}^2_E(P; \mathcal M) = \mathbb E\,\big\|E(P, M_1) - E(P, M_2)\big\|^2, \qquad
-#    M_1, M_2 \sim \mathcal M \text{ independent}, $$
+# $$ \begin{aligned} \mathrm{dist}^2_E(P; \mathcal M) &= \mathbb E\,\big\|E(P, M_1) - E(P, M_2)\big\|^2, \\
+#    & M_1, M_2 \sim \mathcal M \text{ independent}, \end{aligned} $$
 #
 # and $\mathrm{dist}^2_E(\mathcal P, \mathcal M)$ is its mean over images $P \sim \mathcal P$. With $n$ masks
 # the paper estimates it by the mean over all $n^2$ ordered pairs:
 #
-# $$ \widehat{\mathrm{dist}}^2_E(P; (M_i)_i) = \frac{1}{n^2}\sum_{i,j=1}^n \|E(P,M_i) - E(P,M_j)\|^2 . $$
+# $$ \begin{aligned} &\widehat{\mathrm{dist}}^2_E(P; (M_i)_i) \\
+#    &\quad = \frac{1}{n^2}\sum_{i,j=1}^n \|E(P,M_i) - E(P,M_j)\|^2 . \end{aligned} $$
 #
 # That costs $O(n^2 D)$. The identity $\frac{1}{2n^2}\sum_{i,j}\|x_i - x_j\|^2 = \frac1n\sum_i \|x_i - \bar x\|^2$
 # {cite}`chan1983algorithms` turns it into $O(nD)$: twice the mean squared distance to the mean code
@@ -126,7 +127,7 @@ mc.round(3)
 # The mean is within a few standard errors of $2D$ for every $D$, and the variance ratio is close to 1. The
 # histogram of $\tfrac12\|X - Y\|^2$ follows the $\chi^2_D$ density:
 
-# %%
+# %% mystnb={"image": {"alt": "Three histograms of half the squared distance between two standard normal vectors in 1, 10 and 100 dimensions, each with the chi-squared density of the same degrees of freedom drawn in red"}, "figure": {"caption": "Half the squared distance between two independent N(0, I) codes follows the chi-squared distribution with D degrees of freedom: the simulated histograms lie on the red densities."}}
 fig, axes = plt.subplots(1, 3, figsize=(FIG_WIDTH_IN, 3.2))
 for ax, d in zip(axes, (1, 10, 100)):
     x, y = rng.standard_normal((2, mc_pairs, d))
@@ -151,8 +152,8 @@ plt.show()
 #
 # and with the identity of section 1 the estimator over $k$ images and $n$ masks becomes
 #
-# $$ \widehat{\mathrm{NSD}} = \frac{1}{Dnk}\sum_{j=1}^k\sum_{i=1}^n \|E(P_j, M_i) - \bar Z_j\|^2,
-#    \qquad \bar Z_j = \frac1n \sum_{i=1}^n E(P_j, M_i). $$
+# $$ \begin{aligned} \widehat{\mathrm{NSD}} &= \frac{1}{Dnk}\sum_{j=1}^k\sum_{i=1}^n \|E(P_j, M_i) - \bar Z_j\|^2,
+#    \\ \bar Z_j &= \frac1n \sum_{i=1}^n E(P_j, M_i). \end{aligned} $$
 #
 # `cce_core.nsd.nsd` returns the per-image terms $\mathrm{NSD}_j$. The paper's "$0.56 \pm 0.17$" is their
 # mean $\pm$ standard deviation over the $k$ images.
@@ -181,7 +182,8 @@ null_table.round(4)
 # A real encoder sits between two extremes: codes that ignore the mask (NSD 0) and codes that are pure noise
 # (NSD $\approx 1$). A simple model with a known answer: per image $j$, mask $i$ and dimension,
 #
-# $$ E(P_j, M_i) = \sqrt{1-s}\; a_j + \sqrt{s}\; b_{ij}, \qquad a_j, b_{ij} \sim N(0, I) \text{ independent}, $$
+# $$ \begin{aligned} E(P_j, M_i) &= \sqrt{1-s}\; a_j + \sqrt{s}\; b_{ij}, \\
+#    & a_j, b_{ij} \sim N(0, I) \text{ independent}, \end{aligned} $$
 #
 # where $a_j$ is the image's own content and $b_{ij}$ is what the mask changes. The share of variance driven
 # by the mask is $s$. Only $b_{ij}$ varies within an image, so $\mathbb E\,\mathrm{NSD} = s\,(n-1)/n$.
@@ -473,13 +475,8 @@ print("streaming :", stream.result())
 print("in memory :", N.nsd(c))
 print("streaming equals in-memory (raw and standardized) to 1e-12:", stream_err < 1e-12)
 
-# %% [markdown]
-# ## Numbers used elsewhere
-#
-# The key numbers of this page are glued (`myst_nb.glue`) so that other pages can cite them without
-# retyping them.
-
 # %% tags=["remove-cell", "nbval-ignore-output"]
+# The numbers other pages cite from this one, glued (myst_nb.glue) so that no page retypes them.
 glue("theory_identity_max_rel_err", identity_err, display=False)
 glue("theory_mc_pairs", mc_pairs, display=False)
 glue("theory_se_250", 0.17 / math.sqrt(250), display=False)  # the paper's spread over its k = 250 images

@@ -160,7 +160,7 @@ assert [e["samples"] for e in ladder] == samples and all(e["n_seeds"] == len(see
 # Thin lines: one seed each; thick line: the mean over seeds; band: its seed-level 95% interval. The x axis doubles
 # at each point.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "Two line plots of NSD against training samples on a log axis, BN-normalised on the left and eval-standardised on the right, thin lines per seed and a thick mean with a shaded band per model"}, "figure": {"caption": "Each model's NSD along training: thin lines are seeds, the thick line their mean with its seed-level 95% band. Look at how the models' lines move relative to each other as training doubles."}}
 def ladder_of(m):
     """The ladder whose entries hold model ``m`` (the fair cascade is in the fair ladder only)."""
     return fair_ladder if m == "cce128_fair" else ladder
@@ -178,7 +178,7 @@ for ax, x in zip(axes, ("nsd_normalized", "nsd_standardized")):
 axes[0].legend()
 save_figure(fig, Path(fig_dir) / "ladder_nsd.png")
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "Two line plots of in-hole PSNR and SSIM against training samples, per seed and mean per model with a shaded band"}, "figure": {"caption": "Inpainting quality in the hole along training, per seed and over seeds: whether the cascade's quality keeps pace with the CE's as training lengthens."}}
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
 for ax, x in zip(axes, ("psnr", "ssim")):
     for m in MODELS:
@@ -197,7 +197,7 @@ save_figure(fig, Path(fig_dir) / "ladder_quality.png")
 # description of that seed's two networks), the mean over seeds with its seed-level interval, 0 and the paper's
 # difference.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "Two line plots of the cascade minus CE difference against training samples, in BN-normalised NSD and in PSNR, for the two ladders, with a dashed zero line"}, "figure": {"caption": "The cascade − CE difference along training for both ladders: below the dashed zero line the cascade has the lower NSD (left) or the lower PSNR (right). Where the shaded band covers zero the seeds do not settle the sign."}}
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
 ladders = {"cce128": ladder, **({"cce128_fair": fair_ladder} if fair else {})}
 for ax, x in zip(axes, ("nsd_normalized", "psnr")):
@@ -209,7 +209,7 @@ for ax, x in zip(axes, ("nsd_normalized", "psnr")):
 axes[0].legend(fontsize="small")
 save_figure(fig, Path(fig_dir) / "ladder_difference.png")
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "One forest plot per ladder point: each seed's cascade minus CE difference in BN-normalised NSD with its image-level interval, and the mean over seeds with its seed-level interval as a thick bar"}, "figure": {"caption": "At each training length, each seed's difference and the seed-level interval: look for seeds on both sides of zero (the training procedure's spread) and whether the thick bar clears zero."}}
 cols = 2
 rows_ = -(-len(ladder) // cols)
 fig, axes = plt.subplots(rows_, cols, figsize=(FIG_WIDTH_IN, rows_ * (1.4 + 0.34 * (len(seeds) + 1))),
@@ -242,7 +242,7 @@ save_figure(fig, Path(fig_dir) / "ladder_forest.png")
 display(pd.DataFrame({"GFLOP per training sample": {LABELS.get(m, "64 CE"): round(v, 3) for m, v in gflop.items()}})
         .rename(index={"cascade, 64 CE fully trained": "cascade's 128 stage (with its 64 CE's forward)"}))
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "Two line plots of BN-normalised NSD and PSNR against training compute in TFLOP on a log axis, one line per model with a band over seeds"}, "figure": {"caption": "The same models placed by the training compute behind them (counted FLOPs): at equal compute, compare the lines at the same horizontal position."}}
 tflop = {"ce128": compute["each_stage"]["ce128"], "cce128": compute["fully_trained_64"]["cce128"],
          "cce128_fair": compute["each_stage"]["cce128"]}
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")

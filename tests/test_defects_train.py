@@ -181,3 +181,11 @@ def test_code_hash_covers_the_subpackages(tmp_path):
     assert before == provenance.code_sha256()
     (lib / "report" / "seeds.py").write_text((lib / "report" / "seeds.py").read_text() + "# edited\n")
     assert provenance.code_sha256(lib) != before
+
+
+def test_device_name_names_the_cpu_model():
+    """A timing's record names the CPU model and PyTorch's kernel level (the machines of these runs differ)."""
+    assert provenance.cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t: avx2\n") == "AMD EPYC 9B14"
+    assert provenance.cpu_model("processor\t: 0\n")  # no model name: the machine type, never empty
+    name = provenance.device_name("cpu")
+    assert name.startswith(f"CPU ({provenance.cpu_model()}, ") and torch.backends.cpu.get_cpu_capability() in name

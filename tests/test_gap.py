@@ -293,3 +293,39 @@ def test_spread_over_images():
     assert spread(nsd(np.random.default_rng(0).normal(size=(5, 4, 3))))[0] > 0
     assert PAPER_SPREAD["ce128"] == pytest.approx(0.215, abs=1e-3) and PAPER_SPREAD["cce128"] == pytest.approx(0.304,
                                                                                                               abs=1e-3)
+
+
+def _measured(values: dict[str, dict[str, list[float]]], k: int = 6) -> dict[int, dict[str, dict]]:
+    """Fake measure_checkpoint results: per seed, model and variant, k per-image values scattered around a mean."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for s in range(3):
+        out[s] = {m: {name: {"normalized": (means[s] * np.exp(rng.normal(0, 0.2, k))).tolist()}
+                      for name, means in by.items()} for m, by in values.items()}
+    return out
+
+
+def test_gap_rows_search_and_answer():
+    """The page's table: ratios to the book's reading per seed, shares of log(paper / ours); the search finds the
+    reading inside the paper's ± sd for both models with the cascade lower, and the answer says so."""
+    from cce_core.gap import PAPER_NSD, gap_answer, gap_rows, paper_search
+
+    ours = {"ce128": [0.04, 0.05, 0.045], "cce128": [0.05, 0.045, 0.05]}
+    measured = _measured({m: {"ours": v, "zbar_all": [11 * x for x in v] if m == "cce128" else [17 * x for x in v],
+                              "chance": [0.9, 0.9, 0.9]} for m, v in ours.items()})
+    rows = gap_rows(measured)
+    by = {(r["model"], r["key"]): r for r in rows}
+    for m in ours:
+        exact = [np.mean(measured[s][m]["ours"]["normalized"]) for s in range(3)]
+        assert by[(m, "ours")]["NSD"] == pytest.approx(np.exp(np.mean(np.log(exact))))
+        arm = [np.mean(measured[s][m]["zbar_all"]["normalized"]) for s in range(3)]
+        ratio = np.exp(np.mean(np.log(np.divide(arm, exact))))
+        assert by[(m, "zbar_all")]["ratio"] == pytest.approx(ratio)
+        assert by[(m, "zbar_all")]["share of gap"] == pytest.approx(
+            math.log(ratio) / math.log(PAPER_NSD[m] / by[(m, "ours")]["NSD"]))
+        assert "ratio" not in by[(m, "ours")]
+    search = paper_search(rows)
+    assert [r["key"] for r in search][0] == "zbar_all" and search[0]["both within the paper's ± sd"]
+    assert search[0]["cascade below CE"] and not any(r["both within the paper's ± sd"] for r in search[1:])
+    answer = gap_answer(search, rows)
+    assert "Z̄ over all codes" in answer and "inside the paper's" in answer and "chance line" in answer

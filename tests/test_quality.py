@@ -118,6 +118,7 @@ def test_build_metrics_and_glue_keys():
         assert isinstance(g[f"diff_normalized_{stat}"], float)
     assert isinstance(g["verdict_lower_normalized"], str) and g["verdict_lower_normalized"].startswith("one seed")
     assert "40 image samples per model" in g["run_scale"] and "D = 8" in g["run_scale"] and "k = 4" in g["run_scale"]
+    assert g["run_batch_size"] == ", ".join(sorted({str(r["batch_size"]) for r in metrics["runs"].values()}))
     assert g["nsd_ce128_normalized_mean"] == pytest.approx(results["ce128"].normalized.mean)
     assert all(isinstance(v, (float, int, str)) for v in g.values())
     for key in ("qdiff_rb_psnr_mean", "qdiff_c_ssim_lo", "q_ce64_rb_l1_mean", "quality_agreement",

@@ -204,14 +204,17 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rp, "ensure_run", fake_run)
     monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
-    reproduce(preset="smoke", out=tmp_path / "out", book=False, allow_dirty=True, seeds=[3, 5])
+    reproduce(preset="smoke", out=tmp_path / "out", book=False, allow_dirty=True, seeds=[3, 5], gap=True)
     nbs = {c[0]: c[1:] for c in calls}
+    assert nbs["generated/nsd_gap.ipynb"] == (3, "../runs")  # the gap page: every seed's models, from the book's
+    assert [c[0] for c in calls].index("generated/nsd_gap.ipynb") < [c[0] for c in calls].index(
+        "generated/nsd_eval.ipynb")
     assert nbs["generated/training.ipynb"] == (3, "../runs")  # one training page: the book's seed
     assert nbs["generated/nsd_eval.ipynb"] == (3, "../runs") and "generated/figures.ipynb" in nbs
     order = [c[0] for c in calls if c[0].endswith("nsd_eval.ipynb")]
     assert order == ["generated/seed5/nsd_eval.ipynb", "generated/nsd_eval.ipynb"]
     assert nbs["generated/seed5/nsd_eval.ipynb"] == (5, "../../runs/seed5")
-    assert "generated/seed5/figures.ipynb" not in nbs and len(calls) == 1 + 2 + 1
+    assert "generated/seed5/figures.ipynb" not in nbs and len(calls) == 1 + 2 + 1 + 1
     run = json.loads((tmp_path / "out" / "generated" / "run.json").read_text())
     assert run["seeds"] == [3, 5] and run["seed"] == 3 and set(run["training"]) == {"seed3", "seed5"}
     assert len(run["training"]["seed5"]) == 6 and run["seed_folders"] == {"seed5": "seed5/"}
@@ -219,6 +222,8 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
     assert set(run["stage_seconds"]) == {k for k in run["wall_seconds"] if "train-" in k}
     assert len(run["stage_seconds"]) == 12
     assert all(set(v) == {"training"} for v in run["stage_seconds"].values())  # no per-run notebook
+    with pytest.raises(ValueError, match="--gap gives each factor"):
+        reproduce(preset="smoke", out=tmp_path / "out4", book=False, allow_dirty=True, seeds=[3], gap=True)
     with pytest.raises(ValueError, match="repeats"):
         reproduce(preset="smoke", out=tmp_path / "out2", book=False, allow_dirty=True, seeds=[1, 1])
 

@@ -262,6 +262,8 @@ def glue_values(metrics: dict) -> dict[str, float | int | str]:
     g["eval_k"], g["eval_n"] = int(metrics["k"]), int(metrics["n"])
     g["samples_per_model"] = int(metrics["samples_per_model"])
     g["run_bottleneck"], g["run_width"] = int(metrics["bottleneck"]), int(metrics["width"])
+    batches = sorted({int(r["batch_size"]) for r in metrics["runs"].values()})
+    g["run_batch_size"] = ", ".join(map(str, batches))  # the recipe's is 64 (Pathak's batchSize)
     g["run_preset"] = str(metrics["preset"])
     g["run_seed"] = int(metrics["seed"])
     g["run_scale"] = str(metrics["run_scale"])

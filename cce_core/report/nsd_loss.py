@@ -133,6 +133,18 @@ def nsd_loss_rows(summaries: dict[str, dict[float, dict]]) -> list[dict]:
     return rows
 
 
+def collapse_check(spread: SeedInterval) -> str:
+    """The collapse check in words, from the seed-level ratio interval of the codes' spread between images (λ > 0
+    over λ = 0): a lower end below 1 leaves a shrinking of the spread by up to that much possible."""
+    if spread.ci95 is None:
+        return "with one seed, no interval for the codes' spread: a collapse is neither shown nor excluded"
+    lo = spread.ci95[0]
+    if lo < 1:
+        return (f"the codes' spread between images may be up to {100 * (1 - lo):.0f}% smaller than at λ = 0: a "
+                f"partial collapse is not excluded")
+    return "the codes' spread between images did not shrink (95% interval above 1): no sign of a collapse"
+
+
 def nsd_loss_findings(summary: dict[float, dict], model: str) -> str:
     """What the NSD loss did to one model (:func:`nsd_loss_summary`), one clause per lambda > 0: each NSD reading
     as a ratio of the means over seeds to lambda = 0's, the spreads between images (seed-level ratio intervals),
@@ -153,6 +165,7 @@ def nsd_loss_findings(summary: dict[float, dict], model: str) -> str:
                 + (f" [{psnr.ci95[0]:+.2f}, {psnr.ci95[1]:+.2f}]" if psnr.ci95 else ""))
         if "code_weight_norm" in lv and "code_weight_norm" in base:
             text += f"; ‖W‖ at the end {lv['code_weight_norm']:.3g} (λ = 0: {base['code_weight_norm']:.3g})"
+        text += f" ({collapse_check(d['code_spread'])})"
         parts.append(text)
     return f"The {model}: " + "; ".join(parts) + "."
 
