@@ -161,10 +161,10 @@ def image_grid(nrows: int, ncols: int, size: float = 2.0, title: str | None = No
 
 def layer_table(model: nn.Module, input_size: int) -> list[dict]:
     """The layers of a :class:`~cce_core.models.ContextEncoder` or :class:`~cce_core.models.Discriminator`,
-    one row per (transposed) convolution with the normalisation and activation that follow it, as in the
-    spec's tables: name (E/D for the generator's encoder/decoder, C for the discriminator), layer, channels,
-    kernel/stride/padding, norm, activation, output shape (from one forward pass of a blank image in eval
-    mode) and parameters (conv weights plus BatchNorm affine).
+    one row per (transposed) convolution with the normalisation and activation that follow it ("then"; LReLU:
+    LeakyReLU with its slope), as in Pathak's code: name (E/D for the generator's encoder/decoder, C for the
+    discriminator), layer (conv or up-conv), channels, kernel/stride/padding, output shape (from one forward pass
+    of a blank image in eval mode) and params, its parameters (conv weights plus BatchNorm affine).
     """
     from torch import nn
 
@@ -179,17 +179,19 @@ def layer_table(model: nn.Module, input_size: int) -> list[dict]:
             if isinstance(leaf, (nn.Conv2d, nn.ConvTranspose2d)):
                 letter = prefix.get(top, "?")
                 counts[letter] = counts.get(letter, 0) + 1
-                rows.append({"name": f"{letter}{counts[letter]}", "layer": type(leaf).__name__,
+                rows.append({"name": f"{letter}{counts[letter]}",
+                             "layer": "up-conv" if isinstance(leaf, nn.ConvTranspose2d) else "conv",
                              "channels": f"{leaf.in_channels}→{leaf.out_channels}",
                              "k/s/p": f"{leaf.kernel_size[0]}/{leaf.stride[0]}/{leaf.padding[0]}",
-                             "norm": "–", "activation": "–", "output": "",
-                             "parameters": sum(p.numel() for p in leaf.parameters())})
+                             "then": "–", "output": "",
+                             "params": sum(p.numel() for p in leaf.parameters())})
             elif rows and isinstance(leaf, nn.BatchNorm2d):
-                rows[-1]["norm"] = "BN"
-                rows[-1]["parameters"] += sum(p.numel() for p in leaf.parameters())
+                rows[-1]["then"] = "BN"
+                rows[-1]["params"] += sum(p.numel() for p in leaf.parameters())
             elif rows:
                 name = type(leaf).__name__
-                rows[-1]["activation"] = f"LeakyReLU({leaf.negative_slope:g})" if name == "LeakyReLU" else name
+                act = f"LReLU {leaf.negative_slope:g}" if name == "LeakyReLU" else name
+                rows[-1]["then"] = act if rows[-1]["then"] == "–" else f"{rows[-1]['then']}, {act}"
             if rows and isinstance(leaf, (nn.Conv2d, nn.ConvTranspose2d)):
                 row = rows[-1]
                 hooks.append(leaf.register_forward_hook(

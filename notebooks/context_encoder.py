@@ -84,8 +84,8 @@ pd.DataFrame(layer_table(d128, 64)).set_index("name")
 # %%
 counts = {"G128": count_parameters(g128), "D128": count_parameters(d128)}
 assert counts == {"G128": 71_124_544, "D128": 2_765_568}, counts
-assert table_g["parameters"].sum() == counts["G128"]
-share = (table_g.loc["E6", "parameters"] + table_g.loc["D1", "parameters"]) / counts["G128"]
+assert table_g["params"].sum() == counts["G128"]
+share = (table_g.loc["E6", "params"] + table_g.loc["D1", "params"]) / counts["G128"]
 print(f"G128: {counts['G128']:,} parameters; D128: {counts['D128']:,}")
 print(f"E6 and D1 hold {share:.1%} of G128's parameters")
 glue("ce_params_g128", counts["G128"], display=False)

@@ -50,7 +50,8 @@ if dirty_warning(prov):  # the last call ran from uncommitted code: said on the 
 # more than one call into the same folder (`reproduce --train-only`, then the same command without it): each call
 # is listed with its commit, the earlier ones first, and a training that a later call found already done shows
 # there at about 0 s (its own time is in the first call, and in the table of trainings below).
-# "done": the notebook ran to its end; a failed notebook is listed with the error, and the call's status is "failed".
+# "done": the step ran to its end (a "(notebook)" step is the executed notebook of that name); a failed notebook is
+# listed with the error, and the call's status is "failed".
 
 # %% tags=["hide-input", "nbval-ignore-output"]
 steps.set_index(["call", "seed", "step"]).style.format({"wall time (s)": "{:,.1f}"}, na_rep="—").set_table_styles(PADDED)
@@ -58,15 +59,15 @@ steps.set_index(["call", "seed", "step"]).style.format({"wall time (s)": "{:,.1f
 # %% [markdown]
 # ## The trainings
 #
-# Per model and seed: the image samples seen (steps × batch size) against those planned (fewer when a time budget
-# cut the training), the step's wall time in the last call, and the training loop's own time (from the run's log,
+# Per model and seed: the image samples seen (steps × batch size; "x of y" when a time budget cut the training
+# short of the y planned), the step's wall time in the last call, and the training loop's own time (from the run's log,
 # or from the record's split for runs made before the logs kept it) with its speed in samples per second.
 
 # %% tags=["hide-input", "nbval-ignore-output"]
-(trainings.set_index(["seed", "run"]).style
- .format({"samples": "{:,}", "planned samples": "{:,}", "step wall time (s)": "{:,.1f}",
-          "training (s)": "{:,.1f}", "samples/s": "{:,.1f}"}, na_rep="—").set_table_styles(PADDED))
+print("trained on:", "; ".join(trainings["device"].astype(str).unique()))  # the CPU model: timings compare within one
+(trainings.drop(columns="device").set_index(["seed", "run"]).style
+ .format({"step wall time (s)": "{:,.1f}", "training (s)": "{:,.1f}", "samples/s": "{:,.1f}"}, na_rep="—")
+ .set_table_styles(PADDED))
 
 # %% tags=["remove-cell"]
 assert len(steps) >= 2 and steps["step"].iloc[-1] == "whole call"
-assert (trainings["samples"] <= trainings["planned samples"]).all()

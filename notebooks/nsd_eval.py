@@ -378,7 +378,7 @@ for key, value in values.items():
 assert values["verdict_lower_normalized"] and np.isfinite(values["diff_normalized_mean"])
 
 # %% tags=["nbval-ignore-output"]
-seeds_table = pd.DataFrame(seeds_rows(seeds)).set_index("seed").style.set_table_styles(PADDED)
+seeds_table = pd.DataFrame(seeds_rows(seeds)).set_index("cascade − CE in").style.set_table_styles(PADDED)
 glue("seeds_table", seeds_table, display=False)
 display(Markdown(f"{seeds['tier_line']}\n\nNSD and quality, seed {seed}'s networks: {values['quality_agreement']}"))
 def claim_label(key):

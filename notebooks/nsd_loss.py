@@ -202,7 +202,7 @@ for model in NSD_LOSS_MODELS:
             if s != seeds[0]:
                 r.pop("model")  # only the first seed's models are shown
     summaries[NAMES[model]] = nsd_loss_summary(results[model])
-table = pd.DataFrame(nsd_loss_rows(summaries)).set_index(["model", "λ"])
+table = pd.DataFrame(nsd_loss_rows(summaries)).set_index(["model", "measure"])
 glue("nsdloss_table", table, display=False)
 for model in NSD_LOSS_MODELS:
     glue(f"nsdloss_findings_{model}", nsd_loss_findings(summaries[NAMES[model]], NAMES[model]), display=False)

@@ -282,6 +282,16 @@ def stale_run_page(doc: str) -> bool:
             != _text_and_figures(jupytext.read(source).cells))
 
 
+def shows_stale_run(doc: str) -> bool:
+    """Whether page ``doc`` shows a stored run older than its notebooks: it is one (:func:`stale_run_page`), or a
+    Markdown page that glues values or tables from one."""
+    if stale_run_page(doc):
+        return True
+    source = REPO / f"{doc}.md"
+    glued = set(re.findall(r"/(book/generated/[\w/]+)\.ipynb::", source.read_text())) if source.is_file() else set()
+    return any(stale_run_page(g) for g in glued)
+
+
 def test_images_say_what_they_show(pages: dict[str, Path]) -> None:
     """Every image of every page has an alt text that describes it (not empty, not a file name or hash); the pages
     of a stored run older than its notebooks are checked by :func:`test_stored_run_is_current`."""
@@ -518,6 +528,16 @@ PROBE_JS = r"""
                           column: Math.round(box.right), clipped: clipped});
       }
     }
+    const wide = [];  // tables whose content is wider than their box (their last columns hidden behind a scroll)
+    for (const table of article.querySelectorAll("table")) {
+      let box = table.parentElement;
+      while (box && box !== article && !scrolls(box)) box = box.parentElement;
+      const limit = box && box !== article ? box.clientWidth : article.clientWidth;
+      if (table.scrollWidth > limit + 2) {
+        wide.push({head: [...table.querySelectorAll("th")].slice(0, 3).map(t => t.textContent.trim()).join(" | "),
+                   width: table.scrollWidth, box: limit});
+      }
+    }
     const nav = [...document.querySelectorAll("nav.bd-docs-nav a.reference.internal")].map(a => a.getAttribute("href"));
     const wrapped = [];  // shell blocks taller than their lines: the browser broke a line (mid-option) to fit
     for (const block of article.querySelectorAll("div.highlight-bash pre, div.highlight-shell pre")) {
@@ -531,7 +551,7 @@ PROBE_JS = r"""
     }
     const pre = document.createElement("pre");
     pre.id = "cce-probe";
-    pre.textContent = JSON.stringify({footnote, images, overflowing, nav, wrapped, width: box.width});
+    pre.textContent = JSON.stringify({footnote, images, overflowing, nav, wrapped, wide, width: box.width});
     document.body.appendChild(pre);
   }
   function safely() {
@@ -675,6 +695,15 @@ def test_equations_fit_a_phone(phone_probes: dict[str, dict]) -> None:
              for doc, probe in phone_probes.items() if not stale_run_page(doc)
              for o in probe["overflowing"] if o["tag"] == "equation"]
     assert not wrong, f"equations wider than a {PHONE} px screen:\n" + "\n".join(wrong)
+
+
+def test_tables_fit_the_page(probes: dict[str, dict]) -> None:
+    """At 1280 px no table is wider than its box: every column, the last one included, is on the page without
+    scrolling (long cells wrap). Pages that show a stored run older than its notebooks (:func:`shows_stale_run`):
+    :func:`test_stored_run_is_current`."""
+    wrong = [f"{doc}: table {t['head']!r} is {t['width']} px in a {t['box']} px box"
+             for doc, probe in probes.items() if not shows_stale_run(doc) for t in probe["wide"]]
+    assert not wrong, "tables wider than the page at 1280 px:\n" + "\n".join(wrong)
 
 
 def test_commands_do_not_wrap(probes: dict[str, dict]) -> None:

@@ -21,11 +21,9 @@ def record(**extra) -> dict:
 def test_execution_rows_in_order_with_the_whole_run():
     rows = execution_rows(record())
     assert [(r["seed"], r["step"]) for r in rows] == [(3, "train-ce64-central"), (3, "train-ce64-random_blocks-hole"),
-                                                      (5, "train-ce64-central"), (5, "nsd_eval"), (3, "nsd_eval"),
-                                                      ("", "whole call")]
-    assert {rows[i]["notebook"] for i in (0, 1, 2)} == {"— (training only)"}  # trainings: the Training page
-    assert rows[3]["notebook"] == "seed5/nsd_eval.ipynb" and rows[4]["notebook"] == "nsd_eval.ipynb"
-    assert rows[-1] == {"call": "1 ()", "seed": "", "step": "whole call", "notebook": "", "wall time (s)": 100.0,
+                                                      (5, "train-ce64-central"), (5, "nsd_eval (notebook)"),
+                                                      (3, "nsd_eval (notebook)"), ("", "whole call")]
+    assert rows[-1] == {"call": "1 ()", "seed": "", "step": "whole call", "wall time (s)": 100.0,
                         "status": "complete"}
     assert {r["status"] for r in rows[:-1]} == {"done"}
 
@@ -33,7 +31,8 @@ def test_execution_rows_in_order_with_the_whole_run():
 def test_execution_rows_name_the_failed_notebook():
     rows = execution_rows(record(status="failed", error="NotebookFailed: notebook nsd_eval.ipynb failed in cell 7: "
                                                       "RuntimeError: boom"))
-    assert rows[-2]["step"] == "nsd_eval" and rows[-2]["status"] == "failed" and rows[-2]["wall time (s)"] is None
+    assert rows[-2]["step"] == "nsd_eval (notebook)" and rows[-2]["status"] == "failed"
+    assert rows[-2]["wall time (s)"] is None
     assert rows[-1]["status"] == "failed"
 
 
@@ -52,6 +51,7 @@ def test_training_rows_take_the_training_time_from_the_log():
     run["training"]["seed5"] = {"ce64-central": {"samples": 320, "planned_samples": 320, "device": "cpu",
                                                  "train_seconds": 16.0}}
     assert training_rows(run)[1]["training (s)"] == 16.0 and training_rows(run)[1]["samples/s"] == 20.0
+    assert training_rows(run)[1]["samples"] == "320" and training_rows(run)[0]["samples"] == "320 of 640"  # cut short
 
 
 def test_training_rows_speed_only_where_the_training_time_is_recorded():

@@ -17,7 +17,7 @@ from cce_core.config import TrainConfig, make_config
 from cce_core.evaluate import code_scale, encode_all, eval_masks
 from cce_core.masks import fill_hole
 from cce_core.nsd import nsd
-from cce_core.report import nsd_loss_findings, nsd_loss_rows, nsd_loss_summary
+from cce_core.report import NSD_LOSS_LOG, NSD_LOSS_MEASURES, nsd_loss_findings, nsd_loss_rows, nsd_loss_summary
 from cce_core.stats import ONE_SEED
 from cce_core.train import train
 
@@ -292,7 +292,9 @@ def test_seed_level_summary_table_and_verdict():
     assert text.startswith("The 128 CE: λ = 1: NSD ×") and "in-hole PSNR +0.60 dB [" in text and "nan" not in text
     assert "(one seed" not in text and "[" not in nsd_loss_findings(one, "cascade").split("PSNR")[1]
     rows = nsd_loss_rows({"128 CE": summary, "cascade": one})
-    assert len(rows) == 4 and all(isinstance(v, (str, int)) for r in rows for v in r.values())
+    n_rows = len(NSD_LOSS_MEASURES) + len(NSD_LOSS_LOG)
+    assert len(rows) == 2 * n_rows and all(isinstance(v, str) for r in rows for v in r.values())
+    assert [k for k in rows[0] if k.startswith("λ")] == [f"λ = {lam:g} (3 seeds)" for lam in summary]
     assert "nan" not in str(rows).lower() and "one seed: no interval" in str(rows)
     with pytest.raises(ValueError, match="lambda = 0"):
         nsd_loss_summary({0: {1.0: three[0][1.0]}})

@@ -70,9 +70,11 @@ def test_seeds_report_per_seed_and_across():
     assert g["seeds_n"] == 3 and g["run_tier"] == "paper scale"
     assert "Across 3 training seeds (0, 1, 2)" in g["seeds_summary"] and "3 of 3 seeds agree" in g["seeds_summary"]
     assert g["across_nsd_normalized_agree"] == "3 of 3" and g["across_nsd_normalized_ci"].startswith("[-0.6")
-    rows = seeds_rows(rep)
-    assert [r["seed"] for r in rows] == ["0", "1", "2", "mean over seeds [seed-level 95% CI]"]
-    assert rows[1]["Δ NSD BN-normalised"] == "-0.0900 [-0.2000, +0.0200]"
+    rows = {r["cascade − CE in"]: r for r in seeds_rows(rep)}
+    assert list(rows["NSD BN-normalised"]) == ["cascade − CE in", "seed 0", "seed 1", "seed 2",
+                                               "over seeds [seed-level 95% CI]"]
+    assert rows["NSD BN-normalised"]["seed 1"] == "-0.0900"
+    assert rows["NSD BN-normalised"]["over seeds [seed-level 95% CI]"].split(" ", 1)[1].startswith("[-0.6")
 
 
 def test_seeds_report_finds_a_consistent_effect():
@@ -131,11 +133,12 @@ def test_calibration_in_words_and_table():
     assert "0.0030 between seeds" in g["calib_design"] and "k = 100" in g["calib_design"]
     assert "with a seed sd of 0" in g["calib_t_vs_crossed"] and "-0.005:" in g["calib_power"]
     shown = calibration_rows(rows)
-    assert len(shown) == len(rows) and shown[0]["t over seed means"] == "–"
+    assert len(shown) == len(rows) and shown[0]["t, seed means"] == "–"
+    assert "*crossed (book)*: the book's interval" in g["calib_rules"]
     assert all(isinstance(v, (str, int)) for r in shown for v in r.values())
     assert len({tuple(r) for r in shown}) == 1  # one set of columns for every row (no empty cells in the table)
     import pandas as pd
-    assert calibration_rows(pd.DataFrame(rows).to_dict("records"))[0]["t over seed means"] == "–"  # NaN, not None
+    assert calibration_rows(pd.DataFrame(rows).to_dict("records"))[0]["t, seed means"] == "–"  # NaN, not None
 
 
 def test_seeds_report_one_seed_speaks_of_two_networks():
@@ -146,7 +149,7 @@ def test_seeds_report_one_seed_speaks_of_two_networks():
     for text in [*rep["verdicts"].values(), g["seeds_summary"]]:
         assert text.startswith("one seed") or text.startswith("One training seed"), text
         assert not any(w in text for w in ("holds", "reproduced", "significant")), text
-    assert [r["seed"] for r in seeds_rows(rep)] == ["4"]
+    assert all(list(r)[1:] == ["seed 4"] for r in seeds_rows(rep))  # one seed: no "over seeds" column
 
 
 def test_seeds_report_refuses_incomparable_seeds(tmp_path):

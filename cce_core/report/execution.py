@@ -25,15 +25,14 @@ def execution_rows(run: dict) -> list[dict]:
         for key, seconds in (call.get("wall_seconds") or {}).items():
             seed, name = _seed_and_name(key, run["seed"])
             training = name.startswith("train-")
-            rows.append({"call": label, "seed": seed, "step": name,
-                         "notebook": "— (training only)" if training else f"{key}.ipynb",
+            rows.append({"call": label, "seed": seed, "step": name + ("" if training else " (notebook)"),
                          "wall time (s)": seconds, "status": "done"})
         failed = re.search(r"notebook (\S+)\.ipynb failed", call.get("error") or "")
         if failed:
-            rows.append({"call": label, "seed": "", "step": failed.group(1), "notebook": f"{failed.group(1)}.ipynb",
-                         "wall time (s)": None, "status": "failed"})
-        rows.append({"call": label, "seed": "", "step": "whole call", "notebook": "",
-                     "wall time (s)": call.get("total_wall_seconds"), "status": call.get("status", "unknown")})
+            rows.append({"call": label, "seed": "", "step": f"{failed.group(1)} (notebook)", "wall time (s)": None,
+                         "status": "failed"})
+        rows.append({"call": label, "seed": "", "step": "whole call", "wall time (s)": call.get("total_wall_seconds"),
+                     "status": call.get("status", "unknown")})
     return rows
 
 
@@ -51,7 +50,9 @@ def training_rows(run: dict) -> list[dict]:
         for name, t in trainings.items():
             key = f"{prefix}train-{name}"
             train_s = t.get("train_seconds") or stages.get(key, {}).get("training")  # the log's, where it has it
-            rows.append({"seed": seed, "run": name, "samples": t["samples"], "planned samples": t["planned_samples"],
+            samples = (f"{t['samples']:,}" if t["samples"] == t["planned_samples"]
+                       else f"{t['samples']:,} of {t['planned_samples']:,}")
+            rows.append({"seed": seed, "run": name, "samples": samples,
                          "step wall time (s)": run.get("wall_seconds", {}).get(key),
                          "training (s)": train_s,
                          "samples/s": round(t["samples"] / train_s, 1) if train_s else None,

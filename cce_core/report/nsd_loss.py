@@ -112,24 +112,26 @@ def _interval_text(iv: SeedInterval, ratio: bool) -> str:
 
 
 def nsd_loss_rows(summaries: dict[str, dict[float, dict]]) -> list[dict]:
-    """The chapter's table: one row per model and lambda, every cell a string (no NaN). lambda = 0: each measure's
-    mean over seeds; lambda > 0: the mean, then the seed-level 95% CI of the paired difference to lambda = 0 (Δ) or
-    of the ratio (×) for the spreads; with one seed the interval is missing and the cell says why."""
+    """The chapter's table, one row per model and measure and one column per lambda (narrow enough for the page),
+    every cell a string (no NaN). lambda = 0: each measure's mean over seeds; lambda > 0: the mean, then the
+    seed-level 95% CI of the paired difference to lambda = 0 (Δ) or of the ratio (×) for the spreads; with one seed
+    the interval is missing and the cell says why. The seeds per lambda are in the column's name."""
     rows = []
     for model, by_weight in summaries.items():
-        for lam, e in by_weight.items():
-            row: dict[str, Any] = {"model": model, "λ": f"{lam:g}", "seeds": len(e["seeds"])}
-            for m, (label, _, ratio) in NSD_LOSS_MEASURES.items():
+        cols = {lam: f"λ = {lam:g} ({len(e['seeds'])} seed{'s' * (len(e['seeds']) > 1)})"
+                for lam, e in by_weight.items()}
+        for m, (label, _, ratio) in NSD_LOSS_MEASURES.items():
+            row: dict[str, Any] = {"model": model, "measure": label}
+            for lam, e in by_weight.items():
                 level = e["levels"][m]
                 text = f"{level:.3g}" if ratio else f"{level:.4g}"
-                if lam == 0:
-                    row[label] = text + (" (reference)" if ratio else "")
-                else:
-                    row[label] = f"{text}; {_interval_text(e['diff'][m], ratio)}"
-            for k, label in NSD_LOSS_LOG.items():
-                row[label] = (f"{e['levels'][k]:.3g}" if k in e["levels"]
-                              else "not logged (a run older than this log field)")
+                row[cols[lam]] = (text + (" (reference)" if ratio else "") if lam == 0
+                                  else f"{text}; {_interval_text(e['diff'][m], ratio)}")
             rows.append(row)
+        for k, label in NSD_LOSS_LOG.items():
+            rows.append({"model": model, "measure": label,
+                         **{cols[lam]: f"{e['levels'][k]:.3g}" if k in e["levels"]
+                            else "not logged (a run older than this log field)" for lam, e in by_weight.items()}})
     return rows
 
 

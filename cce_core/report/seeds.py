@@ -180,19 +180,20 @@ def _seeds_summary(seeds: list[int], across: dict, scale: RunScale) -> str:
 
 
 def seeds_rows(report: dict) -> list[dict]:
-    """The per-seed table: one row per seed (each comparison's image-level mean and 95% CI), then, with several
-    seeds, the mean over seeds with its seed-level 95% CI."""
+    """The per-seed table, one row per comparison (narrow enough for the page): each seed's image-level paired mean
+    (its image-level CI is in ``metrics.json`` and, for NSD, on the forest plot), then, with several seeds, the
+    mean over seeds with its seed-level 95% CI."""
     cols = [x for x in report["across"] if x in SEED_MEASURES]
-    rows = [{"seed": str(s), **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, row[x]['mean'])} "
-                                f"[{_fmt(x, row[x]['ci95'][0])}, {_fmt(x, row[x]['ci95'][1])}]" if x in row
-                                else "— (not trained for this seed)" for x in cols}}
-            for s, row in report["per_seed"].items()]
-    if len(report["seeds"]) > 1:
-        rows.append({"seed": "mean over seeds [seed-level 95% CI]",
-                     **{f"Δ {SEED_MEASURES[x]}": f"{_fmt(x, a['mean'])} [{_fmt(x, a['ci95'][0])}, "
-                                                 f"{_fmt(x, a['ci95'][1])}]" if a["ci95"] is not None
-                        else f"{_fmt(x, a['mean'])} (one seed)"
-                        for x, a in report["across"].items() if x in cols}})
+    rows = []
+    for x in cols:
+        row = {"cascade − CE in": SEED_MEASURES[x],
+               **{f"seed {s}": _fmt(x, r[x]["mean"]) if x in r else "—" for s, r in report["per_seed"].items()}}
+        if len(report["seeds"]) > 1:
+            a = report["across"][x]
+            row["over seeds [seed-level 95% CI]"] = (f"{_fmt(x, a['mean'])} [{_fmt(x, a['ci95'][0])}, "
+                                                     f"{_fmt(x, a['ci95'][1])}]" if a["ci95"] is not None
+                                                     else f"{_fmt(x, a['mean'])} (one seed)")
+        rows.append(row)
     return rows
 
 
@@ -235,16 +236,20 @@ def design_components(report: dict, measure: str = "nsd_normalized") -> Variance
     return VarianceComponents(0.0, half, half, 1, len(values))
 
 
-#: The calibration table's rules: (column prefix, label).
-CALIBRATION_RULES = (("crossed", "seeds and images random (the book's)"), ("t", "t over seed means"),
-                     ("satterthwaite", "single t, Satterthwaite df"), ("image_one_seed", "one seed's image-level CI"),
-                     ("image_every_seed", "every seed's image-level CI"))
+#: The calibration table's rules: (column prefix, short label, what the rule is).
+CALIBRATION_RULES = (
+    ("crossed", "crossed (book)", "the book's interval, seeds and images random, each part with its own t quantile"),
+    ("t", "t, seed means", "the t-interval over the seeds' means (images fixed)"),
+    ("satterthwaite", "Satterthwaite", "seeds and images random, one t quantile with Satterthwaite's df"),
+    ("image_one_seed", "one seed, images", "one seed's image-level interval"),
+    ("image_every_seed", "every seed, images", "every seed's image-level interval on the same side"))
 
 
 def calibration_glue(rows: list[dict], comps: VarianceComponents) -> dict[str, str]:
     """The calibration in words for the report: ``calib_design`` (the simulated design), ``calib_t_vs_crossed``
     (both seed-level rules under no effect at 5 seeds, with the run's seed sd and with 0) and ``calib_power``
-    (the book's rule at each effect of :func:`cce_core.stats.calibration_table`, 3 and 5 seeds)."""
+    (the book's rule at each effect of :func:`cce_core.stats.calibration_table`, 3 and 5 seeds), ``calib_rules``
+    (the table's columns in words)."""
     null = {(r["n_seeds"], r["seed_sd_of"]): r for r in rows if r["case"] == "no effect"}
     five, zero = null[5, "the run"], null[5, "zero"]
     power: dict[str, dict[int, float]] = {}
@@ -264,6 +269,7 @@ def calibration_glue(rows: list[dict], comps: VarianceComponents) -> dict[str, s
             f"{100 * zero['t_lower']:.1f}% and {100 * zero['crossed_lower']:.1f}%"),
         "calib_power": "; ".join(f"{case}: {100 * p[3]:.0f}% with 3 seeds, {100 * p[5]:.0f}% with 5"
                                  for case, p in power.items()),
+        "calib_rules": "; ".join(f"*{label}*: {what}" for _, label, what in CALIBRATION_RULES),
     }
 
 
@@ -275,7 +281,7 @@ def calibration_rows(rows: list[dict]) -> list[dict]:
         null = r["case"] == "no effect"
         row = {"case": "no effect: lower / higher (%)" if null else f"effect {r['case']}: lower (%)",
                "seed sd": f"{r['seed_sd']:.4f}", "seeds": r["n_seeds"]}
-        for key, label in CALIBRATION_RULES:
+        for key, label, _ in CALIBRATION_RULES:
             lo, hi = r.get(f"{key}_lower"), r.get(f"{key}_higher")
             missing = lo is None or lo != lo  # None, or NaN after a pandas round trip
             row[label] = "–" if missing else f"{100 * lo:.1f} / {100 * hi:.1f}" if null else f"{100 * lo:.1f}"
