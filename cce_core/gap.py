@@ -453,3 +453,11 @@ def gap_answer(search: list[dict], rows: list[dict]) -> str:
         text += (f" An untrained encoder (the chance line) scores {chance.get('ce128', float('nan')):.3f} and "
                  f"{chance.get('cce128', float('nan')):.3f}.")
     return text
+
+
+def chance_levels(measured: dict[int, dict[str, dict[str, dict]]]) -> dict[str, dict[str, float]]:
+    """The chance line per model and reading (geometric mean over seeds of each seed's untrained encoder), for the
+    other pages' NSD figures: ``{model: {"normalized": ..., "raw": ..., "standardized": ...}}``."""
+    first = measured[sorted(measured)[0]]
+    return {m: {reading: float(np.exp(np.mean(np.log(variant_means(measured, reading)[m]["chance"]))))
+                for reading in ("normalized", "raw", "standardized")} for m in first}

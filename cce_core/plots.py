@@ -159,6 +159,11 @@ def image_grid(nrows: int, ncols: int, size: float = 2.0, title: str | None = No
     return fig, axes
 
 
+#: The book's table style for pandas Stylers (``.set_table_styles(TABLE_STYLES)``): cell padding that keeps
+#: neighbouring numbers apart without pushing a table wider than the page.
+TABLE_STYLES = [{"selector": "th, td", "props": [("padding", "0.3em 0.5em")]}]
+
+
 def layer_table(model: nn.Module, input_size: int) -> list[dict]:
     """The layers of a :class:`~cce_core.models.ContextEncoder` or :class:`~cce_core.models.Discriminator`,
     one row per (transposed) convolution with the normalisation and activation that follow it ("then"; LReLU:
@@ -327,11 +332,13 @@ def forest_plot(per_seed: list[tuple[str, float, tuple[float, float]]], across: 
     return ax
 
 
-def nsd_against_paper(models: dict[str, dict], n: int, ax: Axes | None = None) -> Axes:
+def nsd_against_paper(models: dict[str, dict], n: int, ax: Axes | None = None,
+                      chance: dict[str, float] | None = None) -> Axes:
     """Each model's BN-normalised NSD per seed (dots) and its mean over seeds with the seed-level 95% interval
     (diamond, thick line; ``models``: label -> :meth:`cce_core.stats.SeedInterval.as_dict`), against the paper's
     values (section 5: 0.79 plain CE, 0.56 cascade) and the estimator's null value (n − 1)/n (codes that ignore
-    the image), so the gap to the paper shows at a glance."""
+    the image), so the gap to the paper shows at a glance; ``chance`` (label -> NSD), each model's chance line
+    (an untrained encoder, :func:`cce_core.gap.chance_model`), as a purple cross."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -344,6 +351,10 @@ def nsd_against_paper(models: dict[str, dict], n: int, ax: Axes | None = None) -
         ax.plot([a["mean"]], [y], "D", color="black", markersize=9)
         if label in paper:
             ax.plot([paper[label]], [y], "s", color="tab:red", markersize=9, fillstyle="none", markeredgewidth=2)
+        if chance and label in chance:
+            ax.plot([chance[label]], [y], "X", color="tab:purple", markersize=9)
+    if chance:
+        ax.plot([], [], "X", color="tab:purple", label="chance line (untrained encoder)")
     ax.axvline((n - 1) / n, color="grey", linestyle="--", linewidth=1, label=f"null value (n − 1)/n, n = {n}")
     ax.plot([], [], "s", color="tab:red", fillstyle="none", markeredgewidth=2, label="paper (0.79 CE, 0.56 cascade)")
     ax.set_yticks(range(len(models)), list(reversed(models)))

@@ -873,18 +873,21 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
         extra = (dict(other_metrics=[f"seed{o}/metrics.json" for o in plan.seeds[1:]],
                       loss_variants=plan.loss_variants) if s == plan.seed else {})
         extra["central"] = ("central", "ce64") in seed_models(plan, s)
+        if s == plan.seed and plan.gap:  # first: the ladder and the NSD page draw its chance line
+            if plan.executes("nsd_gap"):
+                _run_gap(plan, recorder, nb_dir, dict(common, **dp))
+            extra["gap_path"] = "gap.json"
         if s == plan.seed and plan.ladder:  # before the book's NSD notebook, which adds it to metrics.json
             if plan.executes("scale_ladder"):
                 print("[reproduce] the scale ladder", flush=True)
                 timings["scale_ladder"] = execute_notebook(
                     "scale_ladder", nb_dir / "scale_ladder.ipynb",
                     dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, points=LADDER_POINTS,
-                         ladder_path="ladder.json", fair=plan.fair_ladder, **plan.seed_places(plan.seeds, nb_dir)),
+                         ladder_path="ladder.json", fair=plan.fair_ladder, gap_path=extra.get("gap_path"),
+                         **plan.seed_places(plan.seeds, nb_dir)),
                     nb_dir)
                 recorder.packed("running: scale ladder done")
             extra["ladder_path"] = "ladder.json"
-        if s == plan.seed and plan.gap and plan.executes("nsd_gap"):
-            _run_gap(plan, recorder, nb_dir, dict(common, **dp))
         if plan.executes("nsd_eval"):
             print(f"[reproduce] {tag}NSD on k={sizes['k']} images x n={sizes['n']} masks", flush=True)
             timings[f"{tag}nsd_eval"] = execute_notebook(

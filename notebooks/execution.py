@@ -26,10 +26,10 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
+from cce_core.plots import TABLE_STYLES
 from cce_core.provenance import dirty_warning
 from cce_core.report import execution_rows, training_rows
 
-PADDED = [{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}]
 run = json.loads(Path(run_json).read_text())
 steps = pd.DataFrame(execution_rows(run))
 trainings = pd.DataFrame(training_rows(run))
@@ -54,7 +54,7 @@ if dirty_warning(prov):  # the last call ran from uncommitted code: said on the 
 # listed with the error, and the call's status is "failed".
 
 # %% tags=["hide-input", "nbval-ignore-output"]
-steps.set_index(["call", "seed", "step"]).style.format({"wall time (s)": "{:,.1f}"}, na_rep="—").set_table_styles(PADDED)
+steps.set_index(["call", "seed", "step"]).style.format({"wall time (s)": "{:,.1f}"}, na_rep="—").set_table_styles(TABLE_STYLES)
 
 # %% [markdown]
 # ## The trainings
@@ -67,7 +67,7 @@ steps.set_index(["call", "seed", "step"]).style.format({"wall time (s)": "{:,.1f
 print("trained on:", "; ".join(trainings["device"].astype(str).unique()))  # the CPU model: timings compare within one
 (trainings.drop(columns="device").set_index(["seed", "run"]).style
  .format({"step wall time (s)": "{:,.1f}", "training (s)": "{:,.1f}", "samples/s": "{:,.1f}"}, na_rep="—")
- .set_table_styles(PADDED))
+ .set_table_styles(TABLE_STYLES))
 
 # %% tags=["remove-cell"]
 assert len(steps) >= 2 and steps["step"].iloc[-1] == "whole call"

@@ -54,6 +54,7 @@ runs_dir = "../_build/nbval/runs"
 fig_dir = "../_build/nbval/figures"
 metrics_path = "../_build/nbval/metrics.json"
 other_metrics = []  # metrics.json of the same reproduction's other training seeds (relative paths), compared below
+gap_path = None  # the NSD-gap page's gap.json (reproduce --gap): its chance line on the NSD figure
 ladder_path = None  # the scale ladder's results (notebooks/scale_ladder, reproduce --ladder), added to metrics.json
 central = True  # also the central-mask models (False: a seed trained without them, reproduce --central-once)
 loss_variants = False  # also evaluate the random-block models trained with eq. (1)'s loss weighting (runs *-hole)
@@ -85,7 +86,7 @@ from cce_core.evaluate import (
 from cce_core.glue import glue
 from cce_core.masks import central_mask
 from cce_core.nsd import variance_split
-from cce_core.plots import FIG_WIDTH_IN, forest_plot, nsd_against_paper, save_figure, use_book_style
+from cce_core.plots import FIG_WIDTH_IN, TABLE_STYLES, forest_plot, nsd_against_paper, save_figure, use_book_style
 from cce_core.provenance import provenance, resolve_device
 from cce_core.report import (
     DIRECTION,
@@ -118,7 +119,6 @@ def save(fig, name):
     save_figure(fig, Path(fig_dir) / f"{name}.png")
 
 
-PADDED = [{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}]
 LABELS = {"ce128": "CE (128)", "cce128": "cascade CE", "ce64": "64 CE alone"}
 QUALITY_LABELS = {"l1": "in-hole L1", "psnr": "PSNR (dB)", "ssim": "SSIM"}
 
@@ -161,11 +161,12 @@ rows = []
 for m, r in results.items():
     rows.append({"model": LABELS[m],
                  **{f"NSD {READING_LABELS[x]}": f"{getattr(r, x).mean:.3f} ± {getattr(r, x).std:.3f}" for x in READINGS},
-                 "paper": {"ce128": "0.79 ± 0.17", "cce128": "0.56 ± 0.17"}.get(m, "—"),
-                 "D": r.raw.dims, "k": r.raw.k, "n": r.raw.n})
+                 "paper": {"ce128": "0.79 ± 0.17", "cce128": "0.56 ± 0.17"}.get(m, "—")})
 nsd_table = (pd.DataFrame(rows).set_index("model").style
-             .set_table_styles([{"selector": "th, td", "props": [("padding", "0.3em 0.9em"), ("text-align", "right")]}]))
+             .set_table_styles([{"selector": "th, td", "props": [("padding", "0.3em 0.5em"), ("text-align", "right")]}]))
 glue("nsd_table", nsd_table, display=False)
+r = results["ce128"].raw
+print(f"mean ± sd over the k = {r.k} images, each under n = {r.n} masks; code dimension D = {r.dims}")
 nsd_table
 
 # %% [markdown]
@@ -218,7 +219,7 @@ for m, sp in splits.items():
                        "share": 100 * sp.within_share, "running_ratio": 1 / sp.total}.items():
         glue(f"var_{key}_{m}", float(value), display=False)
 split_table = (pd.DataFrame(split_rows).set_index("model").style.format(precision=3)
-               .format("{:.1f}", subset=["mask's share of the evaluation variance (%)"]).set_table_styles(PADDED))
+               .format("{:.1f}", subset=["mask's share of the evaluation variance (%)"]).set_table_styles(TABLE_STYLES))
 glue("variance_split_table", split_table, display=False)
 split_table
 
@@ -254,7 +255,7 @@ quality_table = pd.DataFrame([{"model": LABELS[r["model"]], "mask": r["mask"],
                                **{QUALITY_LABELS[m]: f"{quality[name][m].mean():.3f}" for m in QUALITY},
                                "NSD BN-normalised": f"{results[r['model']].normalized.mean:.3f}" if r["mask"] == mask else "—"}
                               for name, r in runs.items()]).set_index(["mask", "model"])
-quality_table = quality_table.style.set_table_styles(PADDED)
+quality_table = quality_table.style.set_table_styles(TABLE_STYLES)
 glue("quality_table", quality_table, display=False)
 quality_table
 
@@ -332,7 +333,7 @@ if loss_variants:
         {m: model_quality(g, images.images, quality_masks[mask]) for m, g in hole_models.items()}, seed=seed)
 loss_variants_summary = variants["summary"] if variants else ONE_WEIGHTING
 loss_variants_table = (pd.DataFrame(loss_variant_rows(variants)).set_index("model") if variants
-                       else pd.DataFrame({"loss weighting": [ONE_WEIGHTING]}, index=["—"])).style.set_table_styles(PADDED)
+                       else pd.DataFrame({"loss weighting": [ONE_WEIGHTING]}, index=["—"])).style.set_table_styles(TABLE_STYLES)
 glue("loss_variants_table", loss_variants_table, display=False)
 glue("loss_variants_summary", loss_variants_summary, display=False)
 print(loss_variants_summary)
@@ -378,7 +379,7 @@ for key, value in values.items():
 assert values["verdict_lower_normalized"] and np.isfinite(values["diff_normalized_mean"])
 
 # %% tags=["nbval-ignore-output"]
-seeds_table = pd.DataFrame(seeds_rows(seeds)).set_index("cascade − CE in").style.set_table_styles(PADDED)
+seeds_table = pd.DataFrame(seeds_rows(seeds)).set_index("cascade − CE in").style.set_table_styles(TABLE_STYLES)
 glue("seeds_table", seeds_table, display=False)
 display(Markdown(f"{seeds['tier_line']}\n\nNSD and quality, seed {seed}'s networks: {values['quality_agreement']}"))
 def claim_label(key):
@@ -396,7 +397,7 @@ def claim_label(key):
 verdict_table = pd.DataFrame([{"claim": claim_label(key), "verdict": verdict_word(text),
                                "what the seeds show": text.split(":", 1)[-1].strip()}
                               for key, text in metrics["verdicts"].items()]).set_index("claim")
-display(verdict_table.style.set_table_styles(PADDED))
+display(verdict_table.style.set_table_styles(TABLE_STYLES))
 seeds_table
 
 # %% [markdown]
@@ -404,14 +405,16 @@ seeds_table
 # its seed-level 95% interval, and the paper's difference; beside it, each model's NSD per seed and over seeds
 # against the paper's values and the null value $(n-1)/n$ of codes that ignore the image.
 
-# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "A forest plot of each seed's cascade minus CE difference in BN-normalised NSD with its image-level interval and the mean over seeds with its seed-level interval, beside each model's NSD per seed against the paper's values"}, "figure": {"caption": "The headline across seeds: each seed's difference with its image-level interval, and the seed-level interval that speaks about the training procedure. The paper's difference is far off this scale (arrow)."}}
+# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "A forest plot of each seed's cascade minus CE difference in BN-normalised NSD with its image-level interval and the mean over seeds with its seed-level interval, beside each model's NSD per seed against the paper's values"}, "figure": {"caption": "The headline across seeds: each seed's difference with its image-level interval, and the seed-level interval that speaks about the training procedure. The paper's difference is drawn as an arrow where it lies off the scale; below, each model against the paper's values and, where measured, the chance line."}}
 fig, axes = plt.subplots(2, 1, figsize=(FIG_WIDTH_IN, 3.6 + 0.9 * (len(seeds["seeds"]) + 1)), layout="constrained")
 row = seeds["per_seed"]
 forest_plot([(f"seed {s}", row[s]["nsd_normalized"]["mean"], tuple(row[s]["nsd_normalized"]["ci95"])) for s in row],
             seeds["across"]["nsd_normalized"], paper_effect=PAPER_EFFECT, ax=axes[0],
             xlabel="cascade − CE, BN-normalised NSD")
+chance = json.loads(Path(gap_path).read_text())["chance"] if gap_path else None  # the NSD-gap page's chance line
 nsd_against_paper({"CE": seeds["across"]["ce128_nsd_normalized"], "cascade": seeds["across"]["cce128_nsd_normalized"]},
-                  n, ax=axes[1])
+                  n, ax=axes[1], chance={"CE": chance["ce128"]["normalized"],
+                                         "cascade": chance["cce128"]["normalized"]} if chance else None)
 axes[0].set_title("paired difference per seed and across seeds")
 axes[1].set_title("each model's NSD against the paper")
 save(fig, "seeds_forest")
@@ -438,7 +441,7 @@ for key, value in calib_values.items():
 for key, value in calibration_glue(calibration.to_dict("records"), components).items():
     glue(key, value, display=False)
 calibration_table_shown = (pd.DataFrame(calibration_rows(calibration.to_dict("records"))).style.hide(axis="index")
-                           .set_table_styles(PADDED))
+                           .set_table_styles(TABLE_STYLES))
 glue("calibration_table", calibration_table_shown, display=False)  # shown in the report
 print(f"variance components of this run's design: {components}")
 

@@ -58,6 +58,7 @@ from cce_core.evaluate import eval_images
 from cce_core.gap import (
     PAPER_NSD,
     VARIANT_LABELS,
+    chance_levels,
     gap_answer,
     gap_rows,
     measure_checkpoint,
@@ -118,7 +119,7 @@ search = paper_search(rows)
 answer = gap_answer(search, rows)
 record = {"seeds": seeds, "k": len(images), "n": n, "calib_images": len(calib), "eval_data": images.description,
           "train_data": info["train_data"], "samples": info["samples"], "rows": rows, "search": search,
-          "answer": answer, "measured": measured, "provenance": provenance(dev),
+          "answer": answer, "chance": chance_levels(measured), "measured": measured, "provenance": provenance(dev),
           "trained": {s: {m: json.loads((checkpoints[s][m].parent / "config.json").read_text())["provenance"]["commit"]
                           for m in MODELS} for s in seeds}}
 _ = Path(gap_path).write_text(json.dumps(record, indent=1))

@@ -52,6 +52,7 @@ runs_dirs = None  # each seed's runs folder, relative to its seed folder (None: 
 seed_folders = None  # the folder each seed's runs were trained from, relative to this notebook (None: ".")
 fig_dir = "../_build/nbval/figures"
 ladder_path = "../_build/nbval/ladder.json"  # written here, read by the NSD page (metrics.json's scale_ladder)
+gap_path = None  # the NSD-gap page's gap.json (reproduce --gap): its chance line drawn on the NSD figure
 fair = True  # also the fair ladder: a cascade per point with each stage trained that long (trained if missing)
 
 # %% tags=["hide-input"]
@@ -66,7 +67,7 @@ from cce_core.compute import gflop_per_sample, ladder_compute
 from cce_core.config import ladder_steps, training_length_note
 from cce_core.evaluate import eval_images, eval_masks, ladder_seed
 from cce_core.glue import glue
-from cce_core.plots import FIG_WIDTH_IN, forest_plot, ladder_lines, save_figure, use_book_style
+from cce_core.plots import FIG_WIDTH_IN, TABLE_STYLES, forest_plot, ladder_lines, save_figure, use_book_style
 from cce_core.provenance import dirty_warning, provenance, resolve_device
 from cce_core.report import (
     LADDER_MEASURES,
@@ -82,7 +83,6 @@ from cce_core.stats import MIN_SAMPLES, PAPER_BOTTLENECK, PAPER_EFFECT, PAPER_TR
 
 use_book_style()
 Path(fig_dir).mkdir(parents=True, exist_ok=True)
-PADDED = [{"selector": "th, td", "props": [("padding", "0.3em 0.9em")]}]
 COLORS = {"ce128": "tab:blue", "cce128": "tab:orange", "cce128_fair": "tab:purple"}
 LABELS = {"ce128": "CE (128)", "cce128": "cascade, 64 CE fully trained", "cce128_fair": "cascade, each stage s samples"}
 MODELS = ("ce128", "cce128", "cce128_fair") if fair else ("ce128", "cce128")
@@ -171,9 +171,13 @@ def model_values(m, x):
 
 
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
+chance = json.loads(Path(gap_path).read_text())["chance"] if gap_path else None
 for ax, x in zip(axes, ("nsd_normalized", "nsd_standardized")):
     for m in MODELS:
         ladder_lines(ax, samples, model_values(m, x), [e["models"][m][x] for e in ladder_of(m)], LABELS[m], COLORS[m])
+    for m in ("ce128", "cce128") if chance else ():  # an untrained encoder's NSD (the NSD-gap page)
+        ax.axhline(chance[m][x.removeprefix("nsd_")], color=COLORS[m], linestyle=":", linewidth=1.2,
+                   label=f"chance line, {LABELS[m].split(',')[0]}")
     ax.set(xlabel="image samples per model", title=SEED_MEASURES[x])
 axes[0].legend()
 save_figure(fig, Path(fig_dir) / "ladder_nsd.png")
@@ -274,7 +278,7 @@ save_figure(fig, Path(fig_dir) / "ladder_compute.png")
 # %% tags=["nbval-ignore-output"]
 def ladder_table(lad):
     return pd.DataFrame(ladder_rows(lad, ("nsd_normalized", "psnr"))).set_index("samples per model").style\
-        .set_table_styles(PADDED)
+        .set_table_styles(TABLE_STYLES)
 
 
 display(Markdown("**With the cascade's 64 CE fully trained**"))

@@ -327,5 +327,15 @@ def test_gap_rows_search_and_answer():
     search = paper_search(rows)
     assert [r["key"] for r in search][0] == "zbar_all" and search[0]["both within the paper's ± sd"]
     assert search[0]["cascade below CE"] and not any(r["both within the paper's ± sd"] for r in search[1:])
+    from cce_core.gap import chance_levels
+
+    for s in measured.values():  # the other readings, for chance_levels
+        for by in s.values():
+            for v in by.values():
+                v["raw"] = v["standardized"] = v["normalized"]
+    levels = chance_levels(measured)
+    expected = np.exp(np.mean(np.log([np.mean(measured[s]["ce128"]["chance"]["normalized"]) for s in range(3)])))
+    assert levels["ce128"]["normalized"] == pytest.approx(expected) == levels["ce128"]["raw"]
+    assert set(levels) == {"ce128", "cce128"}
     answer = gap_answer(search, rows)
     assert "Z̄ over all codes" in answer and "inside the paper's" in answer and "chance line" in answer

@@ -61,16 +61,15 @@ def scale_ladder(points: dict[int, dict[str, dict[str, dict]]], batch_size: int,
 
 def ladder_rows(ladder: list[dict], measures: tuple[str, ...] = ("nsd_normalized", "nsd_standardized", "psnr"),
                 ) -> list[dict]:
-    """The ladder's table: one row per training length, per measure the seed-level mean cascade − CE with its 95%
-    CI, the seeds agreeing in sign and the seed-level direction."""
+    """The ladder's table: one row per training length, one column per measure: the seed-level mean cascade − CE
+    with its 95% CI, then the seeds agreeing in sign and the seed-level direction."""
     rows = []
     for e in ladder:
         row: dict[str, Any] = {"samples per model": f"{e['samples']:,}", "seeds": e["n_seeds"]}
         for x in measures:
             a, f = e["paired"][x], _FORMAT.get(x, "+.4f")
-            row[f"Δ {SEED_MEASURES[x]} [95% CI]"] = f"{format(a['mean'], f)} {_ci_text(a['ci95'], f)}"
-            row[f"{SEED_MEASURES[x]}: seeds agreeing, seed level"] = (f"{a['agree'][0]} of {a['agree'][1]}, "
-                                                                      f"{a['direction']}")
+            row[f"Δ {SEED_MEASURES[x]} [95% CI]"] = (f"{format(a['mean'], f)} {_ci_text(a['ci95'], f)}; "
+                                                     f"{a['agree'][0]} of {a['agree'][1]} agree, {a['direction']}")
         rows.append(row)
     return rows
 
