@@ -91,7 +91,8 @@ seed_folders = list(seed_folders) if seed_folders else ["."] * len(seeds)
 checkpoints = {s: {m: ensure_nsd_runs(rd, [0.0], preset, data, seed=s, device=device, model=m, cwd=folder)[0.0]
                    for m in MODELS} for s, rd, folder in zip(seeds, runs_dirs, seed_folders)}
 info = run_info(checkpoints[seeds[0]]["ce128"].parent / "config.json")
-images = eval_images(eval_data, k, seeds[0])
+eval_sets = {s: eval_images(eval_data, k, s) for s in seeds}  # each seed's own, as on its NSD page
+images = eval_sets[seeds[0]]
 calib = to_float(load_images(data, limit=calib_images, embedded_count=calib_images, seed=seeds[0],
                              progress=False).images)
 print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); {info['samples']:,} image samples per model, "
@@ -102,7 +103,8 @@ print(f"NSD on {len(images)} images of {images.description}, {n} masks per image
 # %% [markdown]
 # ## Every reading of every network
 #
-# Each seed's CE and cascade, read in every way below, on the same images (each seed with its own masks); the values
+# Each seed's CE and cascade, read in every way below, on that seed's evaluation images and masks (the images of its
+# NSD page: a stored set's for every seed, or with embedded photos the seed's own crops); the values
 # are kept beside each run (`gap-k<k>-n<n>.json`), keyed on the checkpoint's and the code's hashes, so an interrupted
 # measurement resumes and a changed checkpoint is measured again.
 
@@ -110,19 +112,20 @@ print(f"NSD on {len(images)} images of {images.description}, {n} masks per image
 calib_masks = random_blocks(len(calib), generator=torch.Generator().manual_seed(derive_seed(seed, "gap calibration")))
 measured = {}
 for s in seeds:
-    measured[s] = {m: measure_checkpoint(checkpoints[s][m], seed_variants(s), images.images, n=n, seed=s,
+    measured[s] = {m: measure_checkpoint(checkpoints[s][m], seed_variants(s), eval_sets[s].images, n=n, seed=s,
                                          cache=checkpoints[s][m].parent / f"gap-k{len(images)}-n{n}.json",
                                          device=dev, calibration=(calib, calib_masks))
                    for m in MODELS}
 rows = gap_rows(measured)
 search = paper_search(rows)
 answer = gap_answer(search, rows)
-record = {"seeds": seeds, "k": len(images), "n": n, "calib_images": len(calib), "eval_data": images.description,
+record = {"seeds": seeds, "k": len(images), "n": n, "calib_images": len(calib),
+          "eval_data": "; ".join(dict.fromkeys(im.description for im in eval_sets.values())),
           "train_data": info["train_data"], "samples": info["samples"], "rows": rows, "search": search,
           "answer": answer, "chance": chance_levels(measured), "measured": measured, "provenance": provenance(dev),
           "trained": {s: {m: json.loads((checkpoints[s][m].parent / "config.json").read_text())["provenance"]["commit"]
                           for m in MODELS} for s in seeds}}
-_ = Path(gap_path).write_text(json.dumps(record, indent=1))
+_ = Path(gap_path).write_text(json.dumps(record))  # per-image values at full precision: no indent
 if dirty_warning(record["provenance"]):  # measured with uncommitted code: said on the page
     display(Markdown(dirty_warning(record["provenance"])))
 
