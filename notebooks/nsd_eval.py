@@ -312,16 +312,12 @@ print(f"snapshots before the final one: the first {along['subset']['k']} images 
       f"{along['subset']['n']} NSD masks; the final model (diamond): the headline's {len(images)} images and {n} masks")
 print(along["summary"])
 
-# %% [markdown]
-# ## The reconstruction loss of the random-block models
-#
-# Pathak's `train_random.lua`, whose recipe the paper reuses, weights the L2 reconstruction loss of the random-block
-# models uniformly over all pixels (`TrainConfig.full_known_weight = 1`, the default); the paper's eq. (1) counts the
-# missing pixels only (`full_known_weight = 0`). With `loss_variants`, the 128 CE and the cascade (with its own 64
-# CE) were also trained the eq. (1) way, and are measured here on the same images and masks as the default ones:
-# the paired difference eq. (1) − uniform in each NSD reading and in-hole quality measure.
-
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "hide-input"] mystnb={"markdown_format": "myst"}
+LOSS_WEIGHTING_TEXT = """Pathak's `train_random.lua`, whose recipe the paper reuses, weights the L2
+reconstruction loss of the random-block models uniformly over all pixels (`TrainConfig.full_known_weight = 1`, the default); the paper's eq. (1) counts the
+missing pixels only (`full_known_weight = 0`). With `loss_variants`, the 128 CE and the cascade (with its own 64
+CE) were also trained the eq. (1) way, and are measured here on the same images and masks as the default ones:
+the paired difference eq. (1) − uniform in each NSD reading and in-hole quality measure."""
 variants = None
 if loss_variants:
     hole_models = {m: load_model(ensure_run(runs_dir, m, mask, preset, data, seed=seed, device=device,
@@ -336,8 +332,14 @@ loss_variants_table = (pd.DataFrame(loss_variant_rows(variants)).set_index("mode
                        else pd.DataFrame({"loss weighting": [ONE_WEIGHTING]}, index=["—"])).style.set_table_styles(TABLE_STYLES)
 glue("loss_variants_table", loss_variants_table, display=False)
 glue("loss_variants_summary", loss_variants_summary, display=False)
-print(loss_variants_summary)
-loss_variants_table
+glue("loss_variants_section", Markdown(  # the report's section, empty where this run made no such measurement
+    "**Does the loss weighting move NSD?** The CE and the cascade with random blocks trained both ways, with the same "
+    f"seed (`reproduce --loss-variants`), measured on the same images and masks. {loss_variants_summary}\n\n"
+    + loss_variants_table.to_html() if variants else ""), display=False)
+if variants:  # the section is shown only where this run trained both weightings
+    display(Markdown("**The reconstruction loss of the random-block models.** " + LOSS_WEIGHTING_TEXT))
+    print(loss_variants_summary)
+    display(loss_variants_table)
 
 # %% [markdown]
 # ## The seed is the unit: verdicts across training seeds
