@@ -159,6 +159,12 @@ def drop_snapshots(run: str | os.PathLike, after: int = -1) -> None:
             path.unlink()
 
 
+def trained_commit(run: str | os.PathLike) -> str | None:
+    """The commit that trained a run (its ``config.json``'s provenance), None where it is not recorded."""
+    stored = Path(run) / "config.json"
+    return json.loads(stored.read_text()).get("provenance", {}).get("commit") if stored.is_file() else None
+
+
 def read_log(run: str | os.PathLike) -> list[dict]:
     """The loss records of a run directory (one dict per ``log_every`` steps). A last line cut short (a run
     killed while writing it) is skipped with a warning; an unreadable line before it is a ValueError naming it."""

@@ -27,18 +27,26 @@ from .train import make_step, setup_training
 MODELS = ("ce64", "ce128", "cce128")
 
 
-def training_gflop(cfg: TrainConfig) -> float:
-    """GFLOP per image of one training iteration of ``cfg``'s model (D step + G step, forward and backward;
-    for the cascade with its 64 CE's forward), counted on the CPU in fp32 with freshly initialised networks."""
-    cfg = replace(cfg, device="cpu", amp=False, channels_last=False, compile=False, batch_size=2)
+def untrained(cfg: TrainConfig, device: torch.device) -> tuple:
+    """``cfg``'s G and D freshly initialised (seed 0), G's input preparation (for the cascade, eq. (1) on an
+    untrained 64 CE) and the optimisers, set up on ``device`` (:func:`cce_core.train.setup_training`): one training
+    iteration's parts without a run, to count or to test it. Returns ``(g, d, prepare, opt_g, opt_d)``."""
     torch.manual_seed(0)
     g, d = build_models(cfg)
     prepare, cascade = fill_hole, None
     if cfg.model == "cce128":
         cascade = CascadeContextEncoder(ContextEncoder(64, cfg.bottleneck, cfg.output, cfg.variant, cfg.width), g)
         prepare = cascade.prepare_input
-    device = torch.device("cpu")
     opt_g, opt_d = setup_training(cfg, g, d, device, extra=cascade)
+    return g, d, prepare, opt_g, opt_d
+
+
+def training_gflop(cfg: TrainConfig) -> float:
+    """GFLOP per image of one training iteration of ``cfg``'s model (D step + G step, forward and backward;
+    for the cascade with its 64 CE's forward), counted on the CPU in fp32 with freshly initialised networks."""
+    cfg = replace(cfg, device="cpu", amp=False, channels_last=False, compile=False, batch_size=2)
+    device = torch.device("cpu")
+    g, d, prepare, opt_g, opt_d = untrained(cfg, device)
     step = make_step(cfg, g, d, opt_g, opt_d, prepare)
     images = torch.randint(0, 256, (8, 3, 128, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     x, m = next_batch(cfg, images, make_generator(cfg, device), device, make_mask_stream(cfg, device))

@@ -34,7 +34,7 @@ from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
 from .cascade import CascadeContextEncoder, downscale, downscale_mask, upscale
-from .checkpoint import atomic_write_text, load_checkpoint, load_model, open_cache, snapshot_path
+from .checkpoint import atomic_write_text, load_checkpoint, load_model, open_cache, snapshot_path, trained_commit
 from .data import EVAL_CROPS, ImageSet, load_images, to_float
 from .masks import MaskKind, fill_hole, make_masks, paste
 from .models import ContextEncoder
@@ -350,12 +350,6 @@ def _ladder_point(path: Path, images: torch.Tensor, nsd_masks: torch.Tensor, qua
             **{name: np.asarray(v, dtype=float).tolist() for name, v in q.items()}}
 
 
-def _trained_commit(run: Path) -> str | None:
-    """The commit that trained a run (its ``config.json``'s provenance), None where it is not recorded."""
-    stored = run / "config.json"
-    return json.loads(stored.read_text()).get("provenance", {}).get("commit") if stored.is_file() else None
-
-
 def ladder_seed(runs: dict[str, str | os.PathLike | dict[int, str | os.PathLike]], steps: list[int],
                 images: torch.Tensor, nsd_masks: torch.Tensor,
                 quality_masks: torch.Tensor, device: str | torch.device = "cpu",
@@ -389,7 +383,7 @@ def ladder_seed(runs: dict[str, str | os.PathLike | dict[int, str | os.PathLike]
     for st, m in tqdm(todo, desc="ladder", unit="model", disable=not todo):
         point = _ladder_point(paths[st, m], images, nsd_masks, quality_masks, device)
         point["measured"] = {**code, "checkpoint": paths[st, m].relative_to(run_at[st, m].parent).as_posix(),
-                             "checkpoint_sha256": shas[st, m], "trained_commit": _trained_commit(run_at[st, m])}
+                             "checkpoint_sha256": shas[st, m], "trained_commit": trained_commit(run_at[st, m])}
         done["points"].setdefault(str(st), {})[m] = point
         if cache:
             atomic_write_text(cache, json.dumps(done))

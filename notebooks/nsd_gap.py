@@ -53,6 +53,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
+from cce_core.checkpoint import trained_commit
 from cce_core.data import load_images, to_float
 from cce_core.evaluate import eval_images
 from cce_core.gap import (
@@ -123,8 +124,7 @@ record = {"seeds": seeds, "k": len(images), "n": n, "calib_images": len(calib),
           "eval_data": "; ".join(dict.fromkeys(im.description for im in eval_sets.values())),
           "train_data": info["train_data"], "samples": info["samples"], "rows": rows, "search": search,
           "answer": answer, "chance": chance_levels(measured), "measured": measured, "provenance": provenance(dev),
-          "trained": {s: {m: json.loads((checkpoints[s][m].parent / "config.json").read_text())["provenance"]["commit"]
-                          for m in MODELS} for s in seeds}}
+          "trained": {s: {m: trained_commit(checkpoints[s][m].parent) for m in MODELS} for s in seeds}}
 _ = Path(gap_path).write_text(json.dumps(record))  # per-image values at full precision: no indent
 if dirty_warning(record["provenance"]):  # measured with uncommitted code: said on the page
     display(Markdown(dirty_warning(record["provenance"])))

@@ -10,6 +10,7 @@ when ``CI=true``.
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 import re
@@ -268,6 +269,7 @@ def _text_and_figures(cells: list) -> tuple[list[str], list[dict]]:
             [c.get("metadata", {}).get("mystnb", {}) for c in code])
 
 
+@functools.cache  # asked for every page by several tests: each notebook is read once
 def stale_run_page(doc: str) -> bool:
     """Whether ``doc`` is an executed notebook of ``book/generated`` whose text or figure metadata (alt texts,
     captions) differ from its notebook's today (``notebooks/<name>.py``): the stored run was executed before the

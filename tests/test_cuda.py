@@ -17,30 +17,17 @@ import cce_core.train as train_mod
 from cce_core.batches import MaskStream, make_generator, make_mask_stream, next_batch
 from cce_core.cascade import CascadeContextEncoder
 from cce_core.checkpoint import build_models, load_checkpoint, load_model, read_log
+from cce_core.compute import untrained
 from cce_core.config import make_config
 from cce_core.evaluate import eval_masks, model_nsd, model_quality
 from cce_core.losses import make_nsd_generator
 from cce_core.masks import fill_hole, make_masks
-from cce_core.models import ContextEncoder
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 CUDA = torch.device("cuda")
 SMALL = dict(mask="random_blocks", batch_size=8, width=16, bottleneck=64, device="cuda", fast=True, log_every=1,
              checkpoint_every=2)
-
-
-def networks(cfg, device: torch.device):
-    """G and D of ``cfg`` (seed 0), the input preparation (the cascade's eq. (1) for ``cce128``, on an untrained
-    64 CE) and the optimisers, set up for the fast path on ``device``."""
-    torch.manual_seed(0)
-    g, d = build_models(cfg)
-    prepare, cascade = fill_hole, None
-    if cfg.model == "cce128":
-        cascade = CascadeContextEncoder(ContextEncoder(64, cfg.bottleneck, cfg.output, cfg.variant, cfg.width), g)
-        prepare = cascade.prepare_input
-    opt_g, opt_d = train_mod.setup_training(cfg, g, d, device, extra=cascade)
-    return g, d, prepare, opt_g, opt_d
 
 
 @needs_cuda
@@ -50,7 +37,7 @@ def test_fast_steps_in_bf16_and_channels_last(model):
     the batch (images, batched masks) drawn on the device."""
     cfg = make_config("smoke", model=model, ce64="(test)" if model == "cce128" else None, **SMALL)
     assert cfg.amp and cfg.channels_last and cfg.device_rng and cfg.fused_adam
-    g, d, prepare, opt_g, opt_d = networks(cfg, CUDA)
+    g, d, prepare, opt_g, opt_d = untrained(cfg, CUDA)
     conv = next(m for m in g.modules() if isinstance(m, torch.nn.Conv2d))
     dtypes = []
     conv.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
@@ -132,7 +119,7 @@ def check_nsd_loss_step(device: torch.device, model: str, nsd_norm: str) -> None
                       nsd_norm=nsd_norm, **dict(SMALL, device=str(device)))
     bf16 = device.type == "cuda"
     assert cfg.amp == bf16 and cfg.device_rng
-    g, d, prepare, opt_g, opt_d = networks(cfg, device)
+    g, d, prepare, opt_g, opt_d = untrained(cfg, device)
     dtypes = []
     g.bottleneck_conv.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
     nsd_gen = make_nsd_generator(cfg, device)
