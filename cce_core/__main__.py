@@ -178,7 +178,8 @@ def _reproduce(a: argparse.Namespace) -> None:
               pack=a.pack, seeds=a.seeds, fast=a.fast, nsd_loss=a.nsd_loss,
               loss_variants=a.loss_variants, central_once=a.central_once, ladder=a.ladder,
               train_only=a.train_only, nsd_loss_seeds=a.nsd_loss_seeds, notebooks=a.notebooks,
-              allow_dirty=a.allow_dirty, fair_ladder=a.fair_ladder, gap=a.gap)
+              allow_dirty=a.allow_dirty, fair_ladder=a.fair_ladder, gap=a.gap,
+              gap_cells=a.gap_cells, extend_ladder=a.extend_ladder)
 
 
 def _compact(a: argparse.Namespace) -> None:
@@ -292,9 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fair-ladder", action="store_true",
                    help="with --ladder: also a cascade per seed and ladder point whose 64 CE and 128 stage have both "
                         "seen that point's samples (3 more cascade trainings per seed), and that ladder beside it")
+    r.add_argument("--extend-ladder", action="store_true",
+                   help="with --fair-ladder: one more point at twice the preset's length (38,400 samples at the study "
+                        "preset): each seed's 128 CE and 64 CE continued there in runs of their own and a cascade "
+                        "trained that long (about 30 min per seed on 2 CPU cores)")
     r.add_argument("--gap", action="store_true",
                    help="the page 'Why our NSD is far below the paper's': every seed's CE and cascade read in each "
                         "evaluation-side way, with the chance line (needs 2 or more seeds)")
+    r.add_argument("--gap-cells", action="store_true",
+                   help="with --gap: also train that page's training-side cells (bottleneck D = 4000, one mask per "
+                        "batch, width 64, noise fill; half the preset's samples, 2-3 seeds each: about 105 min on "
+                        "2 CPU cores at the study preset) and compare each with the seed's own models")
     r.add_argument("--train-only", action="store_true",
                    help="train every model and stop (run.json says 'trained'); the same command without it later "
                         "reuses the trainings and runs the notebooks")

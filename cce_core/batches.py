@@ -71,7 +71,9 @@ def next_batch(cfg: TrainConfig, images: torch.Tensor, gen: torch.Generator, dev
     random masks come from ``masks`` if given (see :func:`make_mask_stream`), else from ``gen``, which must then
     be a CPU generator for the loop mask generator (``"reference"``: it draws on the CPU). Random masks are drawn
     at 128 (with ``cfg.mask_generator``) and, for the 64 CE, downscaled with the cascade's ``downscale_mask``,
-    and images with its ``downscale``: the 64 CE is trained on exactly what the cascade will show it.
+    and images with its ``downscale``: the 64 CE is trained on exactly what the cascade will show it. Random blocks
+    under ``cfg.mask_law == "batch"`` (Pathak's rule) are drawn as under the per-image law and the batch's first
+    mask is given to all its images: the same draws, so the same images and flips as the per-image run of the seed.
     """
     x = sample_batch(images, cfg.batch_size, gen, flip=cfg.flip, device=device)
     if cfg.mask == "central":
@@ -82,6 +84,8 @@ def next_batch(cfg: TrainConfig, images: torch.Tensor, gen: torch.Generator, dev
                              "pass a MaskStream (make_mask_stream) for device_rng runs")
         m = masks.next() if masks is not None else \
             make_masks(cfg.mask, cfg.batch_size, 128, gen, mask_generator=cfg.mask_generator).to(device)
+        if cfg.mask_law == "batch":  # Pathak's rule: the batch's first mask for all its images (same draws)
+            m = m[:1].expand_as(m).contiguous()
         m = downscale_mask(m) if cfg.model == "ce64" else m
     return (downscale(x) if cfg.model == "ce64" else x), m
 

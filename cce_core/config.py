@@ -19,6 +19,12 @@ from .masks import MASK_GENERATORS
 
 MODELS = ("ce64", "ce128", "cce128")
 MASKS = ("central", "random_blocks", "random_region")
+#: Training-mask laws of random blocks: a mask per image (this book's default) or one per batch (Pathak's rule for
+#: his random region, ``train_random.lua``; issue 28's training-side factor).
+MASK_LAWS = ("image", "batch")
+#: What fills the hole of G's input in training: Pathak's per-channel constants (``train.lua``) or uniform noise
+#: in [-1, 1] (:class:`cce_core.masks.NoiseFill`, issue 28's training-side factor; beyond the paper).
+FILLS = ("pathak", "noise")
 #: The speed options of the fast path; each left at None follows ``TrainConfig.fast``.
 FAST_OPTIONS = ("device_rng", "freeze_d", "device_checks", "amp", "channels_last", "fused_adam", "cudnn_benchmark")
 #: Config fields that may differ between a run and its resumption.
@@ -109,6 +115,8 @@ class TrainConfig:
     data_on_device: bool = True       # keep the decoded uint8 images on the training device
     max_bad_fraction: float = 0.05    # fail if more than this share of the image files is corrupt or too small
     mask_generator: str = "batched"   # batched | reference: masks.random_blocks or its loop version (same law)
+    mask_law: str = "image"           # random blocks: one mask per image (ours) | "batch": one per batch (Pathak)
+    fill: str = "pathak"              # the hole's content in training: Pathak's constants | "noise" (plain CEs)
     planned_steps: int | None = None  # set when train(time_limit=...) cut the run: the steps it was asked for
     # --- beyond the paper (issue 13, cce_core.losses): lambda * NSD_batch added to G's loss. 0: the recipe. ----
     nsd_weight: float = 0.0           # lambda
@@ -136,6 +144,16 @@ class TrainConfig:
         self.data = [str(d) for d in self.data]
         if self.mask_generator not in MASK_GENERATORS:
             raise ValueError(f"mask_generator must be one of {MASK_GENERATORS}, got {self.mask_generator!r}")
+        if self.mask_law not in MASK_LAWS:
+            raise ValueError(f"mask_law must be one of {MASK_LAWS}, got {self.mask_law!r}")
+        if self.mask_law == "batch" and self.mask != "random_blocks":
+            raise ValueError(f"mask_law 'batch' applies to random_blocks (random_region is one mask per batch "
+                             f"already, the central mask is one mask), got mask {self.mask!r}")
+        if self.fill not in FILLS:
+            raise ValueError(f"fill must be one of {FILLS}, got {self.fill!r}")
+        if self.fill == "noise" and self.model == "cce128":
+            raise ValueError("fill 'noise' is for the plain CEs (ce64, ce128): the cascade's 128 CE sees its 64 CE's "
+                             "inpainting in the hole, not a fill")
         bf16 = bf16_pays(self.device) if self.fast else False
         for name in FAST_OPTIONS:  # amp and channels-last only where they pay (bf16_pays), recorded as resolved
             if getattr(self, name) is None:

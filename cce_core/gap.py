@@ -461,3 +461,89 @@ def chance_levels(measured: dict[int, dict[str, dict[str, dict]]]) -> dict[str, 
     first = measured[sorted(measured)[0]]
     return {m: {reading: float(np.exp(np.mean(np.log(variant_means(measured, reading)[m]["chance"]))))
                 for reading in ("normalized", "raw", "standardized")} for m in first}
+
+
+# --- the training-side cells (cce_core.runs.GAP_CELLS): each arm against the seed's own model at the same step ----
+
+def cell_variants(search: list[dict], cell: str, top: int = 2) -> dict[str, Variant]:
+    """The readings a training-side cell is measured in: the book's, the ``top`` evaluation readings that came
+    closest to the paper on the seeds' own models (:func:`paper_search`; the chance line excluded), so that a
+    combination of a training factor and an evaluation choice is measured, not multiplied; and for the cell
+    trained with a noise fill, the noise fill at evaluation too (as it was trained)."""
+    names = ["ours"] + [r["key"] for r in search if r["key"] not in ("ours", "chance")][:top]
+    if cell == "fillnoise":
+        names.append("fill_noise")
+    return {name: VARIANTS[name] for name in dict.fromkeys(names)}
+
+
+def cell_rows(cells: dict[int, dict[str, dict[str, dict[str, dict]]]], ours: dict[str, float], labels: dict[str, str],
+              reading: str = "normalized") -> list[dict]:
+    """The training-side factor table. ``cells``: ``{seed: {cell: {model: {"arm": measure_checkpoint(...),
+    "reference": measure_checkpoint(...)}}}}`` (a cell present for some seeds only uses those). Per cell, model
+    and reading: NSD of the arm and of the reference (geometric means over seeds), the arm / reference ratio with
+    its seed-level 95% interval and its share of the gap log(paper / ``ours[model]``) (:func:`factor_effect`;
+    ``ours``: the book's NSD of that model), and the same ratio for the spread over images (sd / mean)."""
+    rows = []
+    for cell in dict.fromkeys(c for by in cells.values() for c in by):
+        seeds = [s for s in sorted(cells) if cell in cells[s]]
+        for m, first in cells[seeds[0]][cell].items():
+            for name in first["arm"]:
+                arms, refs = ([cells[s][cell][m][x][name][reading] for s in seeds] for x in ("arm", "reference"))
+                rows.append({"cell": cell, "factor": labels.get(cell, cell), "model": m, "key": name,
+                             "reading": VARIANT_LABELS.get(name, name), "seeds": len(seeds),
+                             **_arm_against_reference(arms, refs, m, ours[m])})
+    return rows
+
+
+def _geomean(x: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(x))))
+
+
+def _arm_against_reference(arms: list[list[float]], refs: list[list[float]], model: str, ours: float) -> dict:
+    """One row of :func:`cell_rows` from each seed's per-image NSD of the arm and of its reference."""
+    arm, ref = [float(np.mean(a)) for a in arms], [float(np.mean(r)) for r in refs]
+    e = factor_effect(arm, ref, paper=PAPER_NSD[model], ours=ours)
+    sr = ratio_interval([spread(a)[1] / spread(r)[1] for a, r in zip(arms, refs)])
+    return {"NSD": _geomean(arm), "reference NSD": _geomean(ref), "ratio": e.ratio.mean, "ratio ci95": e.ratio.ci95,
+            "share of gap": e.share, "share ci95": e.share_ci,
+            "sd/mean": float(np.mean([spread(a)[1] for a in arms])), "spread ratio": sr.mean,
+            "spread ratio ci95": sr.ci95}
+
+
+def cell_search(rows: list[dict]) -> list[dict]:
+    """The search for the paper's procedure among the trained cells: per cell and reading, whether each model it
+    trained lands within the paper's value ± 0.17 (and, with both, the cascade below the CE), and the larger
+    distance from the paper's value in log; closest first."""
+    by: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        by.setdefault((r["cell"], r["key"]), {"factor": r["factor"], "reading": r["reading"]})[r["model"]] = r["NSD"]
+    out = []
+    for (cell, key), v in by.items():
+        models = [m for m in PAPER_NSD if m in v]
+        out.append({"cell": cell, "key": key, "factor": v["factor"], "reading": v["reading"],
+                    "CE": v.get("ce128"), "cascade": v.get("cce128"),
+                    "within the paper's ± sd": all(abs(v[m] - PAPER_NSD[m]) <= PAPER_SD for m in models),
+                    "cascade below CE": v["cce128"] < v["ce128"] if len(models) == 2 else None,
+                    "log distance": max(abs(math.log(v[m] / PAPER_NSD[m])) for m in models)})
+    return sorted(out, key=lambda r: r["log distance"])
+
+
+def cells_answer(rows: list[dict], search: list[dict]) -> str:
+    """One or two sentences on the training-side cells for the landing page: the factor that moves the CE's NSD
+    most in the book's reading (its ratio and interval), and whether any trained cell, in any reading measured,
+    lands within the paper's values (with the cascade lower where both were trained)."""
+    own = [r for r in rows if r["key"] == "ours" and r["model"] == "ce128"]
+    if not own:
+        return ""
+    big = max(own, key=lambda r: abs(math.log(r["ratio"])))
+    ci = "" if big["ratio ci95"] is None else f" (95% CI {big['ratio ci95'][0]:.2f}–{big['ratio ci95'][1]:.2f})"
+    text = (f"Of the training-side factors, {big['factor']} moves the CE's NSD most: ×{big['ratio']:.2f}{ci} over "
+            f"{big['seeds']} seeds.")
+    hit = [r for r in search if r["within the paper's ± sd"] and r["cascade below CE"] is not False]
+    if hit:
+        h = hit[0]
+        text += (f" Trained with {h['factor']} and read with {h['reading']}, the networks land within the paper's "
+                 f"values ({', '.join(f'{k} {h[k]:.2f}' for k in ('CE', 'cascade') if h[k] is not None)}).")
+    else:
+        text += " No trained cell, in any reading measured, lands within the paper's values."
+    return text

@@ -28,6 +28,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .seeding import derive_seed
+
 MaskKind = Literal["central", "random_blocks", "random_region"]
 
 #: Pathak's per-channel hole fill in [-1, 1] (``train.lua:L283-285``): 2*117/255-1, 2*104/255-1, 2*123/255-1.
@@ -413,6 +415,35 @@ def fill_hole(images: torch.Tensor, mask: torch.Tensor, fill: tuple[float, float
     const = _fill_constant(tuple(fill), images.dtype, images.device)
     mask = mask.to(images.dtype)
     return images * (1 - mask) + const * mask
+
+
+#: The purpose of :class:`NoiseFill`'s streams (:func:`cce_core.seeding.derive_seed`).
+FILL_NOISE_STREAM = "fill noise"
+
+
+class NoiseFill:
+    """The CE input with the hole filled by uniform noise in [-1, 1] (per pixel and channel) instead of Pathak's
+    constants: a training-side factor of NSD (issue 28), beyond the paper and Pathak's code.
+
+    The noise of training step t comes from a generator on the images' device seeded with
+    ``derive_seed(seed, "fill noise", t)``: a resumed run fills its holes exactly as an unbroken one, and the
+    batches and masks of the run are those of the same seed with Pathak's fill (the noise has its own stream).
+    The training loop sets the step with :meth:`at` before each step; calls within a step see the same noise.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.step = int(seed), 0
+
+    def at(self, step: int) -> NoiseFill:
+        self.step = int(step)
+        return self
+
+    def __call__(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        check_mask(mask, images)
+        g = torch.Generator(device=images.device).manual_seed(derive_seed(self.seed, FILL_NOISE_STREAM, self.step))
+        noise = torch.rand(images.shape, generator=g, device=images.device).to(images.dtype) * 2 - 1
+        mask = mask.to(images.dtype)
+        return images * (1 - mask) + noise * mask
 
 
 def paste(images: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -43,11 +43,16 @@ from .plots import compact_image, is_photographic, jpeg_bytes, palette_png, same
 from .provenance import REPO, SOURCES, provenance, resolve_device, uncommitted
 from .report import RunScale
 from .runs import (
+    GAP_CELLS,
     NSD_LOSS_MODELS,
     NSD_LOSS_WEIGHTS,
+    cells_of_seed,
+    ensure_extended,
     ensure_fair_cascades,
+    ensure_gap_cells,
     ensure_nsd_runs,
     ensure_run,
+    extended_run_name,
     fair_run_name,
     run_name,
 )
@@ -389,7 +394,9 @@ def _training_record(runs: Path) -> dict:
     trained = {}
     names = [run_name(model, mask) for mask, model in TRAIN_ORDER]
     extra = sorted(p.parent.name for pattern in ("*-hole/config.json", "*-nsd*/config.json",  # --loss-variants,
-                                                 "*-fair*/config.json")  # the NSD-loss chapter, the fair ladder
+                                                 "*-fair*/config.json",  # the NSD-loss chapter, the fair ladder,
+                                                 "*-x[0-9]*/config.json",  # the ladder's continued CEs
+                                                 *(f"*-{c}/config.json" for c in GAP_CELLS))  # the NSD-gap cells
                    for p in runs.glob(pattern))
     for name in names + extra:
         path = runs / name / "config.json"
@@ -432,7 +439,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
               nsd_loss: bool = False, loss_variants: bool = False, central_once: bool = False, ladder: bool = False,
               train_only: bool = False, nsd_loss_seeds: list[int] | None = None,
               notebooks: list[str] | None = None, allow_dirty: bool = False, fair_ladder: bool = False,
-              gap: bool = False) -> Path:
+              gap: bool = False, gap_cells: bool = False, extend_ladder: bool = False) -> Path:
     """Run every notebook of the reproduction with papermill into ``out``; build the book there if ``book``.
 
     Returns the folder of executed notebooks (``out/generated``). Training runs already complete in
@@ -453,9 +460,14 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     ``central_once``: central-mask models for the first seed only. ``ladder`` (2+ seeds, a preset with
     :func:`cce_core.config.ladder_steps`): ``notebooks/scale_ladder`` adds ``scale_ladder`` to ``metrics.json``;
     ``fair_ladder`` (implies ``ladder``) also trains, per seed and ladder point, a cascade whose both stages have seen
-    that point's samples (:func:`cce_core.runs.ensure_fair_cascades`) and adds the fair ladder beside it.
+    that point's samples (:func:`cce_core.runs.ensure_fair_cascades`) and adds the fair ladder beside it;
+    ``extend_ladder`` (with ``fair_ladder``) gives the fair ladder one more point at twice the preset's length: each
+    seed's 128 CE and 64 CE continued there in runs of their own (:func:`cce_core.runs.ensure_extended`; the
+    headline's runs stay as they are) and a cascade trained that long on the latter (not covered by ``time_budget``).
     ``gap`` (2+ seeds): ``notebooks/nsd_gap`` reads every seed's CE and cascade in each evaluation-side way
-    (:mod:`cce_core.gap`) into ``gap.json``, the page "Why our NSD is far below the paper's".
+    (:mod:`cce_core.gap`) into ``gap.json``, the page "Why our NSD is far below the paper's"; ``gap_cells`` (with
+    ``gap``) also trains that page's training-side cells (:data:`cce_core.runs.GAP_CELLS`, each for its first
+    seeds; not covered by ``time_budget``) and the page compares each with the seed's own models.
     ``train_only``: stop after the trainings (``run.json`` status "trained"; executed notebooks are kept); the same
     call without it reuses them. ``notebooks`` (of :data:`NOTEBOOK_NAMES`): execute only these, keep the others.
     All inputs are checked first (one-line ValueError / FileNotFoundError; uncommitted code unless ``allow_dirty``);
@@ -465,7 +477,7 @@ def reproduce(preset: str = "smoke", data: list[str] | None = None, eval_data: l
     """
     plan = check_inputs(preset, data, eval_data, ood_data, out, device, seed, force, time_budget, pack, seeds, fast,
                         nsd_loss, loss_variants, central_once, ladder or fair_ladder, train_only, nsd_loss_seeds,
-                        notebooks, allow_dirty, fair_ladder, gap)
+                        notebooks, allow_dirty, fair_ladder, gap, gap_cells, extend_ladder)
     prepare_out(plan)
     announce(plan)
     recorder = Recorder(plan)
@@ -518,12 +530,19 @@ class Plan:
     notebooks: list[str] | None = None  # execute only these (None: all); the others stay as an earlier call left them
     fair_ladder: bool = False  # the ladder also with a cascade per point whose both stages saw the point's samples
     gap: bool = False  # the NSD-gap page: every seed's models read in each evaluation-side way
+    gap_cells: bool = False  # and its training-side cells (cce_core.runs.GAP_CELLS) trained and read
+    extend_ladder: bool = False  # the fair ladder one point further: the CEs continued to twice the preset's length
     earlier: list[dict] = field(default_factory=list)  # the calls before this one in the same ``out`` (run.json)
 
     @property
     def seed(self) -> int:
         """The first seed: its runs and notebooks are the book's."""
         return self.seeds[0]
+
+    @property
+    def extended_steps(self) -> int:
+        """The step of the fair ladder's extra point (``extend_ladder``): twice the preset's length."""
+        return 2 * PRESETS[self.preset]["steps"]
 
     @property
     def multi(self) -> bool:
@@ -588,7 +607,7 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
                  loss_variants: bool, central_once: bool = False, ladder: bool = False,
                  train_only: bool = False, nsd_loss_seeds: list[int] | None = None,
                  notebooks: list[str] | None = None, allow_dirty: bool = False, fair_ladder: bool = False,
-                 gap: bool = False) -> Plan:
+                 gap: bool = False, gap_cells: bool = False, extend_ladder: bool = False) -> Plan:
     """Every input of :func:`reproduce` checked (one-line ValueError / FileNotFoundError) before anything is
     written: preset, seeds, device, data sources, ``out`` and ``pack``, the budget, papermill, the notebooks,
     and last the code (:func:`_check_code`)."""
@@ -616,6 +635,12 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     if nsd_loss and time_budget is not None:
         raise ValueError("--nsd-loss trains four more models per seed that --time-budget does not budget yet: use "
                          "one or the other")
+    if extend_ladder and not fair_ladder:
+        raise ValueError("--extend-ladder continues the fair ladder: give --ladder --fair-ladder with it")
+    if gap_cells and not gap:
+        raise ValueError("--gap-cells trains the training-side cells of the NSD-gap page: give --gap with it")
+    if gap_cells and time_budget is not None:
+        raise ValueError("--gap-cells trains models that --time-budget does not budget: use one or the other")
     if loss_variants and time_budget is not None:
         raise ValueError("--loss-variants trains three more models that --time-budget does not budget yet: use one or "
                          "the other")
@@ -634,7 +659,8 @@ def check_inputs(preset: str, data: list[str] | None, eval_data: list[str] | Non
     return Plan(preset, seeds, data, eval_data, ood_data, out, device, force, pack, fast, nsd_loss, loss_variants,
                 sources, budget, central_once, ladder, train_only,
                 [s for s in seeds if s in (nsd_loss_seeds or seeds)] if nsd_loss else [],
-                list(dict.fromkeys(notebooks)) if notebooks is not None else None, fair_ladder=fair_ladder, gap=gap)
+                list(dict.fromkeys(notebooks)) if notebooks is not None else None, fair_ladder=fair_ladder, gap=gap,
+                gap_cells=gap_cells, extend_ladder=extend_ladder)
 
 
 def _check_seed_studies(preset: str, seeds: list[int], time_budget: float | None, ladder: bool, fair_ladder: bool,
@@ -800,6 +826,8 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
             recorder.packed(f"running: {tag}{name} done")
         if plan.fair_ladder:  # a cascade per ladder point with both stages trained that long (issue 29)
             _train_fair_cascades(plan, recorder, s)
+        if plan.gap_cells:  # the NSD-gap page's training-side factors (issue 28)
+            _train_gap_cells(plan, recorder, s)
         if plan.loss_variants and s == plan.seed:  # eq. (1)'s weighting, beside the book's random-block models
             for model in ("ce64", "ce128", "cce128"):
                 name = run_name(model, "random_blocks", 0.0)
@@ -832,7 +860,17 @@ def _train_fair_cascades(plan: Plan, recorder: Recorder, s: int) -> None:
     before the last (the last is the seed's own cascade), each timed as its own training step."""
     nb_dir, tag, dp = plan.folder(s), plan.tag(s), plan.data_params(s)
     steps = ladder_steps(PRESETS[plan.preset]["steps"], PRESETS[plan.preset]["snapshot_every"], LADDER_POINTS)
-    for st in steps[:-1]:
+    if plan.extend_ladder:  # one point further: the seed's 128 CE continued there, and (below) its 64 CE and cascade
+        far = plan.extended_steps
+        print(f"[reproduce] training {tag}{extended_run_name('ce128', 'random_blocks', far)} ({plan.preset}; the "
+              f"seed's 128 CE continued to step {far})", flush=True)
+        t = time.perf_counter()
+        with contextlib.chdir(nb_dir):
+            ensure_extended(plan.common(s)["runs_dir"], "ce128", "random_blocks", plan.preset, dp["data"], far,
+                            seed=s, device=plan.device, fast=plan.fast)
+        recorder.timings[f"{tag}train-ce128-x{far}"] = time.perf_counter() - t
+        recorder.stages[f"{tag}train-ce128-x{far}"] = {"training": recorder.timings[f"{tag}train-ce128-x{far}"]}
+    for st in steps[:-1] + ([plan.extended_steps] if plan.extend_ladder else []):  # the last: the seed's own
         name = fair_run_name("random_blocks", st)
         print(f"[reproduce] training {tag}{name} ({plan.preset}; fair ladder: 64 CE at step {st})", flush=True)
         t = time.perf_counter()
@@ -845,13 +883,30 @@ def _train_fair_cascades(plan: Plan, recorder: Recorder, s: int) -> None:
     recorder.packed(f"running: {tag}fair-ladder cascades done")
 
 
+def _train_gap_cells(plan: Plan, recorder: Recorder, s: int) -> None:
+    """Seed ``s``'s training-side cells of the NSD-gap page (:func:`cce_core.runs.ensure_gap_cells`): each cell for
+    its first :attr:`cce_core.runs.GapCell.seeds` seeds, each timed as its own training step."""
+    nb_dir, tag, dp = plan.folder(s), plan.tag(s), plan.data_params(s)
+    for cell in cells_of_seed(plan.seeds, s):
+        print(f"[reproduce] training {tag}NSD-gap cell {cell} ({plan.preset}; {GAP_CELLS[cell].label})", flush=True)
+        t = time.perf_counter()
+        with contextlib.chdir(nb_dir):
+            ensure_gap_cells(plan.common(s)["runs_dir"], [cell], plan.preset, dp["data"], seed=s, device=plan.device,
+                             fast=plan.fast)
+        recorder.timings[f"{tag}train-gap-{cell}"] = time.perf_counter() - t
+        recorder.stages[f"{tag}train-gap-{cell}"] = {"training": recorder.timings[f"{tag}train-gap-{cell}"]}
+        _free_device_memory()
+    recorder.packed(f"running: {tag}NSD-gap cells done")
+
+
 def _run_gap(plan: Plan, recorder: Recorder, nb_dir: Path, params: dict) -> None:
     """The NSD-gap page (``notebooks/nsd_gap``): every seed's CE and cascade in each evaluation-side reading."""
     print("[reproduce] why our NSD is far below the paper's: every reading of every seed's models", flush=True)
     recorder.timings["nsd_gap"] = execute_notebook(
         "nsd_gap", nb_dir / "nsd_gap.ipynb",
         dict(params, fig_dir="figures", k=EVAL_SIZES[plan.preset]["k"], n=GAP_N[plan.preset],
-             calib_images=GAP_CALIB[plan.preset], gap_path="gap.json", **plan.seed_places(plan.seeds, nb_dir)),
+             calib_images=GAP_CALIB[plan.preset], gap_path="gap.json", cells=list(GAP_CELLS) if plan.gap_cells else [],
+             **plan.seed_places(plan.seeds, nb_dir)),
         nb_dir)
     recorder.packed("running: NSD-gap page done")
 
@@ -884,6 +939,7 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
                     "scale_ladder", nb_dir / "scale_ladder.ipynb",
                     dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, points=LADDER_POINTS,
                          ladder_path="ladder.json", fair=plan.fair_ladder, gap_path=extra.get("gap_path"),
+                         extend=plan.extended_steps if plan.extend_ladder else None,
                          **plan.seed_places(plan.seeds, nb_dir)),
                     nb_dir)
                 recorder.packed("running: scale ladder done")

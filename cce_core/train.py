@@ -64,7 +64,7 @@ from .checkpoint import (
 from .config import RESUMABLE, TrainConfig, native_bf16_cpu
 from .data import TRAIN_CROPS, describe_sources, load_images
 from .losses import batch_penalty, code_stats, make_nsd_generator, reconstruction_target, reconstruction_weights
-from .masks import fill_hole, invalid_mask_count, unchecked_masks
+from .masks import NoiseFill, fill_hole, invalid_mask_count, unchecked_masks
 from .models import ContextEncoder, Discriminator
 from .provenance import portable_config, provenance, resolve_device
 
@@ -159,6 +159,15 @@ class FastPath:
                    checks=unchecked_masks if cfg.device_checks else contextlib.nullcontext,
                    autocast=((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp
                              else contextlib.nullcontext))
+
+
+def prepare_fn(cfg: TrainConfig, rcfg: TrainConfig, cascade: CascadeContextEncoder | None) -> Callable:
+    """How G's input is built from a batch and its masks: the cascade's eq. (1) input, the hole filled with Pathak's
+    constants (:func:`cce_core.masks.fill_hole`, the recipe) or with noise (``cfg.fill == "noise"``,
+    :class:`cce_core.masks.NoiseFill` of the process's seed ``rcfg.seed``)."""
+    if cascade is not None:
+        return cascade.prepare_input
+    return NoiseFill(rcfg.seed) if cfg.fill == "noise" else fill_hole
 
 
 def make_step(cfg: TrainConfig, g: ContextEncoder, d: Discriminator, opt_g: torch.optim.Optimizer,
@@ -408,7 +417,7 @@ def start_run(cfg: TrainConfig, files: RunFiles, ckpt: dict | None, start: int, 
     share = slice(None) if world is None or not global_batch else \
         slice(world.rank * local_batch, (world.rank + 1) * local_batch)
     run = Run(cfg, files, start, ckpt is not None, world, device, g, d, opt_g, opt_d,
-              cascade.prepare_input if cascade is not None else fill_hole, rcfg, make_generator(rcfg, device),
+              prepare_fn(cfg, rcfg, cascade), rcfg, make_generator(rcfg, device),
               make_nsd_generator(rcfg, device) if cfg.nsd_weight > 0 else None,  # the NSD loss's own stream
               origin, n_proc, share, kept_ce64(ce64_ckpt))
     if ckpt is not None:
@@ -588,6 +597,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool | str = False, 
     try:
         for step in bar:
             x, m = run.batch(images, masks)
+            if isinstance(run.prepare, NoiseFill):
+                run.prepare.at(step)
             if cfg.device_checks:
                 meter.check(m)
             meter.add(step_fn(x, m))

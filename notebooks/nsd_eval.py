@@ -367,6 +367,10 @@ if ladder_path:  # metrics.json's scale_ladder: the seed-level comparison at eac
     metrics["scale_ladder"] = ladder_record["points"]
     metrics["scale_ladder_set"] = {key: ladder_record[key] for key in ("steps", "samples", "k", "n", "q", "eval_data",
                                                                        "cascade_64")}
+    if ladder_record.get("fair_points"):  # the fair ladder (each stage trained as long as the point), maybe longer
+        metrics["fair_scale_ladder"] = ladder_record["fair_points"]
+        metrics["scale_ladder_set"] |= {"fair_steps": ladder_record["fair_steps"],
+                                        "fair_cascade_64": ladder_record["fair_cascade_64"]}
 if variants:
     metrics["loss_variants"] = variants
 seeds = seeds_report([metrics] + load_seed_metrics(other_metrics))

@@ -25,8 +25,9 @@
 # Each factor's effect is the ratio of NSD with the choice changed to NSD as the book reads it, per training seed,
 # and over seeds its geometric mean with a seed-level 95% interval (`cce_core.gap.factor_effect`); its share of the
 # gap is log(ratio) / log(paper / ours): 1 would close the gap, 0 does nothing. The training-side factors (the
-# bottleneck D, the mask law of training, the paper's width, the training fill) need trainings of their own and are
-# not on this page.
+# bottleneck D, the mask law of training, the paper's width, the hole's fill in training) need trainings of their
+# own: each is a model trained with one choice changed, compared seed by seed with the seed's own model after as
+# many samples (section "Each training factor" below, where the run trained them).
 
 # %% tags=["parameters", "remove-cell"]
 preset = "smoke"
@@ -43,6 +44,7 @@ runs_dirs = None  # each seed's runs folder, relative to its seed folder (None: 
 seed_folders = None  # the folder each seed's runs were trained from, relative to this notebook (None: ".")
 fig_dir = "../_build/nbval/figures"
 gap_path = "../_build/nbval/gap.json"  # written here: every cell's measurements
+cells = ["fillnoise"]  # training-side cells (cce_core.runs.GAP_CELLS) to train and read (the study: all four)
 
 # %% tags=["hide-input"]
 import json
@@ -59,6 +61,10 @@ from cce_core.evaluate import eval_images
 from cce_core.gap import (
     PAPER_NSD,
     VARIANT_LABELS,
+    cell_rows,
+    cell_search,
+    cell_variants,
+    cells_answer,
     chance_levels,
     gap_answer,
     gap_rows,
@@ -72,7 +78,7 @@ from cce_core.nsd import null_expectation
 from cce_core.plots import FIG_WIDTH_IN, save_figure, use_book_style
 from cce_core.provenance import dirty_warning, provenance, resolve_device
 from cce_core.report import run_info
-from cce_core.runs import ensure_nsd_runs
+from cce_core.runs import GAP_CELLS, cells_of_seed, ensure_gap_cells, ensure_nsd_runs, gap_cell_steps
 from cce_core.seeding import derive_seed
 from cce_core.stats import PAPER_SD
 
@@ -120,6 +126,7 @@ for s in seeds:
 rows = gap_rows(measured)
 search = paper_search(rows)
 answer = gap_answer(search, rows)
+ours = {r["model"]: r["NSD"] for r in rows if r["key"] == "ours"}
 record = {"seeds": seeds, "k": len(images), "n": n, "calib_images": len(calib),
           "eval_data": "; ".join(dict.fromkeys(im.description for im in eval_sets.values())),
           "train_data": info["train_data"], "samples": info["samples"], "rows": rows, "search": search,
@@ -184,6 +191,69 @@ display(pd.DataFrame([{"reading": r["variant"], "CE": f"{r['CE']:.3g}", "cascade
                        "both in the paper's band": "yes" if r["both within the paper's ± sd"] else "no",
                        "cascade lower": "yes" if r["cascade below CE"] else "no"} for r in search])
         .set_index("reading"))
+display(Markdown(f"**The evaluation side, in short.** {answer}"))
+
+# %% [markdown]
+# ## Each training factor
+#
+# Each cell is a model trained with one choice changed, for half the run's samples, with the seed's own batches and
+# masks; its reference is the same seed's own model after as many samples (the CE's snapshot; for the cascade, the
+# scale ladder's cascade whose two stages both saw that many samples). Per cell and model: NSD of the cell and of its
+# reference (geometric means over the seeds that trained it), their ratio with its seed-level 95% interval, its share
+# of the book's gap, and the same ratio for the spread over images. Each cell is read as the book reads NSD and in
+# the two evaluation readings that came closest to the paper above (and a noise-filled training also with noise at
+# evaluation): a combination of a training choice and an evaluation choice is measured here, not multiplied out.
+
+# %% tags=["nbval-ignore-output"]
+cell_measured, cell_runs = {}, {}
+for s, rd, folder in zip(seeds, runs_dirs, seed_folders):
+    mine = [c for c in cells_of_seed(seeds, s) if c in cells]
+    cell_runs[s] = ensure_gap_cells(rd, mine, preset, data, seed=s, device=device, cwd=folder) if mine else {}
+    cell_measured[s] = {c: {m: {arm: measure_checkpoint(ckpt, cell_variants(search, c), eval_sets[s].images, n=n,
+                                                       seed=s, device=dev,
+                                                       cache=ckpt.with_name(f"gap-{ckpt.stem}-k{len(images)}-n{n}.json"))
+                                for arm, ckpt in zip(("arm", "reference"), pair)}
+                            for m, pair in by.items()} for c, by in cell_runs[s].items()}
+cell_measured = {s: by for s, by in cell_measured.items() if by}
+trained = [c for c in cells if any(c in by for by in cell_measured.values())]
+crows = cell_rows(cell_measured, ours, {c: GAP_CELLS[c].label for c in trained}) if trained else []
+csearch = cell_search(crows)
+answer = " ".join(x for x in (answer, cells_answer(crows, csearch)) if x)
+record |= {"cells": {"names": trained, "steps": gap_cell_steps(preset), "rows": crows, "search": csearch,
+                     "measured": cell_measured,
+                     "trained": {s: {c: {m: trained_commit(pair[0].parent) for m, pair in by.items()}
+                                     for c, by in cell_runs[s].items()} for s in cell_runs}},
+           "answer": answer}
+_ = Path(gap_path).write_text(json.dumps(record))
+if trained:
+    ctable = pd.DataFrame([{"factor": r["factor"], "model": NAMES[r["model"]], "reading": r["reading"],
+                            "seeds": r["seeds"], "NSD": f"{r['NSD']:.3g}", "reference": f"{r['reference NSD']:.3g}",
+                            "ratio [95% CI]": f"×{r['ratio']:.3g} {interval(r['ratio ci95'], '.3g')}",
+                            "share of gap [95% CI]": f"{r['share of gap']:+.2f} {interval(r['share ci95'], '+.2f')}",
+                            "sd/mean": f"{r['sd/mean']:.2f}",
+                            "spread ratio [95% CI]": f"×{r['spread ratio']:.2f} "
+                                                     f"{interval(r['spread ratio ci95'], '.2f')}"} for r in crows])
+    glue("gap_cells_table", ctable.set_index(["factor", "model", "reading"]), display=False)
+    display(ctable.set_index(["factor", "model", "reading"]))
+    print(f"{gap_cell_steps(preset) * info['batch_size']:,} image samples per cell")
+else:
+    glue("gap_cells_table", "", display=False)
+    print("this run trained no training-side cell (reproduce --gap-cells trains them)")
+
+# %% [markdown]
+# ## The search, with training choices
+#
+# The same search over every trained cell in every reading it was measured in: does any land within the paper's
+# values (for both models, with the cascade lower, where the cell trained both)? Closest first.
+
+# %% tags=["nbval-ignore-output"]
+if csearch:
+    display(pd.DataFrame([{"factor": r["factor"], "reading": r["reading"],
+                           "CE": "–" if r["CE"] is None else f"{r['CE']:.3g}",
+                           "cascade": "–" if r["cascade"] is None else f"{r['cascade']:.3g}",
+                           "in the paper's band": "yes" if r["within the paper's ± sd"] else "no",
+                           "cascade lower": {None: "–", True: "yes", False: "no"}[r["cascade below CE"]]}
+                          for r in csearch]).set_index(["factor", "reading"]))
 glue("gap_answer", answer, display=False)
 display(Markdown(f"**In short.** {answer}"))
 

@@ -33,7 +33,9 @@
 #   (its snapshot at s) and whose 128 stage is then trained s samples on top of it. It asks whether the cascade
 #   beats the CE when both are trained as long, at every length.
 #
-# Both ladders end at the same model, the headline's (which measures it with more masks per image). Below, each is
+# Both ladders pass through the same models at the run's length, the headline's (which measures them with more masks
+# per image); where the run continued its CEs further, the fair ladder has one more point, twice as far, with the CE
+# and a cascade both trained that long (the headline's runs themselves are left as they are). Below, each ladder is
 # also drawn against the training compute it cost, so that the CE and the cascade can be compared at equal compute.
 
 # %% tags=["parameters", "remove-cell"]
@@ -54,6 +56,7 @@ fig_dir = "../_build/nbval/figures"
 ladder_path = "../_build/nbval/ladder.json"  # written here, read by the NSD page (metrics.json's scale_ladder)
 gap_path = None  # the NSD-gap page's gap.json (reproduce --gap): its chance line drawn on the NSD figure
 fair = True  # also the fair ladder: a cascade per point with each stage trained that long (trained if missing)
+extend = 40  # with fair: one more point at this step (None: none), CE and cascade trained that long (study: 1200)
 
 # %% tags=["hide-input"]
 import json
@@ -78,7 +81,7 @@ from cce_core.report import (
     run_info,
     scale_ladder,
 )
-from cce_core.runs import ensure_fair_cascades, ensure_nsd_runs
+from cce_core.runs import ensure_extended, ensure_fair_cascades, ensure_nsd_runs
 from cce_core.stats import MIN_SAMPLES, PAPER_BOTTLENECK, PAPER_EFFECT, PAPER_TRAIN_IMAGES, PAPER_WIDTH
 
 use_book_style()
@@ -104,13 +107,24 @@ info = run_info(runs[seeds[0]]["ce128"] / "config.json")
 config = json.loads((runs[seeds[0]]["ce128"] / "config.json").read_text())["config"]
 steps = ladder_steps(config["steps"], config["snapshot_every"], points)
 samples = [st * info["batch_size"] for st in steps]
-if fair:  # the fair ladder's cascades: one per point and seed (the last point is the seed's own cascade)
+fair_steps = steps + ([extend] if fair and extend else [])  # past the run's length: the CE and the fair cascade only
+fair_samples = [st * info["batch_size"] for st in fair_steps]
+far = {}
+if fair:  # the fair ladder's cascades: one per point and seed (at the run's length the seed's own cascade)
     for s, rd, folder in zip(seeds, runs_dirs, seed_folders):
-        runs[s]["cce128_fair"] = ensure_fair_cascades(rd, steps, preset, data, seed=s, device=device, cwd=folder)
+        runs[s]["cce128_fair"] = ensure_fair_cascades(rd, fair_steps, preset, data, seed=s, device=device, cwd=folder)
+        if extend:  # the seed's 128 CE continued to `extend` steps (its own run stays the headline's)
+            far[s] = {"ce128": {extend: ensure_extended(rd, "ce128", "random_blocks", preset, data, extend, seed=s,
+                                                        device=device, cwd=folder).parent},
+                      "cce128_fair": {extend: runs[s]["cce128_fair"][extend]}}
 eval_sets = {s: eval_images(eval_data, k, s) for s in seeds}  # each seed's own, as on its NSD page
 images = eval_sets[seeds[0]]
 print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); ladder: steps {steps} = {samples} image samples per model "
       f"(batch {info['batch_size']}); D = {info['bottleneck']}, width {info['width']}; trained on {info['train_data']}")
+if far:
+    print(f"the fair ladder also at {fair_samples[-1]:,} samples ({extend} steps, "
+          f"{fair_samples[-1] / info['train_images']:.0f} passes over the {info['train_images']:,} training images): "
+          "each seed's 128 CE and 64 CE continued that far, and a cascade trained that long on the latter")
 print(f"measured on each seed's evaluation images ({len(images)} from {images.description} for seed {seeds[0]}), "
       f"each seed's first {n} evaluation masks (random blocks), quality on the first {q} of them; device {dev}")
 
@@ -129,17 +143,20 @@ print(f"measured on each seed's evaluation images ({len(images)} from {images.de
 per_seed_points = {}
 for s, rd, folder in zip(seeds, runs_dirs, seed_folders):
     masks = eval_masks("random_blocks", n, seed=s)
-    per_seed_points[s] = ladder_seed(runs[s], steps, eval_sets[s].images, masks, masks[:q], dev,
-                                     cache=Path(folder) / rd / f"ladder-k{len(images)}-n{n}.json")
+    cache = Path(folder) / rd / f"ladder-k{len(images)}-n{n}.json"
+    per_seed_points[s] = ladder_seed(runs[s], steps, eval_sets[s].images, masks, masks[:q], dev, cache=cache)
+    if s in far:
+        per_seed_points[s] |= ladder_seed(far[s], [extend], eval_sets[s].images, masks, masks[:q], dev, cache=cache)
 sizes = (info["batch_size"], info["bottleneck"], info["width"], info["train_images"])
-ladder = scale_ladder(per_seed_points, *sizes)
+ladder = scale_ladder({s: {st: by for st, by in p.items() if int(st) in steps} for s, p in per_seed_points.items()},
+                      *sizes)
 fair_ladder = scale_ladder(per_seed_points, *sizes, models=("ce128", "cce128_fair")) if fair else None
 for lad, pair in ((ladder, ("ce128", "cce128")), (fair_ladder or [], ("ce128", "cce128_fair"))):
     for e in lad:  # what measured each point's values (the ladder cache's record): commits, code, checkpoint
         e["measured"] = {s: {m: per_seed_points[s][str(e["step"])][m]["measured"] for m in pair} for s in seeds}
 gflop = gflop_per_sample(preset, batch_size=info["batch_size"], bottleneck=info["bottleneck"], width=info["width"])
 compute = {"gflop_per_sample": gflop, "fully_trained_64": ladder_compute(samples, gflop, ce64_samples=samples[-1]),
-           "each_stage": ladder_compute(samples, gflop)}
+           "each_stage": ladder_compute(fair_samples, gflop)}
 record = {"steps": steps, "samples": samples, "k": len(images), "n": n, "q": q, "seeds": seeds,
           "eval_data": "; ".join(dict.fromkeys(im.description for im in eval_sets.values())),
           "train_data": info["train_data"], "points": ladder,
@@ -147,12 +164,15 @@ record = {"steps": steps, "samples": samples, "k": len(images), "n": n, "q": q, 
           "summary": ladder_summary(ladder), "compute": compute, "provenance": provenance(dev)}
 if fair:
     record |= {"fair_points": fair_ladder, "fair_summary": fair_ladder_summary(ladder, fair_ladder),
+               "fair_steps": fair_steps, "fair_samples": fair_samples,
                "fair_cascade_64": "each point's cascade: its 64 CE's snapshot at the point, its 128 stage trained as "
-                                  "many samples on top of it"}
+                                  "many samples on top of it" + (f"; at {fair_samples[-1]:,} samples the 64 CE and the "
+                                  "128 CE are the seed's own runs continued that far" if extend else "")}
 _ = Path(ladder_path).write_text(json.dumps(record, indent=1))
 if dirty_warning(record["provenance"]):  # measured with uncommitted code: said on the page
     display(Markdown(dirty_warning(record["provenance"])))
 assert [e["samples"] for e in ladder] == samples and all(e["n_seeds"] == len(seeds) for e in ladder)
+assert not fair or [e["samples"] for e in fair_ladder] == fair_samples
 
 # %% [markdown]
 # ## NSD and PSNR along training
@@ -162,8 +182,13 @@ assert [e["samples"] for e in ladder] == samples and all(e["n_seeds"] == len(see
 
 # %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "Two line plots of NSD against training samples on a log axis, BN-normalised on the left and eval-standardised on the right, thin lines per seed and a thick mean with a shaded band per model"}, "figure": {"caption": "Each model's NSD along training: thin lines are seeds, the thick line their mean with its seed-level 95% band. Look at how the models' lines move relative to each other as training doubles."}}
 def ladder_of(m):
-    """The ladder whose entries hold model ``m`` (the fair cascade is in the fair ladder only)."""
-    return fair_ladder if m == "cce128_fair" else ladder
+    """The ladder whose entries hold model ``m``: the cascade with its 64 CE fully trained is in today's ladder only;
+    the CE and the fair cascade are in the fair ladder, which may go further."""
+    return ladder if m == "cce128" or not fair else fair_ladder
+
+
+def xs(lad):
+    return [e["samples"] for e in lad]
 
 
 def model_values(m, x):
@@ -174,7 +199,8 @@ fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained"
 chance = json.loads(Path(gap_path).read_text())["chance"] if gap_path else None
 for ax, x in zip(axes, ("nsd_normalized", "nsd_standardized")):
     for m in MODELS:
-        ladder_lines(ax, samples, model_values(m, x), [e["models"][m][x] for e in ladder_of(m)], LABELS[m], COLORS[m])
+        ladder_lines(ax, xs(ladder_of(m)), model_values(m, x), [e["models"][m][x] for e in ladder_of(m)], LABELS[m],
+                     COLORS[m])
     for m in ("ce128", "cce128") if chance else ():  # an untrained encoder's NSD (the NSD-gap page)
         ax.axhline(chance[m][x.removeprefix("nsd_")], color=COLORS[m], linestyle=":", linewidth=1.2,
                    label=f"chance line, {LABELS[m].split(',')[0]}")
@@ -186,7 +212,8 @@ save_figure(fig, Path(fig_dir) / "ladder_nsd.png")
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.6), layout="constrained")
 for ax, x in zip(axes, ("psnr", "ssim")):
     for m in MODELS:
-        ladder_lines(ax, samples, model_values(m, x), [e["models"][m][x] for e in ladder_of(m)], LABELS[m], COLORS[m])
+        ladder_lines(ax, xs(ladder_of(m)), model_values(m, x), [e["models"][m][x] for e in ladder_of(m)], LABELS[m],
+                     COLORS[m])
     ax.set(xlabel="image samples per model", title=f"in-hole {SEED_MEASURES[x]}")
 axes[0].legend()
 save_figure(fig, Path(fig_dir) / "ladder_quality.png")
@@ -207,18 +234,18 @@ ladders = {"cce128": ladder, **({"cce128_fair": fair_ladder} if fair else {})}
 for ax, x in zip(axes, ("nsd_normalized", "psnr")):
     for m, lad in ladders.items():
         diffs = {s: [e["per_seed"][s][x]["mean"] for e in lad] for s in seeds}
-        ladder_lines(ax, samples, diffs, [e["paired"][x] for e in lad], LABELS[m], COLORS[m])
+        ladder_lines(ax, xs(lad), diffs, [e["paired"][x] for e in lad], LABELS[m], COLORS[m])
     ax.axhline(0, color="grey", linestyle="--", linewidth=1)
     ax.set(xlabel="image samples per model", title=f"cascade − CE, {SEED_MEASURES[x]}")
 axes[0].legend(fontsize="small")
 save_figure(fig, Path(fig_dir) / "ladder_difference.png")
 
 # %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "One forest plot per ladder point: each seed's cascade minus CE difference in BN-normalised NSD with its image-level interval, and the mean over seeds with its seed-level interval as a thick bar"}, "figure": {"caption": "At each training length, each seed's difference and the seed-level interval: look for seeds on both sides of zero (the training procedure's spread) and whether the thick bar clears zero."}}
-cols = 2
-rows_ = -(-len(ladder) // cols)
+cols, forest = 2, fair_ladder or ladder
+rows_ = -(-len(forest) // cols)
 fig, axes = plt.subplots(rows_, cols, figsize=(FIG_WIDTH_IN, rows_ * (1.4 + 0.34 * (len(seeds) + 1))),
                          layout="constrained", sharex=True, sharey=True, squeeze=False)
-for i, (ax, e) in enumerate(zip(axes.ravel(), fair_ladder or ladder)):
+for i, (ax, e) in enumerate(zip(axes.ravel(), forest)):
     forest_plot([(f"seed {s}", e["per_seed"][s]["nsd_normalized"]["mean"],
                   tuple(e["per_seed"][s]["nsd_normalized"]["ci95"])) for s in seeds],
                 e["paired"]["nsd_normalized"], paper_effect=PAPER_EFFECT, ax=ax, xlabel="Δ NSD, BN-normalised")
@@ -227,9 +254,9 @@ for i, (ax, e) in enumerate(zip(axes.ravel(), fair_ladder or ladder)):
         ax.get_legend().remove()
     if i % cols:
         ax.tick_params(labelleft=False)
-    if i < len(ladder) - cols:
+    if i < len(forest) - cols:
         ax.set_xlabel("")
-for ax in axes.ravel()[len(ladder):]:
+for ax in axes.ravel()[len(forest):]:
     ax.set_visible(False)
 save_figure(fig, Path(fig_dir) / "ladder_forest.png")
 

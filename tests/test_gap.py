@@ -339,3 +339,42 @@ def test_gap_rows_search_and_answer():
     assert set(levels) == {"ce128", "cce128"}
     answer = gap_answer(search, rows)
     assert "Z̄ over all codes" in answer and "inside the paper's" in answer and "chance line" in answer
+
+
+def test_cell_rows_pair_each_arm_with_its_reference_by_seed():
+    """Training-side cells: the ratio of the arm to the seed's own model at the same step, over the seeds the cell
+    has (width 64: two of three), its share of the book's gap, the spread ratio; the search and the answer."""
+    from cce_core.gap import cell_rows, cell_search, cell_variants, cells_answer
+
+    rng, k = np.random.default_rng(1), 6
+
+    def per_image(mean):
+        return {"normalized": (mean * np.exp(rng.normal(0, 0.2, k))).tolist()}
+
+    ref = {0: 0.04, 1: 0.05, 2: 0.045}
+    cells = {s: {"d4000": {m: {"arm": {"ours": per_image(3 * r), "zbar_all": per_image(18 * r if m == "ce128" else
+                                                                                            12 * r)},
+                               "reference": {"ours": per_image(r), "zbar_all": per_image(6 * r)}}
+                           for m in ("ce128", "cce128")}} for s, r in ref.items()}
+    for s in (0, 1):
+        cells[s]["width64"] = {"ce128": {"arm": {"ours": per_image(1.5 * ref[s])},
+                                         "reference": {"ours": per_image(ref[s])}}}
+    ours = {"ce128": 0.04, "cce128": 0.046}
+    rows = cell_rows(cells, ours, {"d4000": "D = 4000"})
+    by = {(r["cell"], r["model"], r["key"]): r for r in rows}
+    assert len(rows) == 5 and by[("width64", "ce128", "ours")]["seeds"] == 2
+    r = by[("d4000", "ce128", "ours")]
+    arm = [np.mean(cells[s]["d4000"]["ce128"]["arm"]["ours"]["normalized"]) for s in ref]
+    exact = [np.mean(cells[s]["d4000"]["ce128"]["reference"]["ours"]["normalized"]) for s in ref]
+    assert r["ratio"] == pytest.approx(np.exp(np.mean(np.log(np.divide(arm, exact)))))
+    assert r["share of gap"] == pytest.approx(math.log(r["ratio"]) / math.log(0.79 / 0.04))
+    assert r["factor"] == "D = 4000" and 2 < r["ratio"] < 4.5 and r["ratio ci95"][0] < r["ratio"] < r["ratio ci95"][1]
+    assert r["spread ratio"] > 0 and r["reference NSD"] == pytest.approx(np.exp(np.mean(np.log(exact))))
+    search = cell_search(rows)
+    assert search[0]["key"] == "zbar_all" and search[0]["within the paper's ± sd"] and search[0]["cascade below CE"]
+    assert next(x for x in search if x["cell"] == "width64")["cascade below CE"] is None
+    answer = cells_answer(rows, search)
+    assert "D = 4000 moves the CE's NSD most: ×3" in answer and "land within the paper's values" in answer
+    ranked = [{"key": x} for x in ("chance", "zbar_all", "ours", "code_bn", "unbiased")]
+    assert list(cell_variants(ranked, "d4000")) == ["ours", "zbar_all", "code_bn"]
+    assert list(cell_variants(ranked, "fillnoise", top=1)) == ["ours", "zbar_all", "fill_noise"]

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_train import assert_same
 from torch.utils.flop_counter import FlopCounterMode
 
 from cce_core import evaluate
@@ -25,8 +26,9 @@ from cce_core.report import (
     seeds_rows,
 )
 from cce_core.reproduce import check_inputs, reproduce, toc_for
-from cce_core.runs import ensure_fair_cascades, ensure_run, fair_run_name
+from cce_core.runs import ensure_extended, ensure_fair_cascades, ensure_run, extended_run_name, fair_run_name
 from cce_core.stats import seed_interval
+from cce_core.train import train
 
 
 def test_ladder_steps_are_a_factor_two_apart_and_end_at_the_run():
@@ -157,6 +159,8 @@ def test_reproduce_refuses_a_ladder_it_cannot_make(tmp_path):
     assert check_inputs("study", seeds=[0, 1], **args).ladder
     with pytest.raises(ValueError, match="--ladder with --fair-ladder"):
         check_inputs("study", seeds=[0, 1], **{**args, "ladder": False}, fair_ladder=True)
+    with pytest.raises(ValueError, match="--extend-ladder continues the fair ladder"):
+        check_inputs("study", seeds=[0, 1], **args, extend_ladder=True)
 
 
 def test_nsd_loss_seeds_are_a_subset_of_the_seeds(tmp_path):
@@ -178,14 +182,16 @@ def test_train_only_with_central_once_trains_the_central_models_for_the_first_se
     monkeypatch.setattr(reproduce_mod, "LADDER_POINTS", 3)
     out = tmp_path / "run"
     reproduce("smoke", out=out, seeds=[0, 1], central_once=True, train_only=True, book=False, device="cpu",
-              allow_dirty=True, ladder=True, fair_ladder=True)
+              allow_dirty=True, ladder=True, fair_ladder=True, extend_ladder=True)
     run = json.loads((out / "generated" / "run.json").read_text())
     assert run["status"] == "trained" and run["central_once"] and run["ladder"]["fair"]
-    fair = {"cce128-random_blocks-fair5", "cce128-random_blocks-fair10"}
+    fair = {"cce128-random_blocks-fair5", "cce128-random_blocks-fair10", "cce128-random_blocks-fair40",
+            "ce64-random_blocks-x40", "ce128-random_blocks-x40"}  # --extend-ladder: twice the length
     assert set(run["training"]["seed0"]) == {f"{m}-{mk}" for m in ("ce64", "ce128", "cce128")
                                              for mk in ("random_blocks", "central")} | fair
     assert set(run["training"]["seed1"]) == {f"{m}-random_blocks" for m in ("ce64", "ce128", "cce128")} | fair
     assert run["training"]["seed1"]["cce128-random_blocks-fair5"]["samples"] == 5 * 16
+    assert run["training"]["seed1"]["ce128-random_blocks-x40"]["samples"] == 40 * 16
     assert all(t["train_seconds"] > 0 for t in run["training"]["seed1"].values())
     assert not (out / "generated" / "nsd_eval.ipynb").exists()  # no notebook ran
 
@@ -230,3 +236,26 @@ def test_training_flops_are_counted_and_the_cascade_carries_its_64_ce():
     head = ladder_compute([100, 200], {"ce64": 1.0, "ce128": 2.0, "cce128": 3.0}, ce64_samples=200)
     assert fair == {"ce128": [0.2, 0.4], "cce128": [0.4, 0.8]}
     assert head == {"ce128": [0.2, 0.4], "cce128": [0.5, 0.8]}
+
+
+def test_extended_runs_continue_the_seeds_run_exactly(tmp_path, folder, one_thread):
+    """The ladder twice as far (issue 29): the seed's 128 CE continued to 40 steps in a run of its own is the run a
+    40-step training of the seed makes, bit for bit, and the seed's own run is left at 20; the fair cascade at 40
+    stands on the 64 CE continued the same way."""
+    ext = ensure_extended(tmp_path / "runs", "ce128", "random_blocks", "smoke", [folder], 40, seed=0)
+    own = tmp_path / "runs" / "ce128-random_blocks"
+    assert ext == tmp_path / "runs" / extended_run_name("ce128", "random_blocks", 40) / "checkpoint.pt"
+    assert load_checkpoint(own / "checkpoint.pt")["step"] == 20 and load_checkpoint(ext)["step"] == 40
+    whole = train(make_config("smoke", model="ce128", mask="random_blocks", data=[folder], seed=0, steps=40),
+                  tmp_path / "whole", progress=False)
+    a, b = load_checkpoint(whole), load_checkpoint(ext)
+    assert_same(a["G"], b["G"], "G")
+    assert_same(a["rng"], b["rng"], "rng")
+    assert load_checkpoint(snapshot_at(ext.parent, 25))["step"] == 25  # snapshots go on after the copy
+    fair = ensure_fair_cascades(tmp_path / "runs", [40], "smoke", [folder], seed=0)[40]
+    assert load_checkpoint(fair / "checkpoint.pt")["ce64"]["step"] == 40
+    assert (tmp_path / "runs" / extended_run_name("ce64", "random_blocks", 40) / "checkpoint.pt").exists()
+    with pytest.raises(ValueError, match="past the preset's 20 steps"):
+        ensure_extended(tmp_path / "runs", "ce128", "random_blocks", "smoke", [folder], 20)
+    with pytest.raises(ValueError, match="plain CEs"):
+        ensure_extended(tmp_path / "runs", "cce128", "random_blocks", "smoke", [folder], 40)

@@ -27,7 +27,7 @@ from cce_core.reproduce import (
     stale_pairs,
     write_pack,
 )
-from cce_core.runs import run_name
+from cce_core.runs import GAP_CELLS, run_name
 
 REPO = Path(__file__).resolve().parents[1]
 RERUN = REPO / "book" / "rerun.md"
@@ -226,6 +226,37 @@ def test_several_seeds_layout(tmp_path, monkeypatch):
         reproduce(preset="smoke", out=tmp_path / "out4", book=False, allow_dirty=True, seeds=[3], gap=True)
     with pytest.raises(ValueError, match="repeats"):
         reproduce(preset="smoke", out=tmp_path / "out2", book=False, allow_dirty=True, seeds=[1, 1])
+
+
+def test_gap_cells_are_trained_per_seed_and_read_by_the_gap_page(tmp_path, monkeypatch):
+    """--gap --gap-cells with 3 seeds: each cell trained for its first GapCell.seeds seeds (width 64 for two), from
+    each seed's notebook folder, after the seed's own models; the gap page is told to read them."""
+    cells, params = [], {}
+
+    def fake_run(runs_dir, model, mask, *a, **k):
+        return Path(runs_dir) / run_name(model, mask) / "checkpoint.pt"
+
+    def fake_cells(runs_dir, names, preset, data, seed=0, device="auto", fast=None):
+        cells.extend((seed, c, runs_dir) for c in names)
+        return {}
+
+    def fake_notebook(name, output, parameters, cwd, images=True):
+        params[name] = parameters
+        output.write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(rp, "ensure_run", fake_run)
+    monkeypatch.setattr(rp, "ensure_gap_cells", fake_cells)
+    monkeypatch.setattr(rp, "execute_notebook", fake_notebook)
+    reproduce(preset="smoke", out=tmp_path / "out", book=False, allow_dirty=True, seeds=[3, 5, 7], gap=True,
+              gap_cells=True)
+    assert cells == [(s, c, rd) for s, rd in ((3, "../runs"), (5, "../../runs/seed5"), (7, "../../runs/seed7"))
+                     for c in GAP_CELLS if [3, 5, 7].index(s) < GAP_CELLS[c].seeds]
+    assert [c for s, c, _ in cells].count("width64") == 2 and params["nsd_gap"]["cells"] == list(GAP_CELLS)
+    run = json.loads((tmp_path / "out" / "generated" / "run.json").read_text())
+    assert {"seed7/train-gap-d4000", "train-gap-width64"} <= set(run["wall_seconds"])
+    with pytest.raises(ValueError, match="give --gap with it"):
+        reproduce(preset="smoke", out=tmp_path / "out2", book=False, allow_dirty=True, seeds=[3, 5], gap_cells=True)
 
 
 def test_adding_seeds_reuses_the_first_seeds_runs(tmp_path, monkeypatch):
