@@ -64,10 +64,10 @@ from cce_core import distributed  # noqa: E402
 from cce_core.batches import make_generator, make_mask_stream, next_batch  # noqa: E402
 from cce_core.cascade import CascadeContextEncoder  # noqa: E402
 from cce_core.checkpoint import build_models  # noqa: E402
-from cce_core.config import PRESETS, bf16_pays, make_config, native_bf16_cpu  # noqa: E402
+from cce_core.config import PRESETS, bf16_pays, cpu_flags, make_config, native_bf16_cpu  # noqa: E402
 from cce_core.masks import fill_hole, invalid_mask_count  # noqa: E402
 from cce_core.models import ContextEncoder  # noqa: E402
-from cce_core.provenance import provenance, resolve_device  # noqa: E402
+from cce_core.provenance import cpu_model, provenance, resolve_device  # noqa: E402
 from cce_core.train import global_switches, make_step, setup_training  # noqa: E402
 
 WORLD: distributed.World | None = None  # set by main() under torchrun
@@ -87,14 +87,37 @@ ARMS = {
 #: The arms whose matmuls and convolutions are strict fp32 (no TF32); the others run with torch's defaults.
 TF32_OFF = ("plain",)
 #: Sizes of ``--sizes``: the presets' (batch, width, D); quick: tiny, for CI.
-SIZES = {name: {k: PRESETS[name][k] for k in ("batch_size", "width", "bottleneck")} for name in ("paper", "cpu")}
+SIZES = {name: {k: PRESETS[name][k] for k in ("batch_size", "width", "bottleneck")}
+         for name in ("paper", "cpu", "study")}
 SIZES["quick"] = dict(batch_size=8, width=8, bottleneck=16)
 RUN_SAMPLES = 1_000_000  # the run length against which compile time is weighed
+
+
+#: bf16 FLOP per cycle and core of a CPU's matrix or vector units, for :func:`cpu_bf16_peak`: AMX (Intel Sapphire
+#: Rapids and later: one 16x32 by 32x16 bf16 tile product, 16,384 multiply-adds, per 16 cycles = 1,024 FLOP/cycle;
+#: Intel's figure) and AVX512-BF16 (AMD Zen 4: VDPBF16PS does 32 bf16 multiply-adds into fp32 per 512-bit
+#: instruction, executed as two 256-bit halves on each of two pipes: about 64 FLOP/cycle). An estimate of the
+#: ceiling, not a measured one: the benchmark states it as such.
+CPU_BF16_FLOP_PER_CYCLE = (("amx_bf16", 1024.0), ("avx512_bf16", 64.0))
 
 
 def bf16_peak(device_name: str) -> float | None:
     """The device's dense bf16 peak in TFLOP/s, or None if it is not in :data:`BF16_PEAK_TFLOPS`."""
     return next((peak for key, peak in BF16_PEAK_TFLOPS if key in device_name), None)
+
+
+def cpu_bf16_peak(cpuinfo: str, threads: int) -> dict | None:
+    """An estimate of a CPU's bf16 peak over ``threads`` cores (TFLOP/s): cores x clock (``/proc/cpuinfo``'s
+    ``cpu MHz`` of the first processor) x :data:`CPU_BF16_FLOP_PER_CYCLE` of its best bf16 unit; None where it has
+    none (bf16 is then emulated). Returns the unit, the clock and the peak, so the record says how it was made."""
+    flags = cpu_flags(cpuinfo)
+    unit = next(((f, per) for f, per in CPU_BF16_FLOP_PER_CYCLE if f in flags), None)
+    mhz = next((float(ln.split(":", 1)[1]) for ln in cpuinfo.splitlines() if ln.startswith("cpu MHz")), None)
+    if unit is None or mhz is None:
+        return None
+    return {"unit": unit[0], "flop_per_cycle_per_core": unit[1], "mhz": mhz, "cores": threads,
+            "tflops": threads * mhz * 1e6 * unit[1] / 1e12,
+            "how": "cores x clock (cpu MHz) x FLOP/cycle of the unit: an estimate of the ceiling, not measured"}
 
 
 def arm_switches(arm: str) -> None:
@@ -256,7 +279,11 @@ def main(argv: list[str] | None = None) -> None:
         arms.insert(0, "plain")  # the reference of every ratio
     sizes = dict(batch_size=a.batch_size, width=a.width, bottleneck=a.bottleneck, device=str(device))
     prov = provenance(device)
-    peak = bf16_peak(prov["device"])
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = {"model": cpu_model(cpuinfo), "threads": torch.get_num_threads(),
+           "flags": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in cpu_flags(cpuinfo)],
+           "bf16_peak": cpu_bf16_peak(cpuinfo, torch.get_num_threads())} if device.type == "cpu" else None
+    peak = bf16_peak(prov["device"]) or (cpu["bf16_peak"]["tflops"] if cpu and cpu["bf16_peak"] else None)
     print(f"device: {prov['device']}, torch {prov['torch']}, commit {prov['commit']}"
           + (f"; {WORLD.size} processes ({WORLD.backend}), images/s of the whole group" if WORLD else ""))
     print(f"batch {a.batch_size}, width {a.width}, D {a.bottleneck}, random_blocks masks; {a.warmup} warm-up "
@@ -269,8 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     def save() -> None:  # after every measurement: a run killed later (a timeout) still leaves its figures
         if a.json:
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.json).write_text(json.dumps({"provenance": prov, "bf16_peak_tflops": peak, "quick": a.quick,
-                                                "sizes": a.sizes, "arms": arms, "load_average": os.getloadavg(),
+            Path(a.json).write_text(json.dumps({"provenance": prov, "cpu": cpu, "bf16_peak_tflops": peak,
+                                                "quick": a.quick, "sizes": a.sizes, "arms": arms,
+                                                "load_average": os.getloadavg(),
                                                 "warmup": a.warmup, "steps": a.steps, "repeats": a.repeats,
                                                 "world_size": WORLD.size if WORLD else 1, "results": rows}, indent=1))
 

@@ -388,6 +388,23 @@ def equivalence(ours: SeedInterval, paper_mean: float, paper_sd: float = PAPER_S
     return Equivalence(diff, se, df, (lo, hi), margin, verdict)
 
 
+def seed_equivalence(per_seed: Sequence[float], margin: float, alpha: float = 0.05) -> Equivalence:
+    """Is a per-seed paired difference (e.g. a model trained in bf16 minus the same seed's fp32 model, issue 32)
+    zero to within ``margin``, over training seeds? Two one-sided t-tests (TOST) at ``alpha``: "equivalent" when
+    the (1 − 2·alpha) t-interval over the seeds (S − 1 degrees of freedom) lies inside ±margin, "different" when it
+    lies entirely beyond one of them, else "inconclusive" (one seed: always inconclusive)."""
+    if not margin > 0:
+        raise ValueError(f"the equivalence margin must be positive, got {margin}")
+    x = _values(per_seed, 1 - 2 * alpha)
+    if x.size < 2:
+        return Equivalence(float(x.mean()), None, None, None, margin, "inconclusive", "one seed: no interval")
+    iv = seed_interval(x, 1 - 2 * alpha)
+    lo, hi = iv.ci95  # here the (1 - 2 alpha) interval: seed_interval's confidence
+    verdict = "equivalent" if -margin < lo and hi < margin else "different" if lo > margin or hi < -margin \
+        else "inconclusive"
+    return Equivalence(iv.mean, iv.se, iv.df, (lo, hi), margin, verdict)
+
+
 def scale_tier(samples_per_model: int, bottleneck: int, width: int, distinct_images: int) -> str:
     """Which of the :data:`TIER_RULES` a run falls in. 1 M samples drawn from 9,600 images (≈ 107 epochs) is the
     paper's architecture on reduced data, not paper scale: the paper's networks saw 100,000 images (section 5)."""

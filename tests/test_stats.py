@@ -24,6 +24,7 @@ from cce_core.stats import (
     prediction_interval,
     scale_tier,
     seed_direction,
+    seed_equivalence,
     seed_interval,
     variance_components,
 )
@@ -206,6 +207,24 @@ def test_equivalence_details():
     assert one.verdict == "inconclusive" and one.se is None and "one seed" in one.reason
     assert 2 * EQUIVALENCE_MARGIN < 0.79 - 0.56  # no network can be equivalent to both of the paper's values
 
+
+
+def test_seed_equivalence_by_two_one_sided_t_tests():
+    """bf16 − fp32 per seed (issue 32): the 90% t-interval over seeds inside ±margin is "equivalent"; its level is
+    that of each one-sided test (5%): under a true difference at the margin, about 5% of 3-seed studies pass."""
+    x = [0.001, -0.0005, 0.0008]
+    e = seed_equivalence(x, 0.004)
+    half = sps.t.ppf(0.95, 2) * np.std(x, ddof=1) / math.sqrt(3)
+    assert e.verdict == "equivalent" and e.ci90 == pytest.approx((np.mean(x) - half, np.mean(x) + half))
+    assert seed_equivalence([0.01, 0.012, 0.011], 0.004).verdict == "different"
+    assert seed_equivalence([0.01, -0.01, 0.0], 0.004).verdict == "inconclusive"  # wide: never equivalent
+    assert seed_equivalence([0.001], 0.004).verdict == "inconclusive"
+    with pytest.raises(ValueError, match="margin must be positive"):
+        seed_equivalence(x, 0)
+    rng = np.random.default_rng(0)
+    passed = np.mean([seed_equivalence(rng.normal(0.004, 0.002, 3), 0.004).verdict == "equivalent"
+                      for _ in range(4000)])
+    assert abs(passed - 0.05) < 3 * math.sqrt(0.05 * 0.95 / 4000)
 
 def test_scale_tiers():
     assert scale_tier(1_000_000, 4000, 64, 100_000) == "paper scale"
