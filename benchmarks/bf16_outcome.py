@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     tests = {x: seed_equivalence(d, MARGINS[x]).as_dict() for x, d in diffs.items()}
     passed = all(t["verdict"] == "equivalent" for t in tests.values())
     for x, t in tests.items():
-        print(f"{x:12s} bf16 - fp32 per seed {np.round(diffs[x], 5).tolist()}  90% CI "
-              f"[{t['ci90'][0]:+.5f}, {t['ci90'][1]:+.5f}]  margin ±{t['margin']}  {t['verdict']}")
+        ci = "none (one seed)" if t["ci90"] is None else f"[{t['ci90'][0]:+.5f}, {t['ci90'][1]:+.5f}]"
+        print(f"{x:12s} bf16 - fp32 per seed {np.round(diffs[x], 5).tolist()}  90% CI {ci}  margin ±{t['margin']}  "
+              f"{t['verdict']}")
     print(f"bf16 {'passes' if passed else 'does not pass'} the outcome test ({time.perf_counter() - t0:,.0f} s)")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -522,6 +522,8 @@ class LossMeter:
                "images_per_s": n * run.cfg.batch_size / max(now - since, 1e-9)}
         if len(vals) > 4:
             rec["nsd"] = vals[4]  # NSD_batch (BN-normalised), before lambda
+        if hasattr(os, "getloadavg"):  # the machine's 1-minute load: whether the speed above was a shared machine's
+            rec["load_1m"] = round(os.getloadavg()[0], 2)
         self.sums.zero_()
         self.steps = 0
         return rec, now

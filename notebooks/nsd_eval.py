@@ -69,7 +69,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from cce_core.checkpoint import load_checkpoint, load_model, snapshots
+from cce_core.checkpoint import load_checkpoint, load_model, snapshot_path, snapshots
 from cce_core.evaluate import (
     QUALITY,
     READING_LABELS,
@@ -99,6 +99,7 @@ from cce_core.report import (
     curve_summary,
     design_components,
     glue_values,
+    ladder_curves,
     load_seed_metrics,
     loss_variant_comparison,
     loss_variant_rows,
@@ -275,41 +276,47 @@ else:
 # %% [markdown]
 # ## Does NSD fall as the inpainting improves?
 #
-# Section 3 reads a lower NSD as a better inpainting. Along one training run this can be checked: the runs keep
-# their generator at regular steps along training (snapshots). The earlier snapshots of the 128 CE and of the
-# cascade (random blocks) are measured on a subset, the first images with the first NSD masks (their numbers are
-# printed below the figure), and the $q$ quality masks (in-hole PSNR). The last point is the final model, the one
-# of the headline: it is the headline's measurement itself, on all $k$ images and $n$ masks, so the curve ends
-# where the table above does. If NSD tracks the quality of the inpainting, it falls while PSNR rises (a negative
-# rank correlation).
+# Section 3 reads a lower NSD as a better inpainting. Along training this can be checked: the runs keep their
+# generator at regular steps (snapshots). Where the run measured the CPU study's scale ladder, the values are that
+# page's own: at each training length the mean over every seed of the 128 CE and of the cascade (random blocks), on
+# the ladder's images and masks. Otherwise the first seed's snapshots are measured here, the earlier ones on a
+# subset (the first images with the first NSD masks) and the final model with the headline's images and masks, so
+# the curve ends where the table above does. The summary below the figure names which. If NSD tracks the quality of
+# the inpainting, it falls while the in-hole PSNR rises (a negative rank correlation).
 
-# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "NSD and PSNR of the CE and the cascade at the snapshots along training"}, "figure": {"caption": "NSD and inpainting quality along training for the book's first seed: whether NSD falls as the inpainting improves, the premise of the paper's measure."}}
-curves = {}
-for m in ("ce128", "cce128"):
-    final = checkpoints[run_name(m, mask)]
-    earlier = [p for p in snapshots(final.parent) if p != final]  # the final model: the headline's numbers below
-    curves[m] = checkpoint_curve(earlier, images.images[:curve_k], masks[:curve_n], masks[:q], dev)
-    curves[m].append({"checkpoint": str(final), "step": int(load_checkpoint(final)["step"]),
-                      "nsd_normalized": results[m].normalized.mean,
-                      "psnr": float(quality[run_name(m, mask)]["psnr"].mean())})
-along = curve_summary(curves)
-along["subset"] = {"k": min(curve_k, len(images)), "n": min(curve_n, n)}
+# %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "NSD and PSNR of the CE and the cascade at the snapshots along training"}, "figure": {"caption": "NSD and inpainting quality along training (the summary below says of which seeds, images and masks): whether NSD falls as the inpainting improves, the premise of the paper's measure."}}
+if ladder_path:  # the CPU study's measurement, every seed on the same images and masks: one number per quantity
+    ladder_record = json.loads(Path(ladder_path).read_text())
+    curves = ladder_curves(ladder_record["points"])
+    source = (f"mean over the {len(ladder_record['seeds'])} seeds of the CPU study at each training length, each "
+              f"seed's networks on {ladder_record['k']} images with {ladder_record['n']} masks per image")
+else:
+    curves, ck, cn = {}, min(curve_k, len(images)), min(curve_n, n)
+    for m in ("ce128", "cce128"):
+        final = checkpoints[run_name(m, mask)]
+        step = int(load_checkpoint(final)["step"])
+        earlier = [p for p in snapshots(final.parent) if p not in (final, snapshot_path(final.parent, step))]
+        curves[m] = checkpoint_curve(earlier, images.images[:ck], masks[:cn], masks[:q], dev)
+        curves[m].append({"checkpoint": str(final), "step": step, "nsd_normalized": results[m].normalized.mean,
+                          "psnr": float(quality[run_name(m, mask)]["psnr"].mean())})  # the headline's numbers
+    source = (f"seed {seed}'s networks, the snapshots on the first {ck} images with {cn} masks per image and the "
+              f"final model on all {len(images)} images with {n} masks")
+along = curve_summary(curves, source)
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.4))
 for m, rows in curves.items():
     steps = [r["step"] for r in rows]
     for ax, key in zip(axes, ("nsd_normalized", "psnr")):
-        line, = ax.plot(steps[:-1], [r[key] for r in rows[:-1]], "o-", label=LABELS[m])
-        ax.plot(steps[-2:], [r[key] for r in rows[-2:]], ":", color=line.get_color())
-        ax.plot(steps[-1:], [rows[-1][key]], "D", color=line.get_color(), markersize=8)
-axes[0].plot([], [], "kD", label="final: the headline")
+        cut = len(rows) if ladder_path else len(rows) - 1  # without a ladder the last point is the headline's
+        line, = ax.plot(steps[:cut], [r[key] for r in rows[:cut]], "o-", label=LABELS[m])
+        if not ladder_path:
+            ax.plot(steps[-2:], [r[key] for r in rows[-2:]], ":", color=line.get_color())
+            ax.plot(steps[-1:], [rows[-1][key]], "D", color=line.get_color(), markersize=8)
+if not ladder_path:
+    axes[0].plot([], [], "kD", label="final: the headline")
 axes[0].set(xlabel="step", title="NSD, BN-normalised")
 axes[1].set(xlabel="step", title="in-hole PSNR (dB)")
 axes[0].legend()
 save(fig, "nsd_along_training")
-for key, value in {"curve_k": along["subset"]["k"], "curve_n": along["subset"]["n"], "curve_q": q}.items():
-    glue(key, value, display=False)
-print(f"snapshots before the final one: the first {along['subset']['k']} images and the first "
-      f"{along['subset']['n']} NSD masks; the final model (diamond): the headline's {len(images)} images and {n} masks")
 print(along["summary"])
 
 # %% tags=["nbval-ignore-output", "hide-input"] mystnb={"markdown_format": "myst"}

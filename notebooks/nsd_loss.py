@@ -80,6 +80,7 @@ from cce_core.provenance import dirty_warning, provenance, resolve_device
 from cce_core.report import (
     nsd_loss_calibration_text,
     nsd_loss_findings,
+    nsd_loss_landing,
     nsd_loss_rows,
     nsd_loss_summary,
     nsd_loss_verdict_text,
@@ -233,6 +234,7 @@ for model in NSD_LOSS_MODELS:
         verdicts[model, lam] = text = nsd_loss_verdict_text(e, lam)
         glue(f"nsdloss_verdict_{model}_{key(lam)}", text, display=False)
         print(f"{NAMES[model]}, {text}")
+glue("nsdloss_landing", nsd_loss_landing(summaries), display=False)  # the landing page's sentence
 calibration_text = nsd_loss_calibration_text(results[NSD_LOSS_MODELS[0]])
 glue("nsdloss_calibration", calibration_text, display=False)
 print(calibration_text)

@@ -150,6 +150,8 @@ for s, rd, folder in zip(seeds, runs_dirs, seed_folders):
 sizes = (info["batch_size"], info["bottleneck"], info["width"], info["train_images"])
 ladder = scale_ladder({s: {st: by for st, by in p.items() if int(st) in steps} for s, p in per_seed_points.items()},
                       *sizes)
+MEASURED = (f"the same {len(images)} images with {n} masks per image (the NSD page measures the final models with "
+            "all its masks, so its numbers differ slightly from the last point's)")
 fair_ladder = scale_ladder(per_seed_points, *sizes, models=("ce128", "cce128_fair")) if fair else None
 for lad, pair in ((ladder, ("ce128", "cce128")), (fair_ladder or [], ("ce128", "cce128_fair"))):
     for e in lad:  # what measured each point's values (the ladder cache's record): commits, code, checkpoint
@@ -161,7 +163,7 @@ record = {"steps": steps, "samples": samples, "k": len(images), "n": n, "q": q, 
           "eval_data": "; ".join(dict.fromkeys(im.description for im in eval_sets.values())),
           "train_data": info["train_data"], "points": ladder,
           "cascade_64": "each cascade's 64 CE is the one trained for the whole run (the ladder counts the 128 stage)",
-          "summary": ladder_summary(ladder), "compute": compute, "provenance": provenance(dev)}
+          "summary": ladder_summary(ladder, measured=MEASURED), "compute": compute, "provenance": provenance(dev)}
 if fair:
     record |= {"fair_points": fair_ladder, "fair_summary": fair_ladder_summary(ladder, fair_ladder),
                "fair_steps": fair_steps, "fair_samples": fair_samples,
@@ -328,11 +330,11 @@ display(Markdown(
     f"cascade − CE to fall, with 95% probability, in [{pred['nsd_normalized'][0]:+.4f}, "
     f"{pred['nsd_normalized'][1]:+.4f}] in BN-normalised NSD and in [{pred['psnr'][0]:+.2f}, {pred['psnr'][1]:+.2f}] "
     f"dB in PSNR (95% prediction intervals from the {len(seeds)} seeds: mean ± t·sd·√(1 + 1/S)).\n\n"
-    f"{ladder_summary(ladder)}\n\n" + (f"**The fair ladder.** {record['fair_summary']}\n\n" if fair else "")
+    f"{record['summary']}\n\n" + (f"**The fair ladder.** {record['fair_summary']}\n\n" if fair else "")
     + f"Tier at every point: {last['tier']} (paper scale: D = {PAPER_BOTTLENECK}, width "
     f"{PAPER_WIDTH}, {MIN_SAMPLES:,} image samples per model or more from {PAPER_TRAIN_IMAGES:,} distinct images or "
     f"more; {training_length_note()})."))
-for key, value in {"ladder_summary": ladder_summary(ladder), "ladder_points": len(ladder),
+for key, value in {"ladder_summary": record["summary"], "ladder_points": len(ladder),
                    "ladder_first_samples": ladder[0]["samples"], "ladder_last_samples": last["samples"],
                    "ladder_n": n, "ladder_k": len(images),
                    **({"fair_ladder_summary": record["fair_summary"]} if fair else {})}.items():

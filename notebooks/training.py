@@ -47,6 +47,7 @@ from cce_core.data import load_images, to_float
 from cce_core.evaluate import inpaint
 from cce_core.glue import glue
 from cce_core.masks import central_mask, fill_hole, random_blocks
+from cce_core.models import count_parameters
 from cce_core.plots import FIG_WIDTH_IN, MASK_NAMES, MODEL_NAMES, eval_images_note, log_axis, show_grid, use_book_style
 from cce_core.runs import ensure_run
 
@@ -76,6 +77,9 @@ glue("training_runs", table.style.format({"wall time (s)": "{:.0f}", "images/s":
 print("training data:", "; ".join(rows["data"].astype(str).unique()))
 glue("training_samples", f"{int(seen.min()):,}" + ("" if seen.nunique() == 1 else f"–{int(seen.max()):,}"),
      display=False)
+g128 = load_model(runs[("ce128", "random_blocks")] / "checkpoint.pt", "cpu")  # this run's 128 CE (its generator)
+glue("run_params_g128", count_parameters(g128), display=False)  # against Pathak's 71,124,544 (section 4)
+print(f"the 128 CE's generator: {count_parameters(g128):,} parameters")
 dirty = [w for run in runs.values() if (w := dirty_warning(json.loads((run / "config.json").read_text())["provenance"]))]
 if dirty:  # a run trained from uncommitted code: said on the page
     display(Markdown(dirty[0]))

@@ -462,7 +462,9 @@ def test_landing_page_gives_the_answer(html_dir: Path, pages: dict[str, Path]) -
     assert len(numbers) >= 3, f"intro.html shows too few glued numbers: {pasted}"
     intervals = [t for t in pasted if re.fullmatch(r"\[[-+]?[\d.]+, [-+]?[\d.]+\]|none \(one seed\)", t)]
     assert len(intervals) >= 3, f"the seed-level intervals are missing: {pasted}"
-    verdicts = {"reproduced", "not reproduced", "equivalent", "different", "inconclusive", "observed", "one seed"}
+    verdicts = {"reproduced", "not reproduced", "equivalent", "different", "inconclusive", "one seed",
+                "observed", "cascade lower", "cascade higher", "no difference detected", "different from the paper's",
+                "the paper's, within the margin"}  # below paper scale: what was observed (verdict_word)
     assert sum(t in verdicts for t in pasted) >= 3, f"a verdict per line is missing: {pasted}"
     words = [t for t in pasted if len(t) > 40]
     assert len(words) >= 2, f"the run's tier and scale are missing: {words}"

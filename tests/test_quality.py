@@ -126,6 +126,8 @@ def test_build_metrics_and_glue_keys():
                 "verdict_better_psnr", "verdict_better_central_ssim", "seeds_summary", "run_tier", "tier_line",
                 "across_nsd_normalized_ci"):
         assert key in g, key
+    assert g["quality_agreement"].startswith("Seed 0's networks, on its 4 images (4 NSD masks, the first 2 for "
+                                             "quality)")
 
 
 def test_checkpoint_curve(tmp_path):
@@ -145,3 +147,31 @@ def test_checkpoint_curve(tmp_path):
     rows = checkpoint_curve([tmp_path / "step2.pt", ckpt], images, random_blocks(3, 128, g), random_blocks(1, 128, g))
     assert [r["step"] for r in rows] == [2, 4]
     assert rows[0]["nsd_normalized"] != rows[1]["nsd_normalized"] and all(np.isfinite(r["psnr"]) for r in rows)
+
+
+def test_summaries_name_their_seeds_images_and_masks():
+    """Issue 30 fault 10: the out-of-distribution summary leads with the seed-level result (what the verdicts read)
+    and says that the image-level interval is the first seed's; the along-training summary opens with its source."""
+    from cce_core.report import curve_summary, ladder_curves
+    from cce_core.report.metrics import ood_summary
+
+    stat = {"mean": 0.05, "ci95": [0.04, 0.06]}
+    ood = {"data": "bsds (100 images)", "paired": {"normalized": {"mean": 0.004, "ci95": [0.001, 0.007]}},
+           **{f"{m}_{r}": stat for m in ("ce128", "cce128") for r in ("normalized", "raw", "standardized")}}
+    metrics = {"ood": ood, "seed": 0, "n": 100}
+    alone = ood_summary(metrics)
+    assert alone.startswith("On bsds (100 images), seed 0's networks")
+    assert "image-level 95% CI [+0.001, +0.007]" in alone
+    metrics["seeds"] = {"across": {"ood_nsd_normalized": {"n_seeds": 5, "mean": 0.0032, "ci95": [-0.0004, 0.0067],
+                                                          "agree": [4, 5], "direction": "no difference detected"}}}
+    both = ood_summary(metrics)
+    assert both.startswith("Over 5 seeds, each on the same bsds (100 images) with 100 masks per image")
+    assert "4 of 5 seeds agree in sign: no difference detected" in both and both.endswith(alone[-20:])
+    assert ood_summary({}) == "This run measured no out-of-distribution set."
+    entry = {"step": 75, "samples": 2400, "models": {m: {"nsd_normalized": {"mean": 0.07}, "psnr": {"mean": 14.0}}
+                                                     for m in ("ce128", "cce128")}}
+    ladder = [entry, {**entry, "step": 150, "samples": 4800}, {**entry, "step": 300, "samples": 9600}]
+    curves = ladder_curves(ladder)
+    assert [r["step"] for r in curves["cce128"]] == [75, 150, 300] and curves["ce128"][0]["psnr"] == 14.0
+    text = curve_summary(curves, "mean over 5 seeds, 250 images with 25 masks")["summary"]
+    assert text.startswith("mean over 5 seeds, 250 images with 25 masks: CE: over 3 points") and "ce128" not in text

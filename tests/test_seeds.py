@@ -252,6 +252,9 @@ def test_verdict_word_is_the_verdict_of_the_sentence():
     """The report's verdict columns show the word before the colon of each verdict sentence."""
     from cce_core.report import verdict_word
 
-    assert verdict_word("observed: cascade lower in NSD: ...") == "observed"
+    assert verdict_word("observed: cascade lower in NSD: ...") == "cascade lower"
+    assert verdict_word("observed: no difference detected in PSNR (dB): ...") == "no difference detected"
+    assert verdict_word("observed: ours 0.041 ...; (the equivalence test would read 'different')") == \
+        "different from the paper's"
     assert verdict_word("not reproduced: cascade higher ...") == "not reproduced"
     assert verdict_word("one seed: these two trained networks differ") == "one seed"

@@ -72,6 +72,7 @@ def check_run(run: Path, model: str, mask: str, steps: int, log_every: int = 1) 
     log = read_log(run)
     assert [r["step"] for r in log] == list(range(log_every, steps + 1, log_every))
     assert all(np.isfinite(r[k]) for r in log for k in ("d", "g_adv", "g_rec", "l2"))
+    assert all(r["load_1m"] >= 0 for r in log)  # the machine's load beside the speed: was it shared?
     ckpt = load_checkpoint(run / "checkpoint.pt", model=model)
     assert ckpt["step"] == steps and ckpt["finished"]
     assert all_finite(ckpt["G"]) and all_finite(ckpt["D"])

@@ -15,7 +15,14 @@ intervals and the calibration of its design.
 """
 
 from .execution import execution_rows, training_rows
-from .ladder import LADDER_MEASURES, fair_ladder_summary, ladder_rows, ladder_summary, scale_ladder
+from .ladder import (
+    LADDER_MEASURES,
+    fair_ladder_summary,
+    ladder_curves,
+    ladder_rows,
+    ladder_summary,
+    scale_ladder,
+)
 from .loss_variants import ONE_WEIGHTING, loss_variant_comparison, loss_variant_rows
 from .metrics import (
     DIRECTION,
@@ -35,6 +42,7 @@ from .nsd_loss import (
     NSD_LOSS_MEASURES,
     nsd_loss_calibration_text,
     nsd_loss_findings,
+    nsd_loss_landing,
     nsd_loss_rows,
     nsd_loss_summary,
     nsd_loss_verdict_text,
@@ -61,6 +69,7 @@ __all__ = [
     "load_seed_metrics", "seeds_report", "seeds_rows", "seeds_glue", "design_components", "CALIBRATION_RULES",
     "calibration_glue", "calibration_rows", "seed_metrics_of", "ONE_WEIGHTING", "loss_variant_comparison",
     "loss_variant_rows", "NSD_LOSS_MEASURES", "NSD_LOSS_LOG", "nsd_loss_summary", "nsd_loss_calibration_text",
-    "nsd_loss_rows", "nsd_loss_findings", "nsd_loss_verdict_text", "execution_rows", "training_rows",
-    "LADDER_MEASURES", "scale_ladder", "ladder_rows", "fair_ladder_summary", "ladder_summary",
+    "nsd_loss_rows", "nsd_loss_findings", "nsd_loss_landing", "nsd_loss_verdict_text", "execution_rows",
+    "training_rows",
+    "LADDER_MEASURES", "scale_ladder", "ladder_rows", "ladder_curves", "fair_ladder_summary", "ladder_summary",
 ]

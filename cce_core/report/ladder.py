@@ -59,6 +59,14 @@ def scale_ladder(points: dict[int, dict[str, dict[str, dict]]], batch_size: int,
     return out
 
 
+def ladder_curves(ladder: list[dict], models: tuple[str, ...] = ("ce128", "cce128")) -> dict[str, list[dict]]:
+    """Each model along a scale ladder (:func:`scale_ladder`) as :func:`curve_summary` reads it: per point its step,
+    samples and the mean over the seeds of BN-normalised NSD and of PSNR, the CPU study page's own values."""
+    return {m: [{"step": e["step"], "samples": e["samples"],
+                 **{x: float(e["models"][m][x]["mean"]) for x in ("nsd_normalized", "psnr")}} for e in ladder]
+            for m in models}
+
+
 def ladder_rows(ladder: list[dict], measures: tuple[str, ...] = ("nsd_normalized", "nsd_standardized", "psnr"),
                 ) -> list[dict]:
     """The ladder's table: one row per training length, one column per measure: the seed-level mean cascade − CE
@@ -74,9 +82,11 @@ def ladder_rows(ladder: list[dict], measures: tuple[str, ...] = ("nsd_normalized
     return rows
 
 
-def ladder_summary(ladder: list[dict], measure: str = "nsd_normalized") -> str:
+def ladder_summary(ladder: list[dict], measure: str = "nsd_normalized", measured: str = "") -> str:
     """The ladder in one sentence for the landing page: the seed-level cascade − CE at the shortest and the longest
-    training, how the seeds agree there, and the prediction interval for one more seed at the longest."""
+    training, how the seeds agree there, and the prediction interval for one more seed at the longest. ``measured``
+    names what every point was measured on (e.g. "250 images with 25 masks per image"): where the headline measures
+    the longest point's models with more masks, the two numbers differ and the sentence says why."""
     first, last = ladder[0], ladder[-1]
     f = _FORMAT.get(measure, "+.4f")
 
@@ -86,9 +96,10 @@ def ladder_summary(ladder: list[dict], measure: str = "nsd_normalized") -> str:
                 f"({a['agree'][0]} of {a['agree'][1]} seeds agree in sign: {a['direction']})")
 
     pred = last["paired"][measure]["prediction95"]
+    on = f", each point on {measured}" if measured else ""
     return (f"Along training, cascade − CE in {SEED_MEASURES[measure]} (mean over {last['n_seeds']} seeds, seed-level "
-            f"95% CI): {at(first)}; {at(last)}. One more seed trained for {last['samples']:,} samples should land in "
-            f"{_ci_text(pred, f)} (95% prediction interval).")
+            f"95% CI{on}): {at(first)}; {at(last)}. One more seed trained for {last['samples']:,} samples should "
+            f"land in {_ci_text(pred, f)} (95% prediction interval).")
 
 
 def fair_ladder_summary(head: list[dict], fair: list[dict], measures: tuple[str, ...] = ("nsd_normalized", "psnr"),

@@ -13,7 +13,7 @@ from ..stats import (
     paired_comparison,
 )
 from .seeds import _FORMAT, SEED_MEASURES
-from .verdicts import _MODEL_LABELS, image_level_order
+from .verdicts import MODEL_LABELS, image_level_order
 
 # --- the reconstruction-loss weighting of the random-block models (issue 11 §2) ----------------------------------
 
@@ -46,7 +46,7 @@ def loss_variant_comparison(default: dict[str, ModelNSD], hole: dict[str, ModelN
     parts = []
     for m, e in out["models"].items():
         n, p = e["nsd"]["normalized"], e["quality"]["psnr"]
-        parts.append(f"{_MODEL_LABELS.get(m, m)}: BN-normalised NSD {n['default']:.4f} → {n['hole']:.4f} "
+        parts.append(f"{MODEL_LABELS.get(m, m)}: BN-normalised NSD {n['default']:.4f} → {n['hole']:.4f} "
                      f"(Δ {n['mean']:+.4f}, 95% CI [{n['ci95'][0]:+.4f}, {n['ci95'][1]:+.4f}]), in-hole PSNR "
                      f"Δ {p['mean']:+.2f} dB [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]")
     text = ("Random-block models trained with eq. (1)'s weighting (missing pixels only) against the default uniform "
@@ -65,7 +65,7 @@ def loss_variant_rows(cmp: dict[str, Any]) -> list[dict]:
     with the paired difference and its 95% CI."""
     rows = []
     for m, e in cmp["models"].items():
-        row = {"model": _MODEL_LABELS.get(m, m)}
+        row = {"model": MODEL_LABELS.get(m, m)}
         for r, v in e["nsd"].items():
             row[f"NSD {READING_LABELS[r]}"] = (f"{v['default']:.4f} → {v['hole']:.4f} ({v['mean']:+.4f} "
                                                f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}])")

@@ -19,7 +19,7 @@ from ..stats import (
     summary,
 )
 from .seeds import seeds_glue
-from .verdicts import RunScale, _ci_text, image_level_order, verdict_word
+from .verdicts import MODEL_LABELS, RunScale, _ci_text, image_level_order, verdict_word
 
 # --- comparisons of the CE and the cascade ----------------------------------------------------------------
 
@@ -53,11 +53,12 @@ def paired_quality(a: dict[str, np.ndarray], b: dict[str, np.ndarray], seed: int
     return out
 
 
-def curve_summary(curves: dict[str, list[dict]]) -> dict[str, Any]:
+def curve_summary(curves: dict[str, list[dict]], source: str = "") -> dict[str, Any]:
     """Whether NSD falls as the inpainting improves along training (section 3's premise), per model: the steps,
     BN-normalised NSD and PSNR of each snapshot and their Spearman rank correlation (-1: NSD falls exactly as PSNR
-    rises; None with fewer than 3 snapshots), and one sentence for the report."""
-    out: dict[str, Any] = {"models": {}}
+    rises; None with fewer than 3 snapshots), and one sentence for the report, opened by ``source`` (which seeds,
+    images and masks the values are of: every summary names them)."""
+    out: dict[str, Any] = {"models": {}, "source": source}
     parts = []
     for name, rows in curves.items():
         steps = [r["step"] for r in rows]
@@ -67,15 +68,15 @@ def curve_summary(curves: dict[str, list[dict]]) -> dict[str, Any]:
         out["models"][name] = {"steps": steps, "nsd_normalized": nsd_values, "psnr": psnr_values,
                                "spearman_nsd_psnr": rho}
         if rho is None:
-            parts.append(f"{name}: fewer than 3 snapshots, no trend")
+            parts.append(f"{MODEL_LABELS.get(name, name)}: fewer than 3 snapshots, no trend")
             continue
         trend = ("NSD fell as PSNR rose" if rho <= -0.5 else "NSD rose as PSNR rose" if rho >= 0.5
                  else "no monotone relation between NSD and PSNR")
-        parts.append(f"{name}: over {len(rows)} snapshots (steps {steps[0]}-{steps[-1]}), NSD "
+        parts.append(f"{MODEL_LABELS.get(name, name)}: over {len(rows)} points (steps {steps[0]}–{steps[-1]}), NSD "
                      f"{nsd_values[0]:.3f} → {nsd_values[-1]:.3f}, "
                      f"PSNR {psnr_values[0]:.2f} → {psnr_values[-1]:.2f} dB, "
                      f"Spearman ρ(NSD, PSNR) = {rho:+.2f}: {trend}")
-    out["summary"] = "; ".join(parts) + "."
+    out["summary"] = (f"{source}: " if source else "") + "; ".join(parts) + "."
     return out
 
 
@@ -205,16 +206,40 @@ def _agreement_text(metrics: dict) -> str:
     names = {"l1": "in-hole L1", "psnr": "PSNR", "ssim": "SSIM"}
     pair = "; ".join(f"{names[q]}: {a[q]['pair']} ({'agrees' if a[q]['pair_agrees'] else 'disagrees'})"
                      for q in QUALITY)
-    model = {"ce64": "64 CE", "ce128": "CE", "cce128": "cascade"}
-
     def ranking(runs: list[str]) -> str:
-        return ", ".join(model.get(r.split("-")[0], r) for r in runs)
+        return ", ".join(MODEL_LABELS.get(r.split("-")[0], r) for r in runs)
 
     order = "; ".join(f"{names[q]}: {ranking(a[q]['order'])} ({'same' if a[q]['same_order'] else 'different'})"
                       for q in QUALITY)
     kind = metrics["mask"].replace("_", " ")
-    return (f"CE vs cascade ({kind}): BN-normalised NSD says {a['pair_nsd']}; {pair}. "
+    return (f"Seed {metrics['seed']}'s networks, on its {metrics['k']} images ({metrics['n']} NSD masks, the first "
+            f"{metrics['quality_masks_per_image']} for quality): CE vs cascade ({kind}): BN-normalised NSD says "
+            f"{a['pair_nsd']}; {pair}. "
             f"The three {kind} models ranked best first, by NSD: {ranking(a['order_nsd'])}; by {order}.")
+
+
+def ood_summary(metrics: dict) -> str:
+    """The out-of-distribution result in words: over the seeds first (the seed-level interval the verdicts read),
+    then the first seed's networks alone (its image-level interval, a description of those two networks); each part
+    names its images and masks."""
+    if "ood" not in metrics:
+        return "This run measured no out-of-distribution set."
+    o = metrics["ood"]
+    p = o["paired"]["normalized"]
+    across = metrics.get("seeds", {}).get("across", {}).get("ood_nsd_normalized")
+    lead = ""
+    if across and across.get("ci95") is not None:  # the seed-level result first: the one the verdicts read
+        lead = (f"Over {across['n_seeds']} seeds, each on the same {o['data']} with {metrics['n']} masks per image: "
+                f"cascade − CE in BN-normalised NSD {across['mean']:+.4f}, seed-level 95% CI "
+                f"{_ci_text(across['ci95'], '+.4f')} ({across['agree'][0]} of {across['agree'][1]} seeds agree in "
+                f"sign: {across['direction']}). The first seed's networks alone (a description of those two "
+                "networks): ")
+    return lead + (f"On {o['data']}, seed {metrics['seed']}'s networks: BN-normalised NSD "
+                   f"{o['ce128_normalized']['mean']:.3f} (CE) vs {o['cce128_normalized']['mean']:.3f} (cascade); "
+                   f"paired difference (cascade − CE) {p['mean']:+.3f}, image-level 95% CI "
+                   f"{_ci_text(p['ci95'], '+.3f')}. "
+                   f"Raw: {o['ce128_raw']['mean']:.3f} vs {o['cce128_raw']['mean']:.3f}; eval-standardised: "
+                   f"{o['ce128_standardized']['mean']:.4f} vs {o['cce128_standardized']['mean']:.4f}.")
 
 
 def glue_values(metrics: dict) -> dict[str, float | int | str]:
@@ -246,17 +271,7 @@ def glue_values(metrics: dict) -> dict[str, float | int | str]:
             g[f"qdiff_{key}_{mq}_direction"] = str(s["direction"])
     g["quality_agreement"] = _agreement_text(metrics)
     g["quality_q"] = int(metrics["quality_masks_per_image"])
-    if "ood" in metrics:
-        o = metrics["ood"]
-        p = o["paired"]["normalized"]
-        g["ood_summary"] = (f"On {o['data']}, seed {metrics['seed']}'s networks: BN-normalised NSD "
-                            f"{o['ce128_normalized']['mean']:.3f} (CE) vs {o['cce128_normalized']['mean']:.3f} "
-                            f"(cascade); paired difference (cascade − CE) {p['mean']:+.3f}, image-level 95% CI "
-                            f"{_ci_text(p['ci95'], '+.3f')}. Raw: "
-                            f"{o['ce128_raw']['mean']:.3f} vs {o['cce128_raw']['mean']:.3f}; eval-standardised: "
-                            f"{o['ce128_standardized']['mean']:.4f} vs {o['cce128_standardized']['mean']:.4f}.")
-    else:
-        g["ood_summary"] = "This run measured no out-of-distribution set."
+    g["ood_summary"] = ood_summary(metrics)
     g["eval_description"] = str(metrics["eval_data"])
     g["train_description"] = str(metrics["train_data"])
     g["eval_k"], g["eval_n"] = int(metrics["k"]), int(metrics["n"])

@@ -172,6 +172,23 @@ def nsd_loss_findings(summary: dict[float, dict], model: str) -> str:
     return f"The {model}: " + "; ".join(parts) + "."
 
 
+def nsd_loss_landing(summaries: dict[str, dict[float, dict]]) -> str:
+    """The NSD-loss chapter in one sentence for the landing page, from :func:`nsd_loss_summary` per model
+    (``{"CE": ..., "cascade": ...}``): per lambda > 0 the BN-normalised NSD as a ratio to lambda = 0 (means over
+    seeds) for each model, and the verdict in that reading (the CE's; the cascade's too where it differs)."""
+    first = next(iter(summaries.values()))
+    seeds = len(first[0.0]["seeds"])
+    parts = []
+    for lam in (x for x in first if x > 0):
+        ratios = " and ".join(f"×{e[lam]['levels']['nsd_normalized'] / e[0.0]['levels']['nsd_normalized']:.2g} "
+                              f"({name})" for name, e in summaries.items())
+        verdicts = {name: e[lam]["verdict"]["normalized"] for name, e in summaries.items()}
+        said = dict.fromkeys(verdicts.values())
+        verdict = next(iter(said)) if len(said) == 1 else "; ".join(f"{n}: {v}" for n, v in verdicts.items())
+        parts.append(f"at λ = {lam:g}, NSD {ratios}: {verdict}")
+    return f"Trained with NSD as a loss (beyond the paper), {seeds} seed{'s' * (seeds > 1)}: " + "; ".join(parts) + "."
+
+
 def nsd_loss_verdict_text(entry: dict, lam: float) -> str:
     """One sentence per lambda > 0: the verdict of :func:`cce_core.stats.nsd_loss_verdict` in both NSD readings."""
     v = entry["verdict"]

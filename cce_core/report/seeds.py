@@ -27,7 +27,7 @@ from ..stats import (
     seed_interval,
     variance_components,
 )
-from .verdicts import _MODEL_LABELS, RunScale, _ci_text, tier_line, verdict_order, verdict_value
+from .verdicts import MODEL_LABELS, RunScale, _ci_text, tier_line, verdict_order, verdict_value
 
 # --- several training seeds: the unit of inference (issue 11 §5, issue 18) ------------------------------------------
 
@@ -142,7 +142,7 @@ def seeds_report(metrics_list: list[dict]) -> dict[str, Any]:
         equivalences[m] = eq.as_dict()
         verdicts[f"{m.replace('128', '')}_value"] = verdict_value(across[x], eq, paper, scale,
                                                                   one[x]["ci95"] if len(seeds) == 1 else None,
-                                                                  _MODEL_LABELS[m])
+                                                                  MODEL_LABELS[m])
     return {"seeds": seeds, "mask": first["mask"], "per_seed": per_seed, "across": across, "verdicts": verdicts,
             "equivalence": equivalences, "margin": EQUIVALENCE_MARGIN, "samples_per_model": scale.samples_per_model,
             "train_images": scale.train_images, "tier": scale.tier, "tier_line": tier_line(scale),

@@ -14,6 +14,7 @@ the BN-normalised NSD only, the reading whose null model is the paper's N(0, I) 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..stats import (
@@ -27,7 +28,7 @@ from ..stats import (
 )
 
 #: The models' names in tables.
-_MODEL_LABELS = {"ce64": "64 CE", "ce128": "CE", "cce128": "cascade"}
+MODEL_LABELS = {"ce64": "64 CE", "ce128": "CE", "cce128": "cascade"}
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,19 @@ def tier_line(scale: RunScale) -> str:
 
 
 def verdict_word(verdict: str) -> str:
-    """The verdict of a verdict sentence (:func:`verdict_order`, :func:`verdict_value`), for a table's verdict
-    column: "reproduced", "not reproduced", "inconclusive", "equivalent", "different", "observed" (below paper
-    scale) or "one seed"."""
-    return verdict.split(":", 1)[0].strip()
+    """The verdict of a verdict sentence (:func:`verdict_order`, :func:`verdict_value`) in a reader's words, for a
+    table's verdict column: "reproduced", "not reproduced", "inconclusive", "equivalent", "different" or "one seed";
+    below paper scale, where no verdict is made, what was observed: "cascade lower", "cascade higher", "no
+    difference detected", or for a value "different from the paper's" (what the equivalence test would read)."""
+    head, _, rest = verdict.partition(":")
+    head, rest = head.strip(), rest.strip()
+    if head != "observed":
+        return head
+    would = re.search(r"would read '([^']+)'", rest)
+    if would:
+        return {"different": "different from the paper's", "equivalent": "the paper's, within the margin"}.get(
+            would.group(1), would.group(1))
+    return rest.split(" in ", 1)[0]
 
 
 def image_level_order(ci: tuple[float, float] | list[float]) -> str:
