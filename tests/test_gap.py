@@ -378,3 +378,16 @@ def test_cell_rows_pair_each_arm_with_its_reference_by_seed():
     ranked = [{"key": x} for x in ("chance", "zbar_all", "ours", "code_bn", "unbiased")]
     assert list(cell_variants(ranked, "d4000")) == ["ours", "zbar_all", "code_bn"]
     assert list(cell_variants(ranked, "fillnoise", top=1)) == ["ours", "zbar_all", "fill_noise"]
+
+
+def test_the_closest_choices_are_combined_in_pairs_of_different_factors():
+    """The search measures pairs of the three single choices closest to the paper, where they change different
+    fields of a Variant (two code tensors cannot be combined), each named "a+b" with both labels."""
+    from cce_core.gap import VARIANT_LABELS, combined_variants, variant_label
+
+    ranked = [{"key": k} for k in ("chance", "zbar_all", "code_act", "code_bn", "bn_masks", "ours")]
+    combos = combined_variants(ranked)
+    assert combos == {"zbar_all+code_act": Variant(zbar="all", code="act"),
+                      "zbar_all+code_bn": Variant(zbar="all", code="bn")}  # code_act and code_bn: one field
+    assert variant_label("zbar_all+code_act") == f"{VARIANT_LABELS['zbar_all']} + {VARIANT_LABELS['code_act']}"
+    assert combined_variants(ranked, top=1) == {}
