@@ -302,6 +302,8 @@ else:
     source = (f"seed {seed}'s networks, the snapshots on the first {ck} images with {cn} masks per image and the "
               f"final model on all {len(images)} images with {n} masks")
 along = curve_summary(curves, source)
+for key, value in {"curve_k": min(curve_k, len(images)), "curve_n": min(curve_n, n), "curve_q": q}.items():
+    glue(key, value, display=False)  # the subset's sizes, for pages that name them
 fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH_IN, 3.4))
 for m, rows in curves.items():
     steps = [r["step"] for r in rows]
