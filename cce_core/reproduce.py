@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -831,28 +832,32 @@ def train_models(plan: Plan, recorder: Recorder) -> None:
         if plan.loss_variants and s == plan.seed:  # eq. (1)'s weighting, beside the book's random-block models
             for model in ("ce64", "ce128", "cce128"):
                 name = run_name(model, "random_blocks", 0.0)
-                print(f"[reproduce] training {name} ({plan.preset}; eq. (1): missing pixels only)", flush=True)
-                t = time.perf_counter()
-                with contextlib.chdir(nb_dir):
-                    ensure_run(common["runs_dir"], model, "random_blocks", plan.preset, dp["data"], seed=s,
-                               device=plan.device, fast=plan.fast, full_known_weight=0.0)
-                recorder.timings[f"train-{name}"] = time.perf_counter() - t
-                recorder.stages[f"train-{name}"] = {"training": recorder.timings[f"train-{name}"]}
-                _free_device_memory()
+                _timed_training(recorder, nb_dir, f"train-{name}", f"{name} ({plan.preset}; eq. (1): missing pixels "
+                                "only)", ensure_run, common["runs_dir"], model, "random_blocks", plan.preset,
+                                dp["data"], seed=s, device=plan.device, fast=plan.fast, full_known_weight=0.0)
             recorder.packed("running: loss variants done")
         if s in plan.nsd_loss_seeds:  # beyond the paper: the 128 CE and the cascade with the NSD loss
             for model in NSD_LOSS_MODELS:
                 for lam in NSD_LOSS_WEIGHTS[1:]:
                     name = run_name(model, "random_blocks", nsd_weight=lam)
-                    print(f"[reproduce] training {tag}{name} ({plan.preset}; NSD loss λ = {lam:g})", flush=True)
-                    t = time.perf_counter()
-                    with contextlib.chdir(nb_dir):
-                        ensure_nsd_runs(common["runs_dir"], [lam], plan.preset, dp["data"], seed=s, device=plan.device,
-                                        model=model, fast=plan.fast)
-                    recorder.timings[f"{tag}train-{name}"] = time.perf_counter() - t
-                    recorder.stages[f"{tag}train-{name}"] = {"training": recorder.timings[f"{tag}train-{name}"]}
-                    _free_device_memory()
+                    _timed_training(recorder, nb_dir, f"{tag}train-{name}",
+                                    f"{tag}{name} ({plan.preset}; NSD loss λ = {lam:g})", ensure_nsd_runs,
+                                    common["runs_dir"], [lam], plan.preset, dp["data"], seed=s, device=plan.device,
+                                    model=model, fast=plan.fast)
             recorder.packed(f"running: {tag}NSD-loss runs done")
+
+
+def _timed_training(recorder: Recorder, nb_dir: Path, key: str, what: str, ensure: Callable, *args, **kwargs) -> None:
+    """One training beside a seed's own models: announced (``what``), ``ensure(*args, **kwargs)`` run from the seed's
+    notebook folder (so its configuration is the one its notebook will ask for), its wall time recorded under ``key``
+    as a training stage (it has no notebook of its own), then the device's cached memory freed."""
+    print(f"[reproduce] training {what}", flush=True)
+    t = time.perf_counter()
+    with contextlib.chdir(nb_dir):
+        ensure(*args, **kwargs)
+    recorder.timings[key] = time.perf_counter() - t
+    recorder.stages[key] = {"training": recorder.timings[key]}
+    _free_device_memory()
 
 
 def _train_fair_cascades(plan: Plan, recorder: Recorder, s: int) -> None:
@@ -860,26 +865,18 @@ def _train_fair_cascades(plan: Plan, recorder: Recorder, s: int) -> None:
     before the last (the last is the seed's own cascade), each timed as its own training step."""
     nb_dir, tag, dp = plan.folder(s), plan.tag(s), plan.data_params(s)
     steps = ladder_steps(PRESETS[plan.preset]["steps"], PRESETS[plan.preset]["snapshot_every"], LADDER_POINTS)
+    runs_dir = plan.common(s)["runs_dir"]
     if plan.extend_ladder:  # one point further: the seed's 128 CE continued there, and (below) its 64 CE and cascade
         far = plan.extended_steps
-        print(f"[reproduce] training {tag}{extended_run_name('ce128', 'random_blocks', far)} ({plan.preset}; the "
-              f"seed's 128 CE continued to step {far})", flush=True)
-        t = time.perf_counter()
-        with contextlib.chdir(nb_dir):
-            ensure_extended(plan.common(s)["runs_dir"], "ce128", "random_blocks", plan.preset, dp["data"], far,
-                            seed=s, device=plan.device, fast=plan.fast)
-        recorder.timings[f"{tag}train-ce128-x{far}"] = time.perf_counter() - t
-        recorder.stages[f"{tag}train-ce128-x{far}"] = {"training": recorder.timings[f"{tag}train-ce128-x{far}"]}
+        _timed_training(recorder, nb_dir, f"{tag}train-ce128-x{far}",
+                        f"{tag}{extended_run_name('ce128', 'random_blocks', far)} ({plan.preset}; the seed's 128 CE "
+                        f"continued to step {far})", ensure_extended, runs_dir, "ce128", "random_blocks", plan.preset,
+                        dp["data"], far, seed=s, device=plan.device, fast=plan.fast)
     for st in steps[:-1] + ([plan.extended_steps] if plan.extend_ladder else []):  # the last: the seed's own
         name = fair_run_name("random_blocks", st)
-        print(f"[reproduce] training {tag}{name} ({plan.preset}; fair ladder: 64 CE at step {st})", flush=True)
-        t = time.perf_counter()
-        with contextlib.chdir(nb_dir):
-            ensure_fair_cascades(plan.common(s)["runs_dir"], [st], plan.preset, dp["data"], seed=s, device=plan.device,
-                                 fast=plan.fast)
-        recorder.timings[f"{tag}train-{name}"] = time.perf_counter() - t
-        recorder.stages[f"{tag}train-{name}"] = {"training": recorder.timings[f"{tag}train-{name}"]}
-        _free_device_memory()
+        _timed_training(recorder, nb_dir, f"{tag}train-{name}", f"{tag}{name} ({plan.preset}; fair ladder: 64 CE at "
+                        f"step {st})", ensure_fair_cascades, runs_dir, [st], plan.preset, dp["data"], seed=s,
+                        device=plan.device, fast=plan.fast)
     recorder.packed(f"running: {tag}fair-ladder cascades done")
 
 
@@ -888,14 +885,9 @@ def _train_gap_cells(plan: Plan, recorder: Recorder, s: int) -> None:
     its first :attr:`cce_core.runs.GapCell.seeds` seeds, each timed as its own training step."""
     nb_dir, tag, dp = plan.folder(s), plan.tag(s), plan.data_params(s)
     for cell in cells_of_seed(plan.seeds, s):
-        print(f"[reproduce] training {tag}NSD-gap cell {cell} ({plan.preset}; {GAP_CELLS[cell].label})", flush=True)
-        t = time.perf_counter()
-        with contextlib.chdir(nb_dir):
-            ensure_gap_cells(plan.common(s)["runs_dir"], [cell], plan.preset, dp["data"], seed=s, device=plan.device,
-                             fast=plan.fast)
-        recorder.timings[f"{tag}train-gap-{cell}"] = time.perf_counter() - t
-        recorder.stages[f"{tag}train-gap-{cell}"] = {"training": recorder.timings[f"{tag}train-gap-{cell}"]}
-        _free_device_memory()
+        _timed_training(recorder, nb_dir, f"{tag}train-gap-{cell}", f"{tag}NSD-gap cell {cell} ({plan.preset}; "
+                        f"{GAP_CELLS[cell].label})", ensure_gap_cells, plan.common(s)["runs_dir"], [cell], plan.preset,
+                        dp["data"], seed=s, device=plan.device, fast=plan.fast)
     recorder.packed(f"running: {tag}NSD-gap cells done")
 
 
