@@ -31,7 +31,11 @@ the 1-minute load average is below L, on a shared machine; the load averages are
 
 Each arm: ``--warmup`` untimed iterations, then ``--repeats`` timed blocks of ``--steps`` iterations (the loop
 body of :func:`cce_core.train.train`, losses accumulated on the device and read once per block); the median
-block is reported. Random images stand in for photographs (decoding is done once, before training).
+block is reported. ``--rounds R`` measures every arm R times, interleaved (arms in turn, the order reversed every
+other round, so a drift of the machine falls on all arms alike), and reports each arm's median over the rounds and
+its ratio to plain round by round (median, range, rounds faster): on 2 shared CPU cores one pass per arm cannot
+tell a 10-20% difference from the machine's drift (:func:`interleaved`). Random images stand in for
+photographs (decoding is done once, before training).
 GFLOP per image are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one iteration (forward and
 backward of D and G, and the cascade's frozen 64 CE); the share of the device's dense bf16 peak is printed for
 known devices. ``--compile-models`` (default: ce128 on CUDA, none elsewhere) adds a third arm, fast +
@@ -225,6 +229,17 @@ def gflop_per_image(model: str, sizes: dict, device: torch.device) -> float:
     return counter.get_total_flops() / cfg.batch_size / 1e9
 
 
+def interleaved(rates: dict[str, list[float]]) -> dict[str, dict]:
+    """Per-arm summary of ``--rounds``: each arm's ratio to plain in each round (the arms of one round were measured
+    back to back), their median, range and the number of rounds in which the arm was faster than plain."""
+    out = {}
+    for arm, xs in rates.items():
+        ratios = [x / p for x, p in zip(xs, rates["plain"])]
+        out[arm] = {"ratios": ratios, "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                    "rounds_faster": sum(r > 1 for r in ratios), "rounds": len(ratios)}
+    return out
+
+
 def compile_payback(fast: dict, compiled: dict, warmup: int, batch: int) -> dict:
     """Whether torch.compile's one-off cost (its warm-up time beyond that of eager) is recovered by its faster
     steps within a :data:`RUN_SAMPLES`-sample run."""
@@ -251,6 +266,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=40, help="iterations per timed block")
     p.add_argument("--repeats", type=int, default=3, help="timed blocks (the median is reported)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every arm this many times, interleaved (order reversed every other round); "
+                        "report medians and per-round ratios to plain")
     p.add_argument("--compile-models", nargs="*", default=None,
                    help="models also measured with torch.compile (default: ce128 on CUDA, none elsewhere)")
     p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's; 1 with --quick)")
@@ -300,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
                                                 "quick": a.quick, "sizes": a.sizes, "arms": arms,
                                                 "load_average": os.getloadavg(),
                                                 "warmup": a.warmup, "steps": a.steps, "repeats": a.repeats,
+                                                "rounds": a.rounds,
                                                 "world_size": WORLD.size if WORLD else 1, "results": rows}, indent=1))
 
     def report(row: dict, arm: str) -> None:
@@ -309,9 +328,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{row['model']:7s} {arm:9s} {r['images_per_s']:10.1f} {ratio:7.2f}x {row['gflop_per_image']:9.2f} "
               f"{r['tflop_per_s']:8.3f} {share:>12s} {r['peak_memory_mb']:9.0f}", flush=True)
 
-    def run_arm(row: dict, arm: str) -> None:
-        wait_for_load(a.wait_load)
-        r = measure(row["model"], arm, sizes, device, a.steps, a.warmup, a.repeats)
+    def run_arm(row: dict, arm: str, rounds: list[dict] | None = None) -> None:
+        if rounds is None:
+            wait_for_load(a.wait_load)
+            r = measure(row["model"], arm, sizes, device, a.steps, a.warmup, a.repeats)
+        else:  # the median round (by images/s), with every round's figure kept
+            r = dict(sorted(rounds, key=lambda x: x["images_per_s"])[len(rounds) // 2])
+            r["round_rates"] = [x["images_per_s"] for x in rounds]
+            r["load_average_before"] = [x["load_average_before"] for x in rounds]
         r["tflop_per_s"] = row["gflop_per_image"] * r["images_per_s"] / 1e3
         r["share_of_bf16_peak"] = r["tflop_per_s"] / peak if peak else None
         row[arm] = r
@@ -322,8 +346,23 @@ def main(argv: list[str] | None = None) -> None:
         row = {"model": model, "mask": "random_blocks", **sizes,
                "gflop_per_image": gflop_per_image(model, sizes, device)}
         rows.append(row)
-        for arm in arms:
-            run_arm(row, arm)
+        if a.rounds == 1:
+            for arm in arms:
+                run_arm(row, arm)
+        else:
+            measured = {arm: [] for arm in arms}
+            for k in range(a.rounds):
+                for arm in (arms if k % 2 == 0 else arms[::-1]):
+                    wait_for_load(a.wait_load)
+                    measured[arm].append(measure(model, arm, sizes, device, a.steps, a.warmup, a.repeats))
+                print(f"{model:7s} round {k + 1}/{a.rounds}: " + ", ".join(
+                    f"{arm} {measured[arm][-1]['images_per_s']:.1f}" for arm in arms), flush=True)
+            for arm in arms:
+                run_arm(row, arm, measured[arm])
+            row["interleaved"] = interleaved({arm: [x["images_per_s"] for x in measured[arm]] for arm in arms})
+            for arm, r in row["interleaved"].items():
+                print(f"{model:7s} {arm:9s} / plain, round by round: median {r['median']:.2f}x "
+                      f"({r['min']:.2f}-{r['max']:.2f}), faster in {r['rounds_faster']} of {r['rounds']} rounds")
         row["vs_plain"] = {arm: row[arm]["images_per_s"] / row["plain"]["images_per_s"] for arm in arms}
         if "fast" in arms:
             row["speedup"] = row["vs_plain"]["fast"]

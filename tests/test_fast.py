@@ -424,6 +424,24 @@ def test_benchmark_quick_json(tmp_path):
     assert all("load_average_before" in r[arm] for r in res["results"] for arm in ("plain", "fast"))
 
 
+def test_benchmark_rounds_interleave_the_arms(tmp_path):
+    """Issue 32: --rounds measures every arm in each round and reports each arm's ratio to plain round by round."""
+    bench = _benchmark()
+    s = bench.interleaved({"plain": [50.0, 40.0, 50.0], "fast": [55.0, 38.0, 60.0]})
+    assert s["fast"]["ratios"] == pytest.approx([1.1, 0.95, 1.2]) and s["fast"]["median"] == pytest.approx(1.1)
+    assert (s["fast"]["rounds_faster"], s["fast"]["rounds"], s["fast"]["min"]) == (2, 3, pytest.approx(0.95))
+    assert s["plain"]["median"] == 1.0 and s["plain"]["rounds_faster"] == 0
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--quick", "--models",
+                           "ce64", "--rounds", "2", "--json", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(out.read_text())["results"][0]
+    assert len(row["fast"]["round_rates"]) == 2 and row["interleaved"]["fast"]["rounds"] == 2
+    assert row["fast"]["images_per_s"] in row["fast"]["round_rates"]
+    assert "round 2/2" in proc.stdout and "round by round" in proc.stdout
+
+
 def test_cpu_bf16_peak_estimate_on_both_cpu_kinds():
     """Issue 32: the CPU's bf16 ceiling the benchmark measures its best arm against, from the unit the flags name:
     AMX 1,024 and AVX512-BF16 64 FLOP per cycle and core, times the clock and the threads; none without either."""
