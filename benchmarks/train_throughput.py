@@ -29,6 +29,11 @@ no arm inherits another's (the FLOP count, made on the fast arm, comes first). `
 ``cpu`` preset's sizes (width 32, D = 512, batch 32); ``--wait-load L`` waits before each arm (up to 10 min) until
 the 1-minute load average is below L, on a shared machine; the load averages are recorded with each arm.
 
+``--profile [ARM ...]`` (after the timings): torch.profiler over ``--steps`` iterations of each
+named arm (default fast), the self time of each operator summed by family (convolution, batch norm,
+activation, optimizer, copies and casts, losses and reductions, pooling, elementwise, other) as shares: where
+the time goes. On a CPU each arm's TFLOP/s is also given as a share of an fp32 FMA peak (:func:`cpu_fp32_peak`).
+
 Each arm: ``--warmup`` untimed iterations, then ``--repeats`` timed blocks of ``--steps`` iterations (the loop
 body of :func:`cce_core.train.train`, losses accumulated on the device and read once per block); the median
 block is reported. ``--rounds R`` measures every arm R times, interleaved (arms in turn, the order reversed every
@@ -122,6 +127,19 @@ def cpu_bf16_peak(cpuinfo: str, threads: int) -> dict | None:
     return {"unit": unit[0], "flop_per_cycle_per_core": unit[1], "mhz": mhz, "cores": threads,
             "tflops": threads * mhz * 1e6 * unit[1] / 1e12,
             "how": "cores x clock (cpu MHz) x FLOP/cycle of the unit: an estimate of the ceiling, not measured"}
+
+
+def cpu_fp32_peak(cpuinfo: str, threads: int) -> dict | None:
+    """An estimate of a CPU's fp32 FMA peak over ``threads`` cores (TFLOP/s): two FMA pipes per core, each 8 fp32
+    lanes wide with AVX2 (32 FLOP/cycle), 16 with AVX-512 on Intel (64; AMD's Zen 4 runs AVX-512 as two 256-bit
+    halves: 32), times the clock (``cpu MHz``); None without FMA. An estimate of the ceiling, not measured."""
+    flags = cpu_flags(cpuinfo)
+    mhz = next((float(ln.split(":", 1)[1]) for ln in cpuinfo.splitlines() if ln.startswith("cpu MHz")), None)
+    if "fma" not in flags or mhz is None:
+        return None
+    per = 64.0 if "avx512f" in flags and "AMD" not in cpu_model(cpuinfo) else 32.0
+    return {"flop_per_cycle_per_core": per, "mhz": mhz, "cores": threads, "tflops": threads * mhz * 1e6 * per / 1e12,
+            "how": "cores x clock x 2 FMA pipes x lanes x 2: an estimate of the ceiling, not measured"}
 
 
 def arm_switches(arm: str) -> None:
@@ -229,6 +247,50 @@ def gflop_per_image(model: str, sizes: dict, device: torch.device) -> float:
     return counter.get_total_flops() / cfg.batch_size / 1e9
 
 
+#: Op families of :func:`profile_arm`, matched in order against torch's operator names (first match wins).
+OP_FAMILIES = (("convolution", ("conv",)), ("batch norm", ("batch_norm",)),
+               ("activation", ("relu", "tanh", "sigmoid", "threshold")),
+               ("optimizer", ("adam", "_foreach", "addcdiv", "addcmul", "lerp", "sqrt")),
+               ("copy and cast", ("copy", "_to_", "contiguous", "clone", "cat", "stack")),
+               ("loss and reductions", ("mse", "binary_cross", "loss", "sum", "mean", "var", "std", "norm")),
+               ("pooling", ("pool",)),
+               ("elementwise", ("mul", "add", "sub", "div", "where", "fill", "zero", "neg", "exp", "log", "flip",
+                                "pow", "masked")))
+
+
+def op_family(name: str) -> str:
+    """The family of :data:`OP_FAMILIES` a profiled operator belongs to ("other" if none)."""
+    low = name.lower()
+    return next((fam for fam, keys in OP_FAMILIES if any(k in low for k in keys)), "other")
+
+
+@global_switches()
+def profile_arm(model: str, arm: str, sizes: dict, device: torch.device, steps: int, warmup: int) -> dict:
+    """Where one arm's training iterations spend their time: torch.profiler over ``steps`` iterations, each
+    operator's self time (CPU, or CUDA on a GPU) summed by :func:`op_family`, as shares of the total, with the ten
+    costliest operators. Profiling slows the run; the shares, not the absolute times, are the figure."""
+    from torch.profiler import ProfilerActivity, profile
+
+    arm_switches(arm)
+    cfg, step, images, gen, masks = _setup(model, arm, sizes, device)
+    for _ in range(warmup):
+        step(*next_batch(cfg, images, gen, device, masks)).tolist()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(*next_batch(cfg, images, gen, device, masks)).tolist()
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    ops = [(e.key, getattr(e, attr) / 1e6) for e in prof.key_averages()]
+    total = sum(t for _, t in ops)
+    families: dict[str, float] = {}
+    for name, t in ops:
+        families[op_family(name)] = families.get(op_family(name), 0.0) + t
+    top = sorted(ops, key=lambda o: -o[1])[:10]
+    return {"arm": arm, "steps": steps, "total_s": total, "time_kind": attr,
+            "families": {f: t / total for f, t in sorted(families.items(), key=lambda kv: -kv[1])},
+            "top_ops": [{"op": name, "share": t / total} for name, t in top]}
+
+
 def interleaved(rates: dict[str, list[float]]) -> dict[str, dict]:
     """Per-arm summary of ``--rounds``: each arm's ratio to plain in each round (the arms of one round were measured
     back to back), their median, range and the number of rounds in which the arm was faster than plain."""
@@ -274,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's; 1 with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes and a few steps (width 8, D 16, batch 8, 1 thread): a smoke test that fits CI")
+    p.add_argument("--profile", nargs="*", metavar="ARM", default=None,
+                   help="after the timings, profile these arms (default: fast) of every model: the share of time per "
+                        "op family (convolution, batch norm, activation, optimizer, copies, ...)")
     p.add_argument("--json", help="write the figures to this file")
     a = p.parse_args(argv)
     if a.quick:
@@ -300,13 +365,16 @@ def main(argv: list[str] | None = None) -> None:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     cpu = {"model": cpu_model(cpuinfo), "threads": torch.get_num_threads(),
            "flags": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in cpu_flags(cpuinfo)],
-           "bf16_peak": cpu_bf16_peak(cpuinfo, torch.get_num_threads())} if device.type == "cpu" else None
+           "bf16_peak": cpu_bf16_peak(cpuinfo, torch.get_num_threads()),
+           "fp32_peak": cpu_fp32_peak(cpuinfo, torch.get_num_threads())} if device.type == "cpu" else None
+    fp32_peak = cpu["fp32_peak"]["tflops"] if cpu and cpu["fp32_peak"] else None
     peak = bf16_peak(prov["device"]) or (cpu["bf16_peak"]["tflops"] if cpu and cpu["bf16_peak"] else None)
     print(f"device: {prov['device']}, torch {prov['torch']}, commit {prov['commit']}"
           + (f"; {WORLD.size} processes ({WORLD.backend}), images/s of the whole group" if WORLD else ""))
     print(f"batch {a.batch_size}, width {a.width}, D {a.bottleneck}, random_blocks masks; {a.warmup} warm-up "
           f"iterations, median of {a.repeats} blocks of {a.steps}; dense bf16 peak: "
-          f"{f'{peak:.0f} TFLOP/s' if peak else 'n/a (unknown device)'}")
+          f"{f'{peak:.0f} TFLOP/s' if peak else 'n/a (unknown device)'}"
+          + (f"; fp32 FMA peak (estimate) {fp32_peak:.3f} TFLOP/s" if fp32_peak else ""))
     print(f"{'model':7s} {'arm':9s} {'images/s':>10s} {'vs plain':>8s} {'GFLOP/img':>9s} {'TFLOP/s':>8s} "
           f"{'of bf16 peak':>12s} {'peak MiB':>9s}")
     rows: list[dict] = []
@@ -325,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         r = row[arm]
         ratio = r["images_per_s"] / row["plain"]["images_per_s"]
         share = f"{r['share_of_bf16_peak']:.1%}" if peak else "n/a"
+        share += f" (fp32 {r['share_of_fp32_peak']:.0%})" if r.get("share_of_fp32_peak") else ""
         print(f"{row['model']:7s} {arm:9s} {r['images_per_s']:10.1f} {ratio:7.2f}x {row['gflop_per_image']:9.2f} "
               f"{r['tflop_per_s']:8.3f} {share:>12s} {r['peak_memory_mb']:9.0f}", flush=True)
 
@@ -338,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
             r["load_average_before"] = [x["load_average_before"] for x in rounds]
         r["tflop_per_s"] = row["gflop_per_image"] * r["images_per_s"] / 1e3
         r["share_of_bf16_peak"] = r["tflop_per_s"] / peak if peak else None
+        r["share_of_fp32_peak"] = r["tflop_per_s"] / fp32_peak if fp32_peak else None
         row[arm] = r
         report(row, arm)
         save()
@@ -378,6 +448,14 @@ def main(argv: list[str] | None = None) -> None:
         verdict = "pays back" if pay["pays_back_within_1M"] else "does NOT pay back"
         print(f"{row['model']:7s} torch.compile: {pay['compile_overhead_s']:.1f} s of compilation, break-even {when}: "
               f"{verdict} within a 1 M-sample run")
+        save()
+    for row in rows if a.profile is not None else []:
+        row["profile"] = {}
+        for arm in a.profile or ["fast"]:
+            pr = profile_arm(row["model"], arm, sizes, device, a.steps, a.warmup)
+            row["profile"][arm] = pr
+            print(f"{row['model']:7s} {arm:9s} profile: " + ", ".join(f"{f} {v:.0%}" for f, v in pr["families"].items())
+                  + "; top: " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in pr["top_ops"][:4]), flush=True)
         save()
     if not compiled_models:
         print("torch.compile: not measured here (--compile-models MODEL to measure it); it is off by default")

@@ -433,13 +433,16 @@ def test_benchmark_rounds_interleave_the_arms(tmp_path):
     assert s["plain"]["median"] == 1.0 and s["plain"]["rounds_faster"] == 0
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--quick", "--models",
-                           "ce64", "--rounds", "2", "--json", str(out)], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
+                           "ce64", "--rounds", "2", "--profile", "--json", str(out)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads(out.read_text())["results"][0]
     assert len(row["fast"]["round_rates"]) == 2 and row["interleaved"]["fast"]["rounds"] == 2
     assert row["fast"]["images_per_s"] in row["fast"]["round_rates"]
     assert "round 2/2" in proc.stdout and "round by round" in proc.stdout
+    prof = row["profile"]["fast"]  # --profile: where the time goes, as shares by op family
+    assert sum(prof["families"].values()) == pytest.approx(1.0) and prof["families"]["convolution"] > 0
+    assert bench.op_family("aten::convolution_backward") == "convolution" and bench.op_family("aten::foo") == "other"
 
 
 def test_cpu_bf16_peak_estimate_on_both_cpu_kinds():
@@ -451,6 +454,11 @@ def test_cpu_bf16_peak_estimate_on_both_cpu_kinds():
     assert intel["unit"] == "amx_bf16" and intel["tflops"] == pytest.approx(2 * 2e9 * 1024 / 1e12)
     assert amd["unit"] == "avx512_bf16" and amd["tflops"] == pytest.approx(2 * 2e9 * 64 / 1e12)
     assert bench.cpu_bf16_peak(AVX2_ONLY + mhz, 2) is None and bench.cpu_bf16_peak(INTEL_SPR, 2) is None
+    # the fp32 FMA ceiling, for a CPU without bf16 units: 32 FLOP/cycle/core with AVX2 (and AMD's AVX-512), 64 on Intel
+    assert bench.cpu_fp32_peak(AVX2_ONLY + mhz, 2)["tflops"] == pytest.approx(2 * 2e9 * 32 / 1e12)
+    assert bench.cpu_fp32_peak(AMD_ZEN4 + mhz, 2)["flop_per_cycle_per_core"] == 32
+    assert bench.cpu_fp32_peak(INTEL_SPR.replace("avx2", "avx2 fma") + mhz, 1)["flop_per_cycle_per_core"] == 64
+    assert bench.cpu_fp32_peak(INTEL_SPR + mhz, 2) is None  # no fma flag: no estimate
 
 
 def _benchmark():
