@@ -445,6 +445,26 @@ def test_benchmark_rounds_interleave_the_arms(tmp_path):
     assert bench.op_family("aten::convolution_backward") == "convolution" and bench.op_family("aten::foo") == "other"
 
 
+def test_cpu_rates_pick_the_newest_full_benchmark(tmp_path):
+    """The re-run page's measured CPU cost: the newest result file with the arm for all three models, at the CPU
+    sizes; a newer profile of two models or a file at the paper's sizes is passed over; none: a clear error."""
+    bench = _benchmark()
+
+    def write(name, date, models, sizes="cpu", arm="defaults", rate=10.0):
+        rows = [{"model": m, arm: {"images_per_s": rate}} for m in models]
+        (tmp_path / name).write_text(json.dumps({"provenance": {"date": date}, "sizes": sizes, "results": rows}))
+
+    with pytest.raises(FileNotFoundError, match="no CPU benchmark"):
+        bench.cpu_rates(tmp_path)
+    write("cpu-a.json", "2026-12-01T00:00:00", ["ce64", "ce128", "cce128"], rate=1.0)
+    write("cpu-b.json", "2026-12-03T00:00:00", ["ce64", "ce128", "cce128"], rate=2.0)
+    write("cpu-c.json", "2026-12-05T00:00:00", ["ce128", "cce128"], rate=3.0)  # a profile of two models
+    write("cpu-d.json", "2026-12-06T00:00:00", ["ce64", "ce128", "cce128"], sizes="paper", rate=4.0)
+    write("cpu-e.json", "2026-12-07T00:00:00", ["ce64", "ce128", "cce128"], arm="fast", rate=5.0)
+    path, rates = bench.cpu_rates(tmp_path, arm="defaults")
+    assert path.name == "cpu-b.json" and rates == {"ce64": 2.0, "ce128": 2.0, "cce128": 2.0}
+
+
 def test_cpu_bf16_peak_estimate_on_both_cpu_kinds():
     """Issue 32: the CPU's bf16 ceiling the benchmark measures its best arm against, from the unit the flags name:
     AMX 1,024 and AVX512-BF16 64 FLOP per cycle and core, times the clock and the threads; none without either."""
