@@ -134,7 +134,7 @@ def test_calibration_in_words_and_table():
     assert "with a seed sd of 0" in g["calib_t_vs_crossed"] and "-0.005:" in g["calib_power"]
     shown = calibration_rows(rows)
     assert len(shown) == len(rows) and shown[0]["t, seed means"] == "–"
-    assert "*crossed (book)*: the book's interval" in g["calib_rules"]
+    assert '"crossed (book)": the book\'s interval' in g["calib_rules"] and "*" not in g["calib_rules"]
     assert all(isinstance(v, (str, int)) for r in shown for v in r.values())
     assert len({tuple(r) for r in shown}) == 1  # one set of columns for every row (no empty cells in the table)
     import pandas as pd

@@ -269,7 +269,7 @@ def calibration_glue(rows: list[dict], comps: VarianceComponents) -> dict[str, s
             f"{100 * zero['t_lower']:.1f}% and {100 * zero['crossed_lower']:.1f}%"),
         "calib_power": "; ".join(f"{case}: {100 * p[3]:.0f}% with 3 seeds, {100 * p[5]:.0f}% with 5"
                                  for case, p in power.items()),
-        "calib_rules": "; ".join(f"*{label}*: {what}" for _, label, what in CALIBRATION_RULES),
+        "calib_rules": "; ".join(f"\"{label}\": {what}" for _, label, what in CALIBRATION_RULES),
     }
 
 
