@@ -67,7 +67,8 @@ TRAIN_ORDER = [(mask, model) for mask in ("random_blocks", "central") for model 
 EVAL_SIZES = {"smoke": dict(k=8, n=10), "cpu": dict(k=250, n=100), "study": dict(k=250, n=100),
               "paper": dict(k=250, n=100)}
 #: The scale ladder's masks per image (``--ladder``): every ladder point of every seed on the headline's k images
-#: and the first LADDER_N of each seed's evaluation masks (all points on one set; the largest point also on all n).
+#: and the first LADDER_N of each seed's evaluation masks (all points on one set; the largest point also on all n, the
+#: headline ladder's by the NSD page, the fair ladder's extra point by the ladder page itself: its n_final).
 LADDER_N = 25
 #: The NSD-gap page (``--gap``): masks per image of every reading, and training images its chance line's BatchNorm
 #: is fitted on (its images: the headline's k).
@@ -929,7 +930,8 @@ def run_evaluation(plan: Plan, recorder: Recorder) -> None:
                 print("[reproduce] the scale ladder", flush=True)
                 timings["scale_ladder"] = execute_notebook(
                     "scale_ladder", nb_dir / "scale_ladder.ipynb",
-                    dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, points=LADDER_POINTS,
+                    dict(common, **dp, fig_dir="figures", k=sizes["k"], n=LADDER_N, n_final=sizes["n"],
+                         points=LADDER_POINTS,
                          ladder_path="ladder.json", fair=plan.fair_ladder, gap_path=extra.get("gap_path"),
                          extend=plan.extended_steps if plan.extend_ladder else None,
                          **plan.seed_places(plan.seeds, nb_dir)),

@@ -380,6 +380,8 @@ if ladder_path:  # metrics.json's scale_ladder: the seed-level comparison at eac
         metrics["fair_scale_ladder"] = ladder_record["fair_points"]
         metrics["scale_ladder_set"] |= {"fair_steps": ladder_record["fair_steps"],
                                         "fair_cascade_64": ladder_record["fair_cascade_64"]}
+    if ladder_record.get("fair_final"):  # the fair ladder's last point again on all the NSD page's masks
+        metrics["fair_scale_ladder_final"] = ladder_record["fair_final"]
 if variants:
     metrics["loss_variants"] = variants
 seeds = seeds_report([metrics] + load_seed_metrics(other_metrics))

@@ -57,6 +57,7 @@ ladder_path = "../_build/nbval/ladder.json"  # written here, read by the NSD pag
 gap_path = None  # the NSD-gap page's gap.json (reproduce --gap): its chance line drawn on the NSD figure
 fair = True  # also the fair ladder: a cascade per point with each stage trained that long (trained if missing)
 extend = 40  # with fair: one more point at this step (None: none), CE and cascade trained that long (study: 1200)
+n_final = 10  # with extend: that point measured again with this many masks per image (the study: 100, the NSD page's)
 
 # %% tags=["hide-input"]
 import json
@@ -78,6 +79,7 @@ from cce_core.report import (
     fair_ladder_summary,
     ladder_rows,
     ladder_summary,
+    point_summary,
     run_info,
     scale_ladder,
 )
@@ -153,6 +155,14 @@ ladder = scale_ladder({s: {st: by for st, by in p.items() if int(st) in steps} f
 MEASURED = (f"the same {len(images)} images with {n} masks per image (the NSD page measures the final models with "
             "all its masks, so its numbers differ slightly from the last point's)")
 fair_ladder = scale_ladder(per_seed_points, *sizes, models=("ce128", "cce128_fair")) if fair else None
+final = None  # the fair ladder's last point again on all n_final masks, as the NSD page measures its models
+if far and n_final and n_final > n:
+    final_points = {}
+    for s, rd, folder in zip(seeds, runs_dirs, seed_folders):
+        masks = eval_masks("random_blocks", n_final, seed=s)
+        final_points[s] = ladder_seed(far[s], [extend], eval_sets[s].images, masks, masks[:q], dev,
+                                      cache=Path(folder) / rd / f"ladder-k{len(images)}-n{n_final}.json")
+    final = scale_ladder(final_points, *sizes, models=("ce128", "cce128_fair"))[0] | {"n": n_final}
 for lad, pair in ((ladder, ("ce128", "cce128")), (fair_ladder or [], ("ce128", "cce128_fair"))):
     for e in lad:  # what measured each point's values (the ladder cache's record): commits, code, checkpoint
         e["measured"] = {s: {m: per_seed_points[s][str(e["step"])][m]["measured"] for m in pair} for s in seeds}
@@ -170,6 +180,8 @@ if fair:
                "fair_cascade_64": "each point's cascade: its 64 CE's snapshot at the point, its 128 stage trained as "
                                   "many samples on top of it" + (f"; at {fair_samples[-1]:,} samples the 64 CE and the "
                                   "128 CE are the seed's own runs continued that far" if extend else "")}
+    if final:
+        record["fair_final"] = final
 _ = Path(ladder_path).write_text(json.dumps(record, indent=1))
 if dirty_warning(record["provenance"]):  # measured with uncommitted code: said on the page
     display(Markdown(dirty_warning(record["provenance"])))
@@ -331,6 +343,8 @@ display(Markdown(
     f"{pred['nsd_normalized'][1]:+.4f}] in BN-normalised NSD and in [{pred['psnr'][0]:+.2f}, {pred['psnr'][1]:+.2f}] "
     f"dB in PSNR (95% prediction intervals from the {len(seeds)} seeds: mean ± t·sd·√(1 + 1/S)).\n\n"
     f"{record['summary']}\n\n" + (f"**The fair ladder.** {record['fair_summary']}\n\n" if fair else "")
+    + (f"**The fair ladder's last point on all {final['n']} masks.** {point_summary(final, final['n'])}\n\n"
+       if final else "")
     + f"Tier at every point: {last['tier']} (paper scale: D = {PAPER_BOTTLENECK}, width "
     f"{PAPER_WIDTH}, {MIN_SAMPLES:,} image samples per model or more from {PAPER_TRAIN_IMAGES:,} distinct images or "
     f"more; {training_length_note()})."))

@@ -20,6 +20,7 @@ from cce_core.report import (
     LADDER_MEASURES,
     ladder_rows,
     ladder_summary,
+    point_summary,
     scale_ladder,
     seeds_glue,
     seeds_report,
@@ -108,6 +109,17 @@ def test_scale_ladder_pairs_within_each_seed_and_decides_across_seeds():
     assert rows[0]["samples per model"] == "2,400"
     assert rows[0]["Δ NSD BN-normalised [95% CI]"].endswith("; 3 of 3 agree, lower")
     assert "2,400 samples" in ladder_summary(ladder) and "19,200" not in ladder_summary(ladder)
+
+
+def test_point_summary_states_one_point_with_its_masks():
+    """Issue 29: the fair ladder's last point measured again on all the NSD page's masks, in words: each measure's
+    seed-level interval, the seeds agreeing, one more seed's prediction interval and the masks it was measured on."""
+    e = scale_ladder(_points({0: 0.05, 1: 0.07, 2: 0.06}), 32, 512, 32, 9600)[-1]
+    text = point_summary(e, 100)
+    a = e["paired"]["nsd_normalized"]
+    assert text.startswith("At 4,800 samples, cascade − CE: NSD BN-normalised -0.0600 [")
+    assert f"{a['prediction95'][0]:+.4f}" in text and "3 of 3 seeds agree in sign: lower" in text
+    assert "PSNR (dB) +0.06" in text and "first 100 evaluation masks" in text
 
 
 def test_scale_ladder_sees_no_difference_where_the_seeds_disagree():

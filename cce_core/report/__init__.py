@@ -21,6 +21,7 @@ from .ladder import (
     ladder_curves,
     ladder_rows,
     ladder_summary,
+    point_summary,
     scale_ladder,
 )
 from .loss_variants import ONE_WEIGHTING, loss_variant_comparison, loss_variant_rows
@@ -72,4 +73,5 @@ __all__ = [
     "nsd_loss_rows", "nsd_loss_findings", "nsd_loss_landing", "nsd_loss_verdict_text", "execution_rows",
     "training_rows",
     "LADDER_MEASURES", "scale_ladder", "ladder_rows", "ladder_curves", "fair_ladder_summary", "ladder_summary",
+    "point_summary",
 ]

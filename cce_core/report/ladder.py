@@ -124,3 +124,17 @@ def fair_ladder_summary(head: list[dict], fair: list[dict], measures: tuple[str,
                      f"{last['samples']:,} samples: {_ci_text(last['paired'][x]['prediction95'], f)} (95% prediction "
                      f"interval).")
     return " ".join(parts)
+
+
+def point_summary(entry: dict, masks: int, measures: tuple[str, ...] = ("nsd_normalized", "psnr")) -> str:
+    """One ladder point in words: cascade − CE per measure with its seed-level 95% CI, the seeds agreeing in sign
+    and the one-more-seed prediction interval, and the masks per image it was measured with (issue 29: the fair
+    ladder's last point again on all the NSD page's masks)."""
+    def one(x: str) -> str:
+        a, f = entry["paired"][x], _FORMAT.get(x, "+.4f")
+        return (f"{SEED_MEASURES[x]} {format(a['mean'], f)} {_ci_text(a['ci95'], f)} ({a['agree'][0]} of "
+                f"{a['agree'][1]} seeds agree in sign: {a['direction']}; one more seed: "
+                f"{_ci_text(a['prediction95'], f)})")
+
+    return (f"At {entry['samples']:,} samples, cascade − CE: " + "; ".join(one(x) for x in measures)
+            + f" (each seed's images and first {masks} evaluation masks).")
