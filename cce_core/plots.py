@@ -322,7 +322,7 @@ def forest_plot(per_seed: list[tuple[str, float, tuple[float, float]]], across: 
         left = paper_effect < lo
         ax.annotate(f"{paper} (off scale)", xy=(0.0 if left else 1.0, 1.05), xycoords="axes fraction",
                     xytext=(0.12 if left else 0.88, 1.05), textcoords="axes fraction", color="tab:red",
-                    ha="left" if left else "right", va="center", fontsize="small",
+                    ha="left" if left else "right", va="center",
                     arrowprops=dict(arrowstyle="->", color="tab:red"))
     ax.set_xlim(lo, hi)
     ax.set_yticks(range(rows, -1, -1), [name for name, _, _ in per_seed] + ["across seeds"])

@@ -443,7 +443,8 @@ save(fig, "seeds_forest")
 # effect it counts how often each rule says "cascade lower" or "higher" (nominal 2.5% each): the interval the book
 # uses (seeds and images random), the t-interval over seed means (images fixed), the single-t interval with
 # Satterthwaite's df, and the image-level rules of one seed. It also gives the power at effects of our scale
-# (−0.005, −0.01, −0.02 NSD, and the paper's −29% of our CE's NSD). The table is in the reproduction report.
+# (`cce_core.stats.POWER_EFFECTS`) and at the paper's relative effect (the cascade's NSD as far below our CE's, in
+# proportion, as the paper's 0.56 is below its 0.79). The table is in the reproduction report.
 
 # %%
 components = design_components(seeds)

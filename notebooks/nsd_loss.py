@@ -220,7 +220,7 @@ table
 # one inpainting measure (in-hole L1, PSNR, SSIM) is better with none worse. Every seed is measured on the same
 # images, so each interval has both the seeds and the images random (`cce_core.stats.crossed_interval`); the three
 # quality measures are one family, judged with Holm's correction (a measure counts as better or worse only where
-# the step-down rule rejects at a family-wise 5%), so that three chances to find a difference do not triple the
+# the step-down rule rejects at the family-wise level of one 95% interval), so that three chances to find a difference do not triple the
 # rate of false verdicts. With one training seed there is no seed-level interval, and the verdict describes the two
 # trained networks only. It is given for both NSD readings; the eval-standardised one cannot be lowered by a lagging
 # running variance.

@@ -141,7 +141,7 @@ print(f"measured on each seed's evaluation images ({len(images)} from {images.de
 # code and the checkpoint that measured it (`measured` in `ladder.json`), and a changed checkpoint or code is
 # measured again.
 
-# %% tags=["nbval-ignore-output"] mystnb={"markdown_format": "myst"}
+# %% tags=["nbval-ignore-output", "remove-stderr"] mystnb={"markdown_format": "myst"}
 per_seed_points = {}
 for s, rd, folder in zip(seeds, runs_dirs, seed_folders):
     masks = eval_masks("random_blocks", n, seed=s)
@@ -251,7 +251,7 @@ for ax, x in zip(axes, ("nsd_normalized", "psnr")):
         ladder_lines(ax, xs(lad), diffs, [e["paired"][x] for e in lad], LABELS[m], COLORS[m])
     ax.axhline(0, color="grey", linestyle="--", linewidth=1)
     ax.set(xlabel="image samples per model", title=f"cascade − CE, {SEED_MEASURES[x]}")
-axes[0].legend(fontsize="small")
+axes[0].legend()
 save_figure(fig, Path(fig_dir) / "ladder_difference.png")
 
 # %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "One forest plot per ladder point: each seed's cascade minus CE difference in BN-normalised NSD with its image-level interval, and the mean over seeds with its seed-level interval as a thick bar"}, "figure": {"caption": "At each training length, each seed's difference and the seed-level interval: look for seeds on both sides of zero (the training procedure's spread) and whether the thick bar clears zero."}}
@@ -296,7 +296,7 @@ for ax, x in zip(axes, ("nsd_normalized", "psnr")):
         ladder_lines(ax, tflop[m], model_values(m, x), [e["models"][m][x] for e in ladder_of(m)], LABELS[m],
                      COLORS[m], ticks=False)
     ax.set(xlabel="training compute (TFLOP)", title=f"{SEED_MEASURES[x]} against compute")
-axes[0].legend(fontsize="small")
+axes[0].legend()
 save_figure(fig, Path(fig_dir) / "ladder_compute.png")
 
 # %% [markdown]

@@ -134,6 +134,8 @@ def test_calibration_in_words_and_table():
     assert "with a seed sd of 0" in g["calib_t_vs_crossed"] and "-0.005:" in g["calib_power"]
     shown = calibration_rows(rows)
     assert len(shown) == len(rows) and shown[0]["t, seed means"] == "–"
+    assert "seed sd" not in shown[0] and {r["case"] for r in shown} >= {"no effect, seed sd 0.003: lower / higher (%)",
+                                                                        "no effect, seed sd 0: lower / higher (%)"}
     assert '"crossed (book)": the book\'s interval' in g["calib_rules"] and "*" not in g["calib_rules"]
     assert all(isinstance(v, (str, int)) for r in shown for v in r.values())
     assert len({tuple(r) for r in shown}) == 1  # one set of columns for every row (no empty cells in the table)

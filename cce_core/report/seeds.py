@@ -274,13 +274,15 @@ def calibration_glue(rows: list[dict], comps: VarianceComponents) -> dict[str, s
 
 
 def calibration_rows(rows: list[dict]) -> list[dict]:
-    """:func:`cce_core.stats.calibration_table`'s rows for the report: the case, the seed sd, S, and per rule the
-    rate of "lower" (and, under no effect, of "higher") in percent; "–" where a rule does not apply."""
+    """:func:`cce_core.stats.calibration_table`'s rows for the report: the case with its seed sd, S, and per rule the
+    rate of "lower" (and, under no effect, of "higher") in percent; "–" where a rule does not apply. The seed sd is
+    part of the case, not a column of its own, so that the table fits the page's width."""
     out = []
     for r in rows:
         null = r["case"] == "no effect"
-        row = {"case": "no effect: lower / higher (%)" if null else f"effect {r['case']}: lower (%)",
-               "seed sd": f"{r['seed_sd']:.4f}", "seeds": r["n_seeds"]}
+        sd = f"seed sd {r['seed_sd']:.4f}".rstrip("0").rstrip(".") if r["seed_sd"] else "seed sd 0"
+        row = {"case": f"no effect, {sd}: lower / higher (%)" if null else f"effect {r['case']}, {sd}: lower (%)",
+               "seeds": r["n_seeds"]}
         for key, label, _ in CALIBRATION_RULES:
             lo, hi = r.get(f"{key}_lower"), r.get(f"{key}_higher")
             missing = lo is None or lo != lo  # None, or NaN after a pandas round trip
