@@ -379,9 +379,19 @@ VARIANT_LABELS = {
     "unbiased": "without the (n − 1)/n factor", "chance": "chance line (untrained, BN fitted)"}
 
 
-def variant_label(name: str) -> str:
-    """A reading's name on the page: :data:`VARIANT_LABELS`, a combination's parts joined by " + "."""
-    return " + ".join(VARIANT_LABELS.get(part, part) for part in name.split("+"))
+#: The readings' short names, for figure axes and the cells' tables (each reading is introduced by its long name).
+VARIANT_SHORT = {
+    "ours": "book's reading", "code_bn": "after BN", "code_act": "after BN + LeakyReLU",
+    "bn_masks": "BN train, batch = masks", "bn_images": "BN train, batch = images", "masks_region": "region masks",
+    "masks_large": "larger blocks", "fill_zero": "hole 0", "fill_noise": "hole noise", "zbar_all": "Z̄ over all codes",
+    "unbiased": "no (n − 1)/n", "chance": "chance line"}
+
+
+def variant_label(name: str, short: bool = False) -> str:
+    """A reading's name on the page: :data:`VARIANT_LABELS` (``short``: :data:`VARIANT_SHORT`), a combination's
+    parts joined by " + "."""
+    names = VARIANT_SHORT if short else VARIANT_LABELS
+    return " + ".join(names.get(part, part) for part in name.split("+"))
 
 
 def combined_variants(search: list[dict], top: int = 3) -> dict[str, Variant]:
@@ -509,7 +519,7 @@ def cell_rows(cells: dict[int, dict[str, dict[str, dict[str, dict]]]], ours: dic
             for name in first["arm"]:
                 arms, refs = ([cells[s][cell][m][x][name][reading] for s in seeds] for x in ("arm", "reference"))
                 rows.append({"cell": cell, "factor": labels.get(cell, cell), "model": m, "key": name,
-                             "reading": variant_label(name), "seeds": len(seeds),
+                             "reading": variant_label(name, short=True), "seeds": len(seeds),
                              **_arm_against_reference(arms, refs, m, ours[m])})
     return rows
 

@@ -171,7 +171,7 @@ table.set_index(["reading", "model"])
 # %% [markdown]
 # ## Where the readings land, against the paper and the chance line
 #
-# Each reading's NSD (log scale) for the CE and the cascade; the paper's values with their ± sd as bands, the value
+# Each reading's NSD (log scale; the readings by their short names) for the CE and the cascade; the paper's values with their ± sd as bands, the value
 # (n − 1)/n of codes that ignore the image, and the chance line (an untrained encoder) as a dotted line.
 
 # %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "Two dot plots, CE above and cascade below, of NSD on a log axis for each way of reading the code, with shaded bands at the paper's values and a dotted line at the untrained encoder's NSD"}, "figure": {"caption": "Every reading of the same trained networks against the paper's values (bands) and the chance line (dotted): a reading that lands in the band for both models, with the cascade lower, would be a candidate for the paper's procedure."}}
@@ -186,7 +186,7 @@ for ax, m in zip(axes, MODELS):  # one panel per model, stacked: the readings' n
     ax.axvline(null_expectation(n), color="grey", linestyle="--", label="(n − 1)/n")
     ax.axvline(mine["chance"]["NSD"], color="tab:purple", linestyle=":", label="chance line")
     ax.set(xscale="log", title=NAMES[m])
-    ax.set_yticks(range(len(keys)), [variant_label(key) for key in keys])
+    ax.set_yticks(range(len(keys)), [variant_label(key, short=True) for key in keys])
     ax.invert_yaxis()
 axes[-1].set_xlabel("NSD, BN-normalised")
 axes[0].legend(loc="lower right")

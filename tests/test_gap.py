@@ -390,4 +390,7 @@ def test_the_closest_choices_are_combined_in_pairs_of_different_factors():
     assert combos == {"zbar_all+code_act": Variant(zbar="all", code="act"),
                       "zbar_all+code_bn": Variant(zbar="all", code="bn")}  # code_act and code_bn: one field
     assert variant_label("zbar_all+code_act") == f"{VARIANT_LABELS['zbar_all']} + {VARIANT_LABELS['code_act']}"
+    from cce_core.gap import VARIANT_SHORT
+    assert VARIANT_SHORT.keys() == VARIANT_LABELS.keys() and max(map(len, VARIANT_SHORT.values())) <= 24
+    assert variant_label("zbar_all+bn_masks", short=True) == "Z̄ over all codes + BN train, batch = masks"
     assert combined_variants(ranked, top=1) == {}
