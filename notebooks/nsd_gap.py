@@ -171,8 +171,9 @@ table.set_index(["reading", "model"])
 # %% [markdown]
 # ## Where the readings land, against the paper and the chance line
 #
-# Each reading's NSD (log scale; the readings by their short names) for the CE and the cascade; the paper's values with their ± sd as bands, the value
-# (n − 1)/n of codes that ignore the image, and the chance line (an untrained encoder) as a dotted line.
+# Each reading's NSD (log scale; the readings by their short names) for the CE and the cascade; the paper's values
+# with their ± sd as bands, the value (n − 1)/n of codes that ignore the image, and the chance line (an untrained
+# encoder) as a dotted line.
 
 # %% tags=["nbval-ignore-output"] mystnb={"image": {"alt": "Two dot plots, CE above and cascade below, of NSD on a log axis for each way of reading the code, with shaded bands at the paper's values and a dotted line at the untrained encoder's NSD"}, "figure": {"caption": "Every reading of the same trained networks against the paper's values (bands) and the chance line (dotted): a reading that lands in the band for both models, with the cascade lower, would be a candidate for the paper's procedure."}}
 n_rows = max(sum(r["model"] == m for r in rows) for m in MODELS)
