@@ -241,12 +241,13 @@ record |= {"cells": {"names": trained, "steps": gap_cell_steps(preset),
 _ = Path(gap_path).write_text(json.dumps(record))
 if trained:
     index = ["factor", "model", "reading"]
-    ctable = pd.DataFrame([{"factor": r["factor"], "model": NAMES[r["model"]], "reading": r["reading"],
-                            "seeds": r["seeds"], "NSD": f"{r['NSD']:.3g}", "reference": f"{r['reference NSD']:.3g}",
+    ctable = pd.DataFrame([{"factor": f"{r['factor']} ({r['seeds']} seeds)", "model": NAMES[r["model"]],
+                            "reading": r["reading"], "NSD": f"{r['NSD']:.3g}", "reference": f"{r['reference NSD']:.3g}",
                             "ratio [95% CI]": f"×{r['ratio']:.3g} {interval(r['ratio ci95'], '.3g')}",
                             "share of gap [95% CI]": f"{r['share of gap']:+.2f} {interval(r['share ci95'], '+.2f')}"}
                            for r in crows]).set_index(index)
-    spread = pd.DataFrame([{"factor": r["factor"], "model": NAMES[r["model"]], "reading": r["reading"],
+    spread = pd.DataFrame([{"factor": f"{r['factor']} ({r['seeds']} seeds)", "model": NAMES[r["model"]],
+                            "reading": r["reading"],
                             "sd/mean": f"{r['sd/mean']:.2f}",
                             "spread ratio [95% CI]": f"×{r['spread ratio']:.2f} "
                                                      f"{interval(r['spread ratio ci95'], '.2f')}"}
