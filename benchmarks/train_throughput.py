@@ -115,13 +115,18 @@ def bf16_peak(device_name: str) -> float | None:
     return next((peak for key, peak in BF16_PEAK_TFLOPS if key in device_name), None)
 
 
+def _cpu_mhz(cpuinfo: str) -> float | None:
+    """The clock of the first processor in ``/proc/cpuinfo`` (``cpu MHz``), or None where it is not given."""
+    return next((float(ln.split(":", 1)[1]) for ln in cpuinfo.splitlines() if ln.startswith("cpu MHz")), None)
+
+
 def cpu_bf16_peak(cpuinfo: str, threads: int) -> dict | None:
     """An estimate of a CPU's bf16 peak over ``threads`` cores (TFLOP/s): cores x clock (``/proc/cpuinfo``'s
     ``cpu MHz`` of the first processor) x :data:`CPU_BF16_FLOP_PER_CYCLE` of its best bf16 unit; None where it has
     none (bf16 is then emulated). Returns the unit, the clock and the peak, so the record says how it was made."""
     flags = cpu_flags(cpuinfo)
     unit = next(((f, per) for f, per in CPU_BF16_FLOP_PER_CYCLE if f in flags), None)
-    mhz = next((float(ln.split(":", 1)[1]) for ln in cpuinfo.splitlines() if ln.startswith("cpu MHz")), None)
+    mhz = _cpu_mhz(cpuinfo)
     if unit is None or mhz is None:
         return None
     return {"unit": unit[0], "flop_per_cycle_per_core": unit[1], "mhz": mhz, "cores": threads,
@@ -134,7 +139,7 @@ def cpu_fp32_peak(cpuinfo: str, threads: int) -> dict | None:
     lanes wide with AVX2 (32 FLOP/cycle), 16 with AVX-512 on Intel (64; AMD's Zen 4 runs AVX-512 as two 256-bit
     halves: 32), times the clock (``cpu MHz``); None without FMA. An estimate of the ceiling, not measured."""
     flags = cpu_flags(cpuinfo)
-    mhz = next((float(ln.split(":", 1)[1]) for ln in cpuinfo.splitlines() if ln.startswith("cpu MHz")), None)
+    mhz = _cpu_mhz(cpuinfo)
     if "fma" not in flags or mhz is None:
         return None
     per = 64.0 if "avx512f" in flags and "AMD" not in cpu_model(cpuinfo) else 32.0
@@ -284,7 +289,8 @@ def profile_arm(model: str, arm: str, sizes: dict, device: torch.device, steps: 
     total = sum(t for _, t in ops)
     families: dict[str, float] = {}
     for name, t in ops:
-        families[op_family(name)] = families.get(op_family(name), 0.0) + t
+        family = op_family(name)
+        families[family] = families.get(family, 0.0) + t
     top = sorted(ops, key=lambda o: -o[1])[:10]
     return {"arm": arm, "steps": steps, "total_s": total, "time_kind": attr,
             "families": {f: t / total for f, t in sorted(families.items(), key=lambda kv: -kv[1])},

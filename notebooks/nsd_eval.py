@@ -371,8 +371,7 @@ metrics = build_metrics(preset=preset, seed=seed, mask=mask, eval_data=images.de
                         runs=runs, results=results, quality=quality, provenance=provenance(dev), ood=ood,
                         ood_data=ood_images.description if ood_images is not None else None)
 metrics["along_training"] = along
-if ladder_path:  # metrics.json's scale_ladder: the seed-level comparison at each training length
-    ladder_record = json.loads(Path(ladder_path).read_text())
+if ladder_path:  # metrics.json's scale_ladder: the seed-level comparison at each training length (read above)
     metrics["scale_ladder"] = ladder_record["points"]
     metrics["scale_ladder_set"] = {key: ladder_record[key] for key in ("steps", "samples", "k", "n", "q", "eval_data",
                                                                        "cascade_64")}

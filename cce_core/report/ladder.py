@@ -11,7 +11,7 @@ from ..stats import (
     bootstrap_ci,
 )
 from .seeds import _FORMAT, SEED_MEASURES, _across
-from .verdicts import RunScale, _ci_text, verdict_order
+from .verdicts import RunScale, _agreeing, _ci_text, verdict_order
 
 # --- the scale ladder: the seed-level comparison at each training length (issue 21) ----------------------------------
 
@@ -93,7 +93,7 @@ def ladder_summary(ladder: list[dict], measure: str = "nsd_normalized", measured
     def at(e: dict) -> str:
         a = e["paired"][measure]
         return (f"{format(a['mean'], f)} {_ci_text(a['ci95'], f)} at {e['samples']:,} samples "
-                f"({a['agree'][0]} of {a['agree'][1]} seeds agree in sign: {a['direction']})")
+                f"({_agreeing(a)}: {a['direction']})")
 
     pred = last["paired"][measure]["prediction95"]
     on = f", each point on {measured}" if measured else ""
@@ -110,8 +110,7 @@ def fair_ladder_summary(head: list[dict], fair: list[dict], measures: tuple[str,
     more seed at the last point (where both ladders hold the same models)."""
     def at(e: dict, x: str) -> str:
         a, f = e["paired"][x], _FORMAT.get(x, "+.4f")
-        return (f"{format(a['mean'], f)} {_ci_text(a['ci95'], f)} ({a['agree'][0]} of {a['agree'][1]} seeds agree in "
-                f"sign)")
+        return f"{format(a['mean'], f)} {_ci_text(a['ci95'], f)} ({_agreeing(a)})"
 
     first, last = fair[0], fair[-1]
     parts = []
@@ -132,9 +131,8 @@ def point_summary(entry: dict, masks: int, measures: tuple[str, ...] = ("nsd_nor
     ladder's last point again on all the NSD page's masks)."""
     def one(x: str) -> str:
         a, f = entry["paired"][x], _FORMAT.get(x, "+.4f")
-        return (f"{SEED_MEASURES[x]} {format(a['mean'], f)} {_ci_text(a['ci95'], f)} ({a['agree'][0]} of "
-                f"{a['agree'][1]} seeds agree in sign: {a['direction']}; one more seed: "
-                f"{_ci_text(a['prediction95'], f)})")
+        return (f"{SEED_MEASURES[x]} {format(a['mean'], f)} {_ci_text(a['ci95'], f)} ({_agreeing(a)}: "
+                f"{a['direction']}; one more seed: {_ci_text(a['prediction95'], f)})")
 
     return (f"At {entry['samples']:,} samples, cascade − CE: " + "; ".join(one(x) for x in measures)
             + f" (each seed's images and first {masks} evaluation masks).")

@@ -19,7 +19,7 @@ from ..stats import (
     summary,
 )
 from .seeds import seeds_glue
-from .verdicts import MODEL_LABELS, RunScale, _ci_text, image_level_order, verdict_word
+from .verdicts import MODEL_LABELS, RunScale, _agreeing, _ci_text, image_level_order, verdict_word
 
 # --- comparisons of the CE and the cascade ----------------------------------------------------------------
 
@@ -231,9 +231,8 @@ def ood_summary(metrics: dict) -> str:
     if across and across.get("ci95") is not None:  # the seed-level result first: the one the verdicts read
         lead = (f"Over {across['n_seeds']} seeds, each on the same {o['data']} with {metrics['n']} masks per image: "
                 f"cascade − CE in BN-normalised NSD {across['mean']:+.4f}, seed-level 95% CI "
-                f"{_ci_text(across['ci95'], '+.4f')} ({across['agree'][0]} of {across['agree'][1]} seeds agree in "
-                f"sign: {across['direction']}). The first seed's networks alone (a description of those two "
-                "networks): ")
+                f"{_ci_text(across['ci95'], '+.4f')} ({_agreeing(across)}: {across['direction']}). The first seed's "
+                "networks alone (a description of those two networks): ")
     return lead + (f"On {o['data']}, seed {metrics['seed']}'s networks: BN-normalised NSD "
                    f"{o['ce128_normalized']['mean']:.3f} (CE) vs {o['cce128_normalized']['mean']:.3f} (cascade); "
                    f"paired difference (cascade − CE) {p['mean']:+.3f}, image-level 95% CI "

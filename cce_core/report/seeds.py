@@ -280,7 +280,7 @@ def calibration_rows(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
         null = r["case"] == "no effect"
-        sd = f"seed sd {r['seed_sd']:.4f}".rstrip("0").rstrip(".") if r["seed_sd"] else "seed sd 0"
+        sd = f"seed sd {r['seed_sd']:.4f}".rstrip("0").rstrip(".")  # 0.0030 -> 0.003, 0.0000 -> 0
         row = {"case": f"no effect, {sd}: lower / higher (%)" if null else f"effect {r['case']}, {sd}: lower (%)",
                "seeds": r["n_seeds"]}
         for key, label, _ in CALIBRATION_RULES:

@@ -108,6 +108,11 @@ def _ci_text(ci: tuple[float, float] | list[float], fmt: str) -> str:
     return f"[{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
 
 
+def _agreeing(a: dict) -> str:
+    """How many seeds agree in sign, from a seed-level interval's ``agree`` (:func:`cce_core.stats.seed_interval`)."""
+    return f"{a['agree'][0]} of {a['agree'][1]} seeds agree in sign"
+
+
 def verdict_order(across: dict, per_seed_ci: list[float] | None, scale: RunScale, what: str, good: str,
                   fmt: str = "+.4f") -> str:
     """A cascade − CE comparison decided at the seed level (``across``: :meth:`SeedInterval.as_dict` of the S
