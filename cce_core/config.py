@@ -57,6 +57,37 @@ def native_bf16_cpu() -> bool:
     return has_native_bf16(torch.backends.cpu.get_cpu_capability(), cpuinfo)
 
 
+#: glibc malloc settings that keep freed memory in the process (see :func:`keep_freed_memory`): mmap only above 32 MiB
+#: (glibc's largest threshold), trim the heap only above 2 GiB free (the largest value ``mallopt`` takes), grow it
+#: 1 GiB at a time (address space; pages count only once touched).
+MALLOC_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_TRIM_THRESHOLD_": (1 << 31) - 1,
+                   "MALLOC_TOP_PAD_": 1 << 30}
+_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2, "MALLOC_MMAP_THRESHOLD_": -3}  # glibc's M_* numbers
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel (``mallopt`` with
+    :data:`MALLOC_SETTINGS`), in this process and, through the same ``MALLOC_*_`` environment variables, in the
+    processes it starts (the notebooks' kernels). Not in the paper or Pathak's code: host-side only, the trained
+    weights are bit-identical (``tests/test_fast.py``). A CPU training step frees and allocates the same large
+    tensors every step; with glibc's defaults each allocation comes back as fresh pages, tens of thousands of page
+    faults a second and about a fifth of a core in the kernel (``benchmarks/malloc_tuning.py``).
+
+    Returns whether it applied them: not where ``CCE_KEEP_FREED_MEMORY=0``, where any ``MALLOC_*_`` variable of
+    :data:`MALLOC_SETTINGS` is already set (the user's choice), or where the C library is not glibc."""
+    if os.environ.get("CCE_KEEP_FREED_MEMORY") == "0" or any(k in os.environ for k in MALLOC_SETTINGS):
+        return False
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    if not all(mallopt(_MALLOPT[k], v) == 1 for k, v in MALLOC_SETTINGS.items()):
+        return False
+    os.environ.update({k: str(v) for k, v in MALLOC_SETTINGS.items()})
+    return True
+
+
 def bf16_applies(device: str) -> bool:
     """Whether bf16 autocast and channels-last take effect on ``device`` (a config's device name) at all: on CUDA
     ("auto" where CUDA exists) and on a CPU with native bf16; elsewhere the run is fp32 whatever is asked."""

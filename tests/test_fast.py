@@ -2,6 +2,7 @@
 the time limit, and the plain-vs-fast benchmark's --quick mode. All on the CPU, at tiny sizes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +13,13 @@ import torch
 from scipy import stats
 from test_train import assert_same
 
+import cce_core.config as config_mod
 import cce_core.masks as masks_mod
 import cce_core.train as train_mod
 from cce_core.batches import MaskStream, make_mask_stream
 from cce_core.cascade import downscale_mask
 from cce_core.checkpoint import build_models, load_checkpoint, load_model, read_log
-from cce_core.config import FAST_OPTIONS, bf16_pays, make_config, native_bf16_cpu
+from cce_core.config import FAST_OPTIONS, MALLOC_SETTINGS, bf16_pays, keep_freed_memory, make_config, native_bf16_cpu
 from cce_core.masks import (
     coverage,
     fill_hole,
@@ -600,3 +602,35 @@ def test_bf16_outcome_runs_end_to_end_and_refuses_a_cpu_without_bf16(tmp_path, m
     s = out["per_seed"]["1"]
     delta = {arm: s[arm]["cce128"]["nsd"] - s[arm]["ce128"]["nsd"] for arm in ("bf16", "fp32")}
     assert out["differences"]["delta_nsd"][0] == pytest.approx(delta["bf16"] - delta["fp32"])
+
+
+def test_keep_freed_memory_sets_glibc_and_the_childrens_environment(monkeypatch):
+    """keep_freed_memory applies MALLOC_SETTINGS (mallopt here, the MALLOC_*_ variables for child processes),
+    and leaves a user's own MALLOC_*_ choice or CCE_KEEP_FREED_MEMORY=0 alone."""
+    import ctypes
+    try:
+        assert ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        pytest.skip("not glibc")
+    monkeypatch.setattr(config_mod.os, "environ", {"CCE_KEEP_FREED_MEMORY": "0"})
+    assert not keep_freed_memory() and config_mod.os.environ == {"CCE_KEEP_FREED_MEMORY": "0"}
+    monkeypatch.setattr(config_mod.os, "environ", {"MALLOC_TRIM_THRESHOLD_": "131072"})
+    assert not keep_freed_memory() and config_mod.os.environ == {"MALLOC_TRIM_THRESHOLD_": "131072"}
+    monkeypatch.setattr(config_mod.os, "environ", {})
+    assert keep_freed_memory()
+    assert config_mod.os.environ == {k: str(v) for k, v in MALLOC_SETTINGS.items()}
+
+
+def test_keep_freed_memory_trains_the_same_weights(tmp_path):
+    """The command line keeps freed memory (host side only): a run trained with it and one with glibc's defaults
+    (CCE_KEEP_FREED_MEMORY=0), each in its own process, end with bit-identical checkpoints."""
+    out = {}
+    for arm, env in (("defaults", {"CCE_KEEP_FREED_MEMORY": "0"}), ("kept", {})):
+        out[arm] = tmp_path / arm
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "CCE_KEEP_FREED_MEMORY"}
+        subprocess.run([sys.executable, "-m", "cce_core", "train", "--model", "ce64", "--preset", "smoke", "--steps",
+                        "4", "--out", str(out[arm]), "--quiet"], env=clean | env | {"PYTHONPATH": str(ROOT)},
+                       check=True, cwd=tmp_path, stdout=subprocess.DEVNULL)
+    a, b = load_checkpoint(out["defaults"]), load_checkpoint(out["kept"])
+    for key in ("G", "D", "opt_g", "opt_d", "rng"):
+        assert_same(a[key], b[key], key)
