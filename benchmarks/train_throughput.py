@@ -300,11 +300,11 @@ def profile_arm(model: str, arm: str, sizes: dict, device: torch.device, steps: 
 def cpu_rates(folder: Path, arm: str = "defaults", sizes: tuple[str, ...] = ("cpu", "study")) -> tuple[Path, dict]:
     """The newest CPU result file in ``folder`` (by its provenance date) measured at one of ``sizes`` with ``arm`` for
     all three models, and its images/s per model: the re-run page's measured CPU cost. Files of other kinds (a
-    profile of two models, a compile run) are passed over."""
+    profile of two models, a compile run, another benchmark's results) are passed over."""
     found = []
     for path in folder.glob("cpu-*.json"):
         res = json.loads(path.read_text())
-        rows = {r["model"]: r for r in res["results"]}
+        rows = {r["model"]: r for r in res.get("results", [])}
         if res.get("sizes") in sizes and {"ce64", "ce128", "cce128"} <= rows.keys() and all(
                 arm in r for r in rows.values()):
             found.append((res["provenance"]["date"], path, {m: r[arm]["images_per_s"] for m, r in rows.items()}))

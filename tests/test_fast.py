@@ -449,7 +449,8 @@ def test_benchmark_rounds_interleave_the_arms(tmp_path):
 
 def test_cpu_rates_pick_the_newest_full_benchmark(tmp_path):
     """The re-run page's measured CPU cost: the newest result file with the arm for all three models, at the CPU
-    sizes; a newer profile of two models or a file at the paper's sizes is passed over; none: a clear error."""
+    sizes; a newer profile of two models, a file at the paper's sizes or another benchmark's file is passed over;
+    none: a clear error."""
     bench = _benchmark()
 
     def write(name, date, models, sizes="cpu", arm="defaults", rate=10.0):
@@ -463,6 +464,7 @@ def test_cpu_rates_pick_the_newest_full_benchmark(tmp_path):
     write("cpu-c.json", "2026-12-05T00:00:00", ["ce128", "cce128"], rate=3.0)  # a profile of two models
     write("cpu-d.json", "2026-12-06T00:00:00", ["ce64", "ce128", "cce128"], sizes="paper", rate=4.0)
     write("cpu-e.json", "2026-12-07T00:00:00", ["ce64", "ce128", "cce128"], arm="fast", rate=5.0)
+    (tmp_path / "cpu-f-malloc.json").write_text(json.dumps({"what": "another benchmark", "median": {}}))
     path, rates = bench.cpu_rates(tmp_path, arm="defaults")
     assert path.name == "cpu-b.json" and rates == {"ce64": 2.0, "ce128": 2.0, "cce128": 2.0}
 
