@@ -383,14 +383,13 @@ def test_cell_rows_pair_each_arm_with_its_reference_by_seed():
 def test_the_closest_choices_are_combined_in_pairs_of_different_factors():
     """The search measures pairs of the three single choices closest to the paper, where they change different
     fields of a Variant (two code tensors cannot be combined), each named "a+b" with both labels."""
-    from cce_core.gap import VARIANT_LABELS, combined_variants, variant_label
+    from cce_core.gap import VARIANT_LABELS, VARIANT_SHORT, combined_variants, variant_label
 
     ranked = [{"key": k} for k in ("chance", "zbar_all", "code_act", "code_bn", "bn_masks", "ours")]
     combos = combined_variants(ranked)
     assert combos == {"zbar_all+code_act": Variant(zbar="all", code="act"),
                       "zbar_all+code_bn": Variant(zbar="all", code="bn")}  # code_act and code_bn: one field
     assert variant_label("zbar_all+code_act") == f"{VARIANT_LABELS['zbar_all']} + {VARIANT_LABELS['code_act']}"
-    from cce_core.gap import VARIANT_SHORT
     assert VARIANT_SHORT.keys() == VARIANT_LABELS.keys() and max(map(len, VARIANT_SHORT.values())) <= 24
     assert variant_label("zbar_all+bn_masks", short=True) == "Z̄ over all codes + BN train, batch = masks"
     assert combined_variants(ranked, top=1) == {}
