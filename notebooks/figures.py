@@ -96,8 +96,10 @@ save(fig, "fig1_pipeline.jpg")
 # ## Fig. 2: latent codes of the same image under different masks
 #
 # For four images, the codes under $n$ random-block masks, projected on the first two principal components of
-# all the codes of that model (each dimension standardised). The tighter each image's cloud relative to the
-# spread between images, the smaller the NSD.
+# these codes. Each dimension is first divided by its spread over the codes drawn here (the scaling of the NSD
+# page's *eval-standardised* reading, on these four images), so that a few wide dimensions do not take both axes;
+# the headline's BN-normalised reading divides by BatchNorm's running variance instead, a scale fitted in
+# training. The tighter each image's cloud relative to the spread between images, the smaller the NSD.
 
 # %% mystnb={"image": {"alt": "Fig. 2: two scatter plots, CE and cascade, of four images' codes under many masks projected on two principal components, one colour per image"}, "figure": {"caption": "Fig. 2 redrawn: each colour is one image under many masks. The tighter each cloud compared with the distance between clouds, the lower the NSD."}}
 picked = images[:4]
