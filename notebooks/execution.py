@@ -62,6 +62,11 @@ steps.set_index(["call", "seed", "step"]).style.format({"wall time (s)": "{:,.1f
 # Per model and seed: the image samples seen (steps × batch size; "x of y" when a time budget cut the training
 # short of the y planned), the step's wall time in the last call, and the training loop's own time (from the run's log,
 # or from the record's split for runs made before the logs kept it) with its speed in samples per second.
+#
+# The book's CPU study was trained on a two-core machine that also ran this project's tests and book builds during
+# most of its trainings (every training of seeds 1 to 4, the NSD-loss trainings, the fair ladder's cascades, its
+# longer point and the NSD-gap cells): their times say how long each took there, not what two quiet cores deliver.
+# The throughput of a quiet CPU is measured by the benchmark on the {doc}`re-run page <../book/rerun>`.
 
 # %% tags=["hide-input", "nbval-ignore-output"]
 print("trained on:", "; ".join(trainings["device"].astype(str).unique()))  # the CPU model: timings compare within one
