@@ -302,9 +302,6 @@ def test_images_say_what_they_show(pages: dict[str, Path]) -> None:
     assert not wrong, "images without an alt text that says what they show:\n" + "\n".join(wrong)
 
 
-@pytest.mark.xfail(strict=True, reason="the committed run (book/generated) was executed before its notebooks gained "
-                                       "alt texts, captions and phone-width equations; re-executing it (issue 27's "
-                                       "adoption) makes this pass: then drop this mark")
 def test_stored_run_is_current(pages: dict[str, Path]) -> None:
     """The stored run's pages show their notebooks' current text and figure captions."""
     stale = [doc for doc in pages if stale_run_page(doc)]
