@@ -224,13 +224,17 @@ def compact_notebook(path: Path, images: bool = True) -> int:
     :func:`cce_core.plots.same_figure`) becomes a Markdown image pointing to that file (the book renders it, one
     copy); any other image is re-encoded by :func:`cce_core.plots.compact_image` (photographs as JPEG, plots
     as palette PNG). ``images=False`` (the other seeds' notebooks, not pages of the book): images dropped, text,
-    tables and glued values kept. Idempotent. Returns the bytes saved."""
+    tables and glued values kept. Papermill's injected parameters cell is tagged ``remove-cell``. Idempotent.
+    Returns the bytes saved."""
     import nbformat
 
     before = path.stat().st_size
     nb = nbformat.read(path, as_version=4)
     files = _figure_files(path.parent)
     for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:  # papermill's: paths of the machine that ran
+            tags.append("remove-cell")  # it, not the page's story (run.json and the execution page keep them)
         if cell.cell_type == "code":
             figures = {f: files[f] for f in saved_in(cell.source, list(files))}
             outputs = [_compact_output(o, figures, path.parent, images) for o in cell.outputs]

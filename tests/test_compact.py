@@ -157,3 +157,17 @@ def test_saved_and_compacted_figures_keep_their_font_stamp(tmp_path):
     mime, data = compact_image(buf.getvalue())
     assert read_stamp(Image.open(io.BytesIO(data))) == {FONT_KEY: "11", DPI_KEY: "100"}, mime
     plt.close(fig)
+
+
+def test_compact_notebook_hides_papermill_injected_parameters(tmp_path: Path):
+    """Issue 30, fault 11: the executed pages do not show papermill's parameters cell (the machine's paths)."""
+    path = tmp_path / "nb.ipynb"
+    injected = nbformat.v4.new_code_cell('# Parameters\ndata = ["../../../shared/data/photos128/train-gpu.zip"]\n',
+                                         metadata={"tags": ["injected-parameters"]})
+    own = nbformat.v4.new_code_cell("x = 1\n", metadata={"tags": ["hide-input"]})
+    nbformat.write(nbformat.v4.new_notebook(cells=[injected, own]), path)
+    compact_notebook(path)
+    compact_notebook(path)  # idempotent
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].metadata["tags"] == ["injected-parameters", "remove-cell"]
+    assert cells[1].metadata["tags"] == ["hide-input"]
