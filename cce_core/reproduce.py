@@ -232,7 +232,7 @@ def compact_notebook(path: Path, images: bool = True) -> int:
     nb = nbformat.read(path, as_version=4)
     files = _figure_files(path.parent)
     for cell in nb.cells:
-        tags = cell.metadata.setdefault("tags", [])
+        tags = cell.metadata.get("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:  # papermill's: paths of the machine that ran
             tags.append("remove-cell")  # it, not the page's story (run.json and the execution page keep them)
         if cell.cell_type == "code":
